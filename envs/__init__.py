@@ -1,0 +1,1 @@
+"""Simulation side: PyBullet tabletop envs with domain randomisation."""
