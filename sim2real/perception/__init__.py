@@ -1,1 +1,49 @@
-"""perception."""
+"""Perception: backbone registry, task heads and the :class:`Encoder` checkpoint.
+
+Example:
+    >>> from sim2real.perception import Encoder
+    >>> enc = Encoder("nature_cnn", {"position": {"type": "position"}}, pretrained=False)
+"""
+
+from __future__ import annotations
+
+from sim2real.perception.backbones import (
+    BACKBONES,
+    Backbone,
+    available_backbones,
+    build_backbone,
+    load_efficientnet_lite0_imagenet,
+)
+from sim2real.perception.encoder import Encoder, Preprocessing, as_frames, resize_frames
+from sim2real.perception.heads import (
+    HEADS,
+    BoxHead,
+    KeypointHead,
+    MaskHead,
+    PositionHead,
+    build_head,
+    normalised_to_pixels,
+    pixels_to_normalised,
+    spatial_soft_argmax,
+)
+
+__all__ = [
+    "BACKBONES",
+    "HEADS",
+    "Backbone",
+    "BoxHead",
+    "Encoder",
+    "KeypointHead",
+    "MaskHead",
+    "PositionHead",
+    "Preprocessing",
+    "as_frames",
+    "available_backbones",
+    "build_backbone",
+    "build_head",
+    "load_efficientnet_lite0_imagenet",
+    "normalised_to_pixels",
+    "pixels_to_normalised",
+    "resize_frames",
+    "spatial_soft_argmax",
+]

@@ -1,0 +1,114 @@
+"""The ``sim2real`` command. Each subcommand parses its flags and calls one library function;
+only this module configures logging."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from sim2real.errors import Sim2RealError
+
+logger = logging.getLogger("sim2real")
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _size(text: str) -> tuple[int, int]:
+    from sim2real.envs.core import image_size_tuple
+
+    return image_size_tuple(int(text) if text.isdigit() else text)
+
+
+# -- subcommands ----------------------------------------------------------------------------
+def cmd_bench_render(args: argparse.Namespace) -> int:
+    from sim2real.bench import bench_render, format_render
+
+    size = _size(args.size)
+    result = bench_render(args.env, size, args.seconds, args.randomization, repeats=args.repeats)
+    print(format_render(result))
+    return 0
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    from sim2real import preview
+
+    if args.scene and args.real:
+        path = preview.preview_side_by_side(args.scene, args.real, args.out)
+    elif args.scene:
+        path = preview.preview_scene(
+            args.scene, args.out, args.randomization, args.n, _size(args.size), args.seed
+        )
+    elif args.data:
+        from sim2real.data.preview import preview_dataset
+
+        path = preview_dataset(args.data, args.out, n=args.n, seed=args.seed)
+    else:
+        raise Sim2RealError("preview: give a dataset folder, or --scene YAML [--real DIR]")
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from sim2real.demo import run_demo
+
+    report = run_demo(Path(args.out), tiny=args.tiny)
+    print(f"demo finished: {report}")
+    return 0
+
+
+# -- parser ---------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sim2real", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="the main job on the embedded default")
+    demo.add_argument("--out", default="runs/demo")
+    demo.add_argument("--tiny", action="store_true", help="shrink every stage (CI smoke run)")
+    demo.set_defaults(func=cmd_demo)
+
+    bench = sub.add_parser("bench", help="speed measurements")
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True)
+    br = bench_sub.add_parser("render", help="frames/s of an env's camera with randomisation on")
+    br.add_argument("--env", default="Sim2Real/ReachCube-v0")
+    br.add_argument("--size", default="84", help="N or WxH")
+    br.add_argument("--seconds", type=float, default=10.0)
+    br.add_argument("--randomization", default="default")
+    br.add_argument("--repeats", type=int, default=3)
+    br.set_defaults(func=cmd_bench_render)
+
+    pv = sub.add_parser("preview", help="sample grid of a dataset or scene; sim beside real")
+    pv.add_argument("data", nargs="?", help="a generated dataset folder")
+    pv.add_argument("--scene", help="scene preset or YAML")
+    pv.add_argument("--real", help="folder of labelled real frames (with --scene)")
+    pv.add_argument("--randomization", default="default")
+    pv.add_argument("--n", type=int, default=16)
+    pv.add_argument("--size", default="160x120")
+    pv.add_argument("--seed", type=int, default=0)
+    pv.add_argument("--out", required=True)
+    pv.set_defaults(func=cmd_preview)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except Sim2RealError as exc:
+        logger.error("%s", exc)
+        return 2
+    except KeyboardInterrupt:
+        logger.warning("interrupted")
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

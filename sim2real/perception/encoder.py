@@ -1,0 +1,484 @@
+"""The perception encoder: backbone + named heads + the preprocessing that goes with them.
+
+The encoder checkpoint is a folder holding ``model.safetensors`` and ``card.json``; the card
+says everything needed to rebuild the model (backbone, heads, preprocessing) and carries what
+later stages add (training config, metrics, camera geometry). Nothing is unpickled.
+
+Preprocessing is one path for training and inference: :func:`resize_frames` (torch bilinear
+with antialiasing on float values, rounded back to uint8) then :meth:`Preprocessing.normalise`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+import sim2real
+from sim2real.errors import CheckpointError, ConfigError, InputError
+from sim2real.perception.backbones import DEFAULT_BACKBONE, Backbone, build_backbone
+from sim2real.perception.heads import build_head, normalised_to_pixels
+
+logger = logging.getLogger(__name__)
+
+COLOUR_ORDERS = ("RGB", "BGR")
+RESIZE_POLICIES = ("stretch",)
+WEIGHTS_FILE = "model.safetensors"
+CARD_FILE = "card.json"
+CARD_FORMAT = "sim2real.encoder/1"
+#: What :func:`resize_frames` does, recorded in the card for other runtimes.
+RESIZE_METHOD = "torch bilinear, antialias, align_corners=False, float then round to uint8"
+Frames = np.ndarray | torch.Tensor
+
+
+def as_frames(frames: Frames) -> torch.Tensor:
+    """Validate uint8 frames and return them as a ``(N, H, W, 3)`` uint8 tensor (no copy).
+
+    Raises:
+        InputError: wrong type, dtype, number of dimensions or channels.
+
+    Shape:
+        - frames: ``(H, W, 3)`` or ``(N, H, W, 3)``; returns ``(N, H, W, 3)``.
+    """
+    if isinstance(frames, np.ndarray):
+        dtype_ok = frames.dtype == np.uint8
+        tensor = torch.from_numpy(np.ascontiguousarray(frames)) if dtype_ok else None
+    elif isinstance(frames, torch.Tensor):
+        dtype_ok = frames.dtype == torch.uint8
+        tensor = frames
+    else:
+        raise InputError(
+            f"frames: expected a uint8 numpy array or torch tensor, got {type(frames).__name__}"
+        )
+    if not dtype_ok:
+        raise InputError(
+            f"frames: expected dtype uint8 (0-255 pixels), got {frames.dtype}; "
+            "convert with (x * 255).round().astype(np.uint8) if they are floats in [0, 1]"
+        )
+    assert tensor is not None
+    if tensor.ndim not in (3, 4):
+        raise InputError(
+            f"frames: expected (H, W, 3) or (N, H, W, 3), got shape {tuple(tensor.shape)}"
+        )
+    if tensor.shape[-1] != 3:
+        raise InputError(
+            f"frames: expected 3 colour channels last (H, W, 3), got shape {tuple(tensor.shape)}"
+            + ("; channels-first? use frames.transpose(1, 2, 0)" if tensor.shape[-3] == 3 else "")
+        )
+    if tensor.shape[-2] < 1 or tensor.shape[-3] < 1:
+        raise InputError(f"frames: empty image, shape {tuple(tensor.shape)}")
+    return tensor if tensor.ndim == 4 else tensor.unsqueeze(0)
+
+
+def resize_frames(frames: Frames, width: int, height: int) -> torch.Tensor:
+    """Resize uint8 frames to ``width x height`` (stretch), the one resize used everywhere.
+
+    Bilinear interpolation with antialiasing (``align_corners=False``) on float values, rounded
+    back to uint8, so resizing when writing a dataset or at inference gives the same pixels.
+
+    Shape:
+        - frames: ``(N, H, W, 3)`` or ``(H, W, 3)`` uint8; returns ``(N, height, width, 3)``.
+
+    Example:
+        >>> resize_frames(np.zeros((480, 640, 3), np.uint8), 128, 96).shape
+        torch.Size([1, 96, 128, 3])
+    """
+    x = as_frames(frames)
+    if x.shape[1] == height and x.shape[2] == width:
+        return x
+    chw = x.permute(0, 3, 1, 2).float()
+    out = F.interpolate(
+        chw, size=(height, width), mode="bilinear", align_corners=False, antialias=True
+    )
+    return out.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How raw uint8 frames become the network input.
+
+    Attributes:
+        width: network input width ``W``.
+        height: network input height ``H``.
+        colour: channel order of the frames the encoder was trained on (``RGB`` or ``BGR``).
+        mean: per-channel mean in 0-1 units, in the encoder's colour order.
+        std: per-channel std in 0-1 units.
+        resize: resize policy; ``stretch`` (whole frame to ``W x H``, aspect not kept).
+    """
+
+    width: int = 128
+    height: int = 96
+    colour: str = "RGB"
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    resize: str = "stretch"
+
+    def __post_init__(self) -> None:
+        if self.width < 8 or self.height < 8:
+            raise ConfigError(f"input size must be at least 8x8, got {self.width}x{self.height}")
+        if self.colour not in COLOUR_ORDERS:
+            raise ConfigError(f"colour={self.colour!r}: expected one of {list(COLOUR_ORDERS)}")
+        if self.resize not in RESIZE_POLICIES:
+            raise ConfigError(f"resize={self.resize!r}: expected one of {list(RESIZE_POLICIES)}")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ConfigError(f"mean/std must be 3 numbers, std > 0; got {self.mean}, {self.std}")
+        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
+        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form (the card's ``preprocessing``)."""
+        return {**asdict(self), "mean": list(self.mean), "std": list(self.std)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Preprocessing:
+        """Inverse of :meth:`to_dict`."""
+        return cls(**{**data, "mean": tuple(data["mean"]), "std": tuple(data["std"])})
+
+    def normalise(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 NHWC frames (already resized) -> normalised float NCHW (channels_last memory).
+
+        Shape:
+            - frames: ``(N, H, W, 3)``; returns ``(N, 3, H, W)``.
+        """
+        mean = torch.tensor(self.mean, device=frames.device).mul_(255.0)
+        std = torch.tensor(self.std, device=frames.device).mul_(255.0)
+        x = (frames.float() - mean) / std
+        return x.permute(0, 3, 1, 2)
+
+    def __call__(
+        self, frames: Frames, colour: str | None = None, device: torch.device | str = "cpu"
+    ) -> torch.Tensor:
+        """Validate, convert colour order, resize and normalise.
+
+        Args:
+            frames: uint8 ``(H, W, 3)`` or ``(N, H, W, 3)`` at any resolution.
+            colour: channel order of ``frames``; default: the encoder's own.
+            device: where to do the work and return the tensor.
+
+        Shape:
+            - returns ``(N, 3, height, width)`` float32.
+        """
+        order = self.colour if colour is None else colour
+        if order not in COLOUR_ORDERS:
+            raise InputError(f"colour={order!r}: expected one of {list(COLOUR_ORDERS)}")
+        x = as_frames(frames).to(device)
+        if order != self.colour:
+            x = x.flip(-1)
+        return self.normalise(resize_frames(x, self.width, self.height))
+
+
+class Encoder(nn.Module):
+    """Backbone + dict of heads + preprocessing, saved as safetensors + a JSON card.
+
+    Args:
+        backbone: registry name (see ``available_backbones()``).
+        heads: ``{name: {"type": "position" | "keypoints" | "box" | "mask", **options}}``.
+        input_size: network input ``(W, H)``.
+        colour: channel order of the frames it is trained on.
+        mean: normalisation mean (0-1 units); default: the backbone's.
+        std: normalisation std; default: the backbone's.
+        resize: resize policy (``stretch``).
+        backbone_kwargs: backbone options, e.g. ``{"feature_stride": 16}``.
+        pretrained: load the backbone's ImageNet weights.
+
+    Example:
+        >>> enc = Encoder("nature_cnn", {"position": {"type": "position"}}, input_size=(84, 84))
+        >>> enc.predict(np.zeros((480, 640, 3), np.uint8))["position"].shape
+        (1, 3)
+    """
+
+    def __init__(
+        self,
+        backbone: str = DEFAULT_BACKBONE,
+        heads: Mapping[str, Mapping[str, Any]] | None = None,
+        input_size: tuple[int, int] = (128, 96),
+        colour: str = "RGB",
+        mean: tuple[float, float, float] | None = None,
+        std: tuple[float, float, float] | None = None,
+        resize: str = "stretch",
+        backbone_kwargs: Mapping[str, Any] | None = None,
+        pretrained: bool = True,
+    ) -> None:
+        super().__init__()
+        self._n_frozen = 0
+        self.backbone: Backbone = build_backbone(
+            backbone, pretrained=pretrained, **dict(backbone_kwargs or {})
+        )
+        self.preprocessing = Preprocessing(
+            width=int(input_size[0]),
+            height=int(input_size[1]),
+            colour=colour,
+            mean=self.backbone.default_mean if mean is None else mean,
+            std=self.backbone.default_std if std is None else std,
+            resize=resize,
+        )
+        self.heads = nn.ModuleDict()
+        for name, spec in (heads or {}).items():
+            self.add_head(name, **spec)
+        self.card: dict[str, Any] = {"training": {}, "metrics": {}}
+
+    # ------------------------------------------------------------------ structure
+    def add_head(self, name: str, type: str, **options: Any) -> nn.Module:
+        """Attach a head ``type`` under ``name`` (see ``heads.HEADS``) and return it."""
+        if name in self.heads:
+            raise ConfigError(f"head {name!r} already exists; heads: {list(self.heads)}")
+        head = build_head(type, self.backbone.out_channels, **options)
+        self.heads[name] = head.to(self.device)
+        return head
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the parameters."""
+        return next(self.parameters()).device
+
+    @property
+    def feature_dim(self) -> int:
+        """Size ``D`` of :meth:`features`."""
+        return self.backbone.out_channels
+
+    # ------------------------------------------------------------------ compute
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Run every head on preprocessed input.
+
+        Shape:
+            - x: ``(B, 3, H, W)`` normalised; returns ``{name: (B, ...)}``.
+        """
+        fmap = self.backbone(x)
+        return {name: head(fmap) for name, head in self.heads.items()}
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Global-average-pooled backbone features (for RL and DANN).
+
+        Shape:
+            - x: ``(B, 3, H, W)`` normalised; returns ``(B, feature_dim)``.
+        """
+        return self.backbone(x).mean(dim=(2, 3))
+
+    def preprocess(self, frames: Frames, colour: str | None = None) -> torch.Tensor:
+        """uint8 frames at any resolution -> normalised input on this encoder's device.
+
+        Args:
+            frames: ``(H, W, 3)`` or ``(N, H, W, 3)`` uint8, numpy or torch.
+            colour: channel order of ``frames`` (``RGB``/``BGR``); default: the encoder's.
+
+        Shape:
+            - returns ``(N, 3, H, W)`` float32, ``(W, H) = input_size``.
+        """
+        return self.preprocessing(frames, colour=colour, device=self.device)
+
+    @torch.no_grad()
+    def predict(
+        self, frames: Frames, colour: str = "RGB", batch_size: int = 64
+    ) -> dict[str, np.ndarray]:
+        """Predict every head on raw frames, in eval mode, in batches.
+
+        Keypoint heads also give ``"<name>_px"``: pixel coordinates in the given frames.
+
+        Args:
+            frames: uint8 ``(H, W, 3)`` or ``(N, H, W, 3)``.
+            colour: channel order of ``frames``.
+            batch_size: frames per forward pass.
+
+        Returns:
+            ``{name: (N, ...) float32 array}``.
+
+        Example:
+            >>> enc = Encoder("impala_cnn", {"kp": {"type": "keypoints"}}, pretrained=False)
+            >>> sorted(enc.predict(np.zeros((2, 60, 80, 3), np.uint8)))
+            ['kp', 'kp_px']
+        """
+        batch = as_frames(frames)
+        was_training = self.training
+        self.eval()
+        try:
+            chunks = [
+                self(self.preprocess(batch[i : i + batch_size], colour))
+                for i in range(0, len(batch), batch_size)
+            ]
+        finally:
+            self.train(was_training)
+        out = {name: torch.cat([c[name] for c in chunks]).float().cpu() for name in self.heads}
+        height, width = batch.shape[1], batch.shape[2]
+        for name, head in self.heads.items():
+            if getattr(head, "kind", None) == "keypoints":
+                out[f"{name}_px"] = normalised_to_pixels(out[name], width, height)
+        return {k: v.numpy() for k, v in out.items()}
+
+    # ------------------------------------------------------------------ fine-tuning helpers
+    def freeze_blocks(self, n_first: int) -> None:
+        """Freeze the first ``n_first`` backbone blocks (no grad, BatchNorm kept in eval mode).
+
+        ``n_first=0`` unfreezes everything. Heads stay trainable.
+        """
+        n = len(self.backbone.blocks)
+        if not 0 <= n_first <= n:
+            raise ConfigError(
+                f"freeze_blocks: n_first={n_first} outside [0, {n}] (backbone blocks)"
+            )
+        for i, block in enumerate(self.backbone.blocks):
+            block.requires_grad_(i >= n_first)
+        self._n_frozen = n_first
+        self.train(self.training)
+
+    def trainable_blocks(self, k_last: int) -> None:
+        """Train only the last ``k_last`` backbone blocks (and the heads); freeze the rest."""
+        n = len(self.backbone.blocks)
+        if not 0 <= k_last <= n:
+            raise ConfigError(
+                f"trainable_blocks: k_last={k_last} outside [0, {n}] (backbone blocks)"
+            )
+        self.freeze_blocks(n - k_last)
+
+    def train(self, mode: bool = True) -> Encoder:
+        """Like ``nn.Module.train`` but frozen blocks stay in eval mode (BatchNorm statistics)."""
+        super().train(mode)
+        for block in list(self.backbone.blocks)[: self._n_frozen]:
+            block.eval()
+        return self
+
+    def param_groups(self, base_lr: float, decay: float = 0.5) -> list[dict[str, Any]]:
+        """Optimizer groups with discriminative learning rates, trainable parameters only.
+
+        Heads get ``base_lr``; backbone block ``i`` of ``n`` gets ``base_lr * decay**(n - i)``.
+
+        Example:
+            >>> enc = Encoder("nature_cnn", {"p": {"type": "position"}}, pretrained=False)
+            >>> [g["name"] for g in enc.param_groups(1e-3)]
+            ['block0', 'block1', 'block2', 'heads']
+        """
+        n = len(self.backbone.blocks)
+        named = [
+            (f"block{i}", b, base_lr * decay ** (n - i)) for i, b in enumerate(self.backbone.blocks)
+        ]
+        named.append(("heads", self.heads, base_lr))
+        groups = [
+            {"name": name, "params": [p for p in m.parameters() if p.requires_grad], "lr": lr}
+            for name, m, lr in named
+        ]
+        return [g for g in groups if g["params"]]
+
+    # ------------------------------------------------------------------ checkpoint
+    def structure(self) -> dict[str, Any]:
+        """The card entries that describe how to rebuild this encoder."""
+        heads = {name: {"type": head.kind, **head.config()} for name, head in self.heads.items()}
+        old = self.card.get("backbone", {})
+        frames = sorted(
+            {h.frame for h in self.heads.values() if getattr(h, "kind", "") == "position"}
+        )
+        return {
+            "format": CARD_FORMAT,
+            "code_version": sim2real.__version__,
+            "backbone": {
+                "name": self.backbone.name,
+                "kwargs": self.backbone.kwargs,
+                "imagenet_init": bool(self.backbone.pretrained or old.get("imagenet_init")),
+            },
+            "resize_method": RESIZE_METHOD,
+            "feature_dim": self.feature_dim,
+            "feature_stride": self.backbone.stride,
+            "preprocessing": self.preprocessing.to_dict(),
+            "heads": heads,
+            "label_schema": {name: head.schema() for name, head in self.heads.items()},
+            "position_frame": frames[0] if len(frames) == 1 else frames or None,
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``path/model.safetensors`` and ``path/card.json``; returns the folder.
+
+        Example:
+            >>> Encoder("nature_cnn", pretrained=False).save("runs/tmp/encoder")  # doctest: +SKIP
+        """
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.card.update(self.structure())
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(state, str(folder / WEIGHTS_FILE), metadata={"format": CARD_FORMAT})
+        (folder / CARD_FILE).write_text(json.dumps(self.card, indent=2, sort_keys=True) + "\n")
+        logger.info("saved encoder (%d tensors) to %s", len(state), folder)
+        return folder
+
+    @classmethod
+    def from_card(cls, card: Mapping[str, Any], pretrained: bool = False) -> Encoder:
+        """Rebuild the architecture from a card (weights not loaded)."""
+        try:
+            pre = Preprocessing.from_dict(card["preprocessing"])
+            encoder = cls(
+                backbone=card["backbone"]["name"],
+                heads=card["heads"],
+                input_size=(pre.width, pre.height),
+                colour=pre.colour,
+                mean=pre.mean,
+                std=pre.std,
+                resize=pre.resize,
+                backbone_kwargs=card["backbone"].get("kwargs", {}),
+                pretrained=pretrained,
+            )
+        except (KeyError, TypeError) as exc:
+            raise CheckpointError(f"encoder card is missing or has a bad entry: {exc!r}") from exc
+        encoder.card = dict(card)
+        return encoder
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> Encoder:
+        """Load an encoder folder written by :meth:`save` (no unpickling).
+
+        Args:
+            path: the folder.
+            device: ``"cpu"``, ``"cuda"``, ``"auto"`` (CUDA when available) or a torch device.
+
+        Raises:
+            CheckpointError: missing/unreadable files, a card from another format, missing or
+                extra tensors, or shapes that do not match the card.
+
+        Example:
+            >>> enc = Encoder.load("runs/kuka/encoder", device="auto")  # doctest: +SKIP
+        """
+        folder = Path(path)
+        card_path, weights_path = folder / CARD_FILE, folder / WEIGHTS_FILE
+        for f in (card_path, weights_path):
+            if not f.is_file():
+                raise CheckpointError(f"encoder checkpoint incomplete: {f} not found")
+        try:
+            card = json.loads(card_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise CheckpointError(f"{card_path}: not valid JSON ({exc})") from exc
+        if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
+            got = card.get("format") if isinstance(card, dict) else type(card).__name__
+            raise CheckpointError(f"{card_path}: expected format {CARD_FORMAT!r}, got {got!r}")
+        try:
+            encoder = cls.from_card(card)
+        except (CheckpointError, ConfigError) as exc:
+            raise CheckpointError(f"{card_path}: {exc}") from exc
+        try:
+            state = load_file(str(weights_path))
+        except Exception as exc:  # safetensors raises its own error types
+            raise CheckpointError(f"{weights_path}: cannot read safetensors ({exc})") from exc
+        _check_state(encoder.state_dict(), state, weights_path)
+        encoder.load_state_dict(state, strict=True)
+        if str(device) == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        return encoder.to(device).eval()
+
+
+def _check_state(
+    expected: Mapping[str, torch.Tensor], got: Mapping[str, torch.Tensor], origin: Path
+) -> None:
+    missing, extra = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
+    if missing or extra:
+        raise CheckpointError(
+            f"{origin}: tensors do not match the card: {len(missing)} missing {missing[:5]}, "
+            f"{len(extra)} extra {extra[:5]}"
+        )
+    for key, ref in expected.items():
+        if got[key].shape != ref.shape:
+            shapes = f"{tuple(got[key].shape)}, card implies {tuple(ref.shape)}"
+            raise CheckpointError(f"{origin}: tensor {key!r} has shape {shapes}")

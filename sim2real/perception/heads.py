@@ -1,0 +1,327 @@
+"""Task heads that read a backbone feature map: 3-D position, keypoints, box, mask.
+
+Several heads share one encoder (``Encoder.heads`` is an ``nn.ModuleDict``). Each head is
+rebuilt from ``build_head(type, in_channels, **config())``; tensors that belong to it (e.g. the
+target statistics of :class:`PositionHead`) are buffers, so they travel in the safetensors.
+
+Image coordinates follow ``align_corners=False``: normalised ``-1`` / ``+1`` are the outer
+edges of the image and pixel ``i``'s centre is at ``(2 i + 1) / W - 1``; in pixel units the
+centre of the top-left pixel is ``(0, 0)``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sim2real.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+def spatial_soft_argmax(
+    heatmaps: torch.Tensor, temperature: float | torch.Tensor = 1.0
+) -> torch.Tensor:
+    """Expected (x, y) location under a softmax over each heatmap, sub-pixel.
+
+    Args:
+        heatmaps: logits, one map per keypoint.
+        temperature: softmax temperature (scalar or 0-d tensor, may be learnable).
+
+    Returns:
+        Normalised coordinates in ``[-1, 1]`` (``align_corners=False``), x then y.
+
+    Shape:
+        - heatmaps: ``(B, K, h, w)``; returns ``(B, K, 2)``.
+
+    Example:
+        >>> spatial_soft_argmax(torch.zeros(1, 1, 4, 4)).tolist()
+        [[[0.0, 0.0]]]
+    """
+    b, k, h, w = heatmaps.shape
+    logits = heatmaps.float().reshape(b, k, h * w) / temperature
+    probs = torch.softmax(logits, dim=-1).reshape(b, k, h, w)
+    xs = (2.0 * torch.arange(w, device=heatmaps.device, dtype=torch.float32) + 1.0) / w - 1.0
+    ys = (2.0 * torch.arange(h, device=heatmaps.device, dtype=torch.float32) + 1.0) / h - 1.0
+    x = (probs.sum(dim=2) * xs).sum(dim=-1)
+    y = (probs.sum(dim=3) * ys).sum(dim=-1)
+    return torch.stack([x, y], dim=-1)
+
+
+def normalised_to_pixels(xy: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """Map normalised ``[-1, 1]`` coordinates to pixel coordinates of a ``width x height`` image.
+
+    Shape:
+        - xy: ``(..., 2)``; returns ``(..., 2)`` as ``(u, v)``.
+
+    Example:
+        >>> normalised_to_pixels(torch.tensor([-1.0, 1.0]), 4, 2).tolist()
+        [-0.5, 1.5]
+    """
+    scale = xy.new_tensor([width, height])
+    return ((xy + 1.0) * scale - 1.0) / 2.0
+
+
+def pixels_to_normalised(uv: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """Inverse of :func:`normalised_to_pixels`.
+
+    Shape:
+        - uv: ``(..., 2)``; returns ``(..., 2)``.
+    """
+    scale = uv.new_tensor([width, height])
+    return (2.0 * uv + 1.0) / scale - 1.0
+
+
+def _mlp(in_dim: int, hidden: int, out_dim: int, dropout: float) -> nn.Sequential:
+    if hidden <= 0:
+        return nn.Sequential(nn.Dropout(dropout), nn.Linear(in_dim, out_dim))
+    return nn.Sequential(
+        nn.Linear(in_dim, hidden),
+        nn.ReLU(inplace=True),
+        nn.Dropout(dropout),
+        nn.Linear(hidden, out_dim),
+    )
+
+
+class PositionHead(nn.Module):
+    """Global average pool + MLP -> a position in a declared frame, in target units (metres).
+
+    The MLP predicts standardised values; ``forward`` de-normalises them with the stored target
+    ``mean/std`` (buffers). Train with a loss on ``normalise(target)`` vs ``forward_normalised``.
+
+    Shape:
+        - features: ``(B, C, h, w)``; returns ``(B, out_dim)``.
+
+    Example:
+        >>> head = PositionHead(64, frame="world")
+        >>> head(torch.zeros(2, 64, 3, 4)).shape
+        torch.Size([2, 3])
+    """
+
+    kind = "position"
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_dim: int = 3,
+        hidden: int = 256,
+        dropout: float = 0.0,
+        frame: str = "world",
+        names: Sequence[str] | None = None,
+        units: str = "m",
+    ) -> None:
+        super().__init__()
+        names = list(names) if names is not None else ["x", "y", "z"][:out_dim]
+        if len(names) != out_dim:
+            raise ConfigError(f"PositionHead: names has {len(names)} entries, out_dim={out_dim}")
+        self.in_channels, self.out_dim, self.hidden, self.dropout = (
+            in_channels,
+            out_dim,
+            hidden,
+            dropout,
+        )
+        self.frame, self.names, self.units = frame, names, units
+        self.mlp = _mlp(in_channels, hidden, out_dim, dropout)
+        self.register_buffer("target_mean", torch.zeros(out_dim))
+        self.register_buffer("target_std", torch.ones(out_dim))
+
+    def set_target_stats(
+        self, mean: Sequence[float] | torch.Tensor, std: Sequence[float] | torch.Tensor
+    ) -> None:
+        """Store the training targets' mean and std (std clamped away from zero)."""
+        mean_t = torch.as_tensor(mean, dtype=torch.float32).reshape(self.out_dim)
+        std_t = torch.as_tensor(std, dtype=torch.float32).reshape(self.out_dim).clamp_min(1e-6)
+        self.target_mean.copy_(mean_t)
+        self.target_std.copy_(std_t)
+
+    def normalise(self, target: torch.Tensor) -> torch.Tensor:
+        """Standardise targets. Shape: ``(B, out_dim)`` -> ``(B, out_dim)``."""
+        return (target - self.target_mean) / self.target_std
+
+    def forward_normalised(self, features: torch.Tensor) -> torch.Tensor:
+        """Standardised prediction. Shape: ``(B, C, h, w)`` -> ``(B, out_dim)``."""
+        return self.mlp(features.mean(dim=(2, 3)))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Position in ``frame`` and ``units``. Shape: ``(B, C, h, w)`` -> ``(B, out_dim)``."""
+        return self.forward_normalised(features).float() * self.target_std + self.target_mean
+
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments (JSON-serialisable)."""
+        return {
+            "in_channels": self.in_channels,
+            "out_dim": self.out_dim,
+            "hidden": self.hidden,
+            "dropout": self.dropout,
+            "frame": self.frame,
+            "names": self.names,
+            "units": self.units,
+        }
+
+    def schema(self) -> dict[str, Any]:
+        """Label schema for the card."""
+        return {"kind": self.kind, "frame": self.frame, "names": self.names, "units": self.units}
+
+
+class KeypointHead(nn.Module):
+    """Per-keypoint heatmaps (optional 3x3 conv, then 1x1 conv) + spatial soft-argmax.
+
+    Returns normalised image coordinates in ``[-1, 1]`` (see module docstring); convert with
+    :func:`normalised_to_pixels` for any image size (the resize is a stretch, so the same
+    normalised coordinates hold for the original frame). The softmax temperature is learnt.
+
+    Shape:
+        - features: ``(B, C, h, w)``; returns ``(B, K, 2)``.
+
+    Example:
+        >>> head = KeypointHead(40, names=["cube"])
+        >>> head(torch.zeros(1, 40, 12, 16)).shape
+        torch.Size([1, 1, 2])
+    """
+
+    kind = "keypoints"
+
+    def __init__(
+        self,
+        in_channels: int,
+        names: Sequence[str] = ("keypoint",),
+        hidden: int = 0,
+        temperature: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if not names:
+            raise ConfigError("KeypointHead: names must list at least one keypoint")
+        self.in_channels, self.names, self.hidden = in_channels, list(names), hidden
+        self.initial_temperature = float(temperature)
+        layers: list[nn.Module] = []
+        channels = in_channels
+        if hidden > 0:
+            layers += [nn.Conv2d(in_channels, hidden, 3, padding=1), nn.ReLU(inplace=True)]
+            channels = hidden
+        layers.append(nn.Conv2d(channels, len(self.names), 1))
+        self.net = nn.Sequential(*layers)
+        self.log_temperature = nn.Parameter(torch.tensor(float(temperature)).log())
+
+    def heatmaps(self, features: torch.Tensor) -> torch.Tensor:
+        """Heatmap logits. Shape: ``(B, C, h, w)`` -> ``(B, K, h, w)``."""
+        return self.net(features)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Normalised keypoint coordinates. Shape: ``(B, C, h, w)`` -> ``(B, K, 2)``."""
+        return spatial_soft_argmax(self.heatmaps(features), self.log_temperature.exp())
+
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments (JSON-serialisable)."""
+        return {
+            "in_channels": self.in_channels,
+            "names": self.names,
+            "hidden": self.hidden,
+            "temperature": self.initial_temperature,
+        }
+
+    def schema(self) -> dict[str, Any]:
+        """Label schema for the card."""
+        return {
+            "kind": self.kind,
+            "names": self.names,
+            "coords": "normalised [-1, 1], x right, y down",
+        }
+
+
+class BoxHead(nn.Module):
+    """Global pool + MLP -> one box ``(cx, cy, w, h)`` as fractions of the image, in ``[0, 1]``.
+
+    Shape:
+        - features: ``(B, C, h, w)``; returns ``(B, 4)``.
+    """
+
+    kind = "box"
+
+    def __init__(self, in_channels: int, hidden: int = 256) -> None:
+        super().__init__()
+        self.in_channels, self.hidden = in_channels, hidden
+        self.mlp = _mlp(in_channels, hidden, 4, 0.0)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Box ``(cx, cy, w, h)``. Shape: ``(B, C, h, w)`` -> ``(B, 4)``."""
+        return torch.sigmoid(self.mlp(features.mean(dim=(2, 3))).float())
+
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments (JSON-serialisable)."""
+        return {"in_channels": self.in_channels, "hidden": self.hidden}
+
+    def schema(self) -> dict[str, Any]:
+        """Label schema for the card."""
+        return {"kind": self.kind, "format": "cxcywh, fractions of the image"}
+
+
+class MaskHead(nn.Module):
+    """1x1 conv -> per-class mask logits at feature-map resolution (upsample to compare).
+
+    Shape:
+        - features: ``(B, C, h, w)``; returns ``(B, num_classes, h, w)``.
+    """
+
+    kind = "mask"
+
+    def __init__(self, in_channels: int, num_classes: int = 1) -> None:
+        super().__init__()
+        self.in_channels, self.num_classes = in_channels, num_classes
+        self.conv = nn.Conv2d(in_channels, num_classes, 1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Mask logits. Shape: ``(B, C, h, w)`` -> ``(B, num_classes, h, w)``."""
+        return self.conv(features)
+
+    def upsample(self, logits: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """Bilinear upsampling of logits to ``(B, num_classes, height, width)``."""
+        return F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
+
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments (JSON-serialisable)."""
+        return {"in_channels": self.in_channels, "num_classes": self.num_classes}
+
+    def schema(self) -> dict[str, Any]:
+        """Label schema for the card."""
+        return {"kind": self.kind, "num_classes": self.num_classes, "output": "logits"}
+
+
+HEADS: dict[str, type[nn.Module]] = {
+    "position": PositionHead,
+    "keypoints": KeypointHead,
+    "box": BoxHead,
+    "mask": MaskHead,
+}
+
+
+def build_head(kind: str, in_channels: int, /, **config: Any) -> nn.Module:
+    """Build a head by type name.
+
+    Args:
+        kind: one of ``HEADS`` (``position``, ``keypoints``, ``box``, ``mask``).
+        in_channels: channels of the backbone feature map.
+        **config: the head's constructor options; ``in_channels`` in it must agree.
+
+    Raises:
+        ConfigError: unknown kind, bad option, or an ``in_channels`` that disagrees.
+
+    Example:
+        >>> build_head("position", 64, frame="world").config()["frame"]
+        'world'
+    """
+    if kind not in HEADS:
+        raise ConfigError(f"unknown head type {kind!r}: expected one of {sorted(HEADS)}")
+    declared = config.pop("in_channels", in_channels)
+    if declared != in_channels:
+        raise ConfigError(
+            f"head {kind!r}: in_channels={declared} but the backbone gives {in_channels}"
+        )
+    try:
+        return HEADS[kind](in_channels, **config)
+    except TypeError as exc:
+        raise ConfigError(f"head {kind!r}: bad options {sorted(config)}: {exc}") from exc

@@ -1,0 +1,224 @@
+"""Encoder, heads and preprocessing: soft-argmax, input checks, save/load, fine-tuning helpers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from sim2real.errors import CheckpointError, ConfigError, InputError
+from sim2real.perception import (
+    Encoder,
+    build_head,
+    normalised_to_pixels,
+    pixels_to_normalised,
+    resize_frames,
+    spatial_soft_argmax,
+)
+
+HEADS = {
+    "position": {"type": "position", "frame": "robot_base", "hidden": 32},
+    "kp": {"type": "keypoints", "names": ["cube", "gripper"]},
+    "box": {"type": "box", "hidden": 16},
+    "mask": {"type": "mask", "num_classes": 2},
+}
+
+
+@pytest.fixture()
+def frames() -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, size=(3, 60, 80, 3), dtype=np.uint8)
+
+
+@pytest.fixture()
+def encoder() -> Encoder:
+    torch.manual_seed(0)
+    enc = Encoder(
+        "efficientnet_lite0", HEADS, pretrained=False, backbone_kwargs={"feature_stride": 16}
+    )
+    enc.heads["position"].set_target_stats([0.5, 0.0, 0.1], [0.1, 0.2, 0.05])
+    return enc
+
+
+# ---------------------------------------------------------------------------- heads
+@pytest.mark.parametrize(("u", "v"), [(13.37, 7.81), (4.52, 18.06), (27.9, 11.5)])
+def test_soft_argmax_finds_subpixel_peak(u: float, v: float) -> None:
+    h, w = 24, 32
+    ys, xs = torch.meshgrid(torch.arange(h).float(), torch.arange(w).float(), indexing="ij")
+    heatmap = -((xs - u) ** 2 + (ys - v) ** 2) / (2 * 1.5**2)
+    xy = spatial_soft_argmax(heatmap[None, None])
+    assert xy.shape == (1, 1, 2)
+    uv = normalised_to_pixels(xy, w, h)[0, 0]
+    assert abs(float(uv[0]) - u) < 0.1 and abs(float(uv[1]) - v) < 0.1
+
+
+def test_pixel_normalised_round_trip() -> None:
+    uv = torch.tensor([[0.0, 0.0], [127.0, 95.0], [63.25, 40.5]])
+    back = normalised_to_pixels(pixels_to_normalised(uv, 128, 96), 128, 96)
+    assert torch.allclose(back, uv, atol=1e-5)
+    corners = pixels_to_normalised(torch.tensor([[-0.5, -0.5], [127.5, 95.5]]), 128, 96)
+    assert torch.allclose(corners, torch.tensor([[-1.0, -1.0], [1.0, 1.0]]))
+
+
+def test_head_outputs_and_denormalisation(encoder: Encoder) -> None:
+    x = torch.zeros(2, 3, 96, 128)
+    out = encoder(x)
+    assert out["position"].shape == (2, 3)
+    assert out["kp"].shape == (2, 2, 2) and out["kp"].abs().max() <= 1
+    assert out["box"].shape == (2, 4)
+    assert out["mask"].shape == (2, 2, 6, 8)
+    head = encoder.heads["position"]
+    target = torch.tensor([[0.6, -0.2, 0.15]])
+    assert torch.allclose(head.normalise(target), torch.tensor([[1.0, -1.0, 1.0]]))
+
+
+def test_bad_head_config() -> None:
+    with pytest.raises(ConfigError, match="unknown head type"):
+        build_head("pose", 64)
+    with pytest.raises(ConfigError, match="bad options"):
+        build_head("box", 64, frame="world")
+    with pytest.raises(ConfigError, match="in_channels"):
+        build_head("mask", 64, in_channels=32)
+
+
+# ---------------------------------------------------------------------------- preprocessing
+def test_resize_frames_any_resolution(frames: np.ndarray) -> None:
+    out = resize_frames(frames, 128, 96)
+    assert out.shape == (3, 96, 128, 3) and out.dtype == torch.uint8
+    assert torch.equal(out, resize_frames(torch.from_numpy(frames), 128, 96))
+    assert torch.equal(resize_frames(frames[0], 80, 60)[0], torch.from_numpy(frames[0]))
+    flat = np.full((480, 640, 3), 77, np.uint8)
+    assert (resize_frames(flat, 128, 96) == 77).all()
+
+
+def test_preprocess_shape_and_colour_conversion(encoder: Encoder, frames: np.ndarray) -> None:
+    x = encoder.preprocess(frames)
+    assert x.shape == (3, 3, 96, 128) and x.dtype == torch.float32
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    bgr = np.ascontiguousarray(frames[..., ::-1])
+    assert torch.equal(encoder.preprocess(bgr, colour="BGR"), x)
+    rgb_pred = encoder.predict(frames, colour="RGB")
+    bgr_pred = encoder.predict(bgr, colour="BGR")
+    for key, value in rgb_pred.items():
+        np.testing.assert_array_equal(value, bgr_pred[key])
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (np.zeros((60, 80, 3), np.float32), "expected dtype uint8.*got float32"),
+        (
+            np.zeros((60, 80), np.uint8),
+            r"expected \(H, W, 3\) or \(N, H, W, 3\), got shape \(60, 80\)",
+        ),
+        (np.zeros((60, 80, 4), np.uint8), r"3 colour channels.*got shape \(60, 80, 4\)"),
+        (np.zeros((3, 60, 80), np.uint8), "channels-first"),
+        ([[0, 1, 2]], "numpy array or torch tensor, got list"),
+    ],
+)
+def test_preprocess_rejects_bad_frames(encoder: Encoder, bad: object, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        encoder.predict(bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("colour", ["rgb", "RGBA", "GRAY"])
+def test_unknown_colour_order(encoder: Encoder, frames: np.ndarray, colour: str) -> None:
+    with pytest.raises(InputError, match=r"expected one of \['RGB', 'BGR'\]"):
+        encoder.predict(frames, colour=colour)
+
+
+def test_bad_preprocessing_config() -> None:
+    with pytest.raises(ConfigError, match="colour"):
+        Encoder("nature_cnn", colour="YUV", pretrained=False)
+    with pytest.raises(ConfigError, match="resize"):
+        Encoder("nature_cnn", resize="crop", pretrained=False)
+
+
+# ---------------------------------------------------------------------------- predict, features
+def test_predict_batches_and_restores_mode(encoder: Encoder, frames: np.ndarray) -> None:
+    encoder.train()
+    out = encoder.predict(frames, batch_size=2)
+    assert encoder.training
+    assert out["position"].shape == (3, 3) and out["position"].dtype == np.float32
+    assert out["kp_px"].shape == (3, 2, 2)
+    np.testing.assert_allclose(
+        out["kp_px"], normalised_to_pixels(torch.from_numpy(out["kp"]), 80, 60)
+    )
+    single = encoder.predict(frames[1])
+    np.testing.assert_allclose(single["position"][0], out["position"][1], atol=1e-5)
+
+
+def test_features_vector(encoder: Encoder) -> None:
+    assert encoder.features(torch.zeros(2, 3, 96, 128)).shape == (2, encoder.feature_dim)
+    assert encoder.feature_dim == 112
+
+
+# ---------------------------------------------------------------------------- checkpoint
+def test_save_load_round_trip_is_bit_identical(
+    encoder: Encoder, frames: np.ndarray, tmp_path: Path
+) -> None:
+    encoder.card["metrics"] = {"val_mae_m": 0.012}
+    encoder.card["training"] = {"epochs": 3}
+    before = encoder.predict(frames)
+    folder = encoder.save(tmp_path / "enc")
+    assert {p.name for p in folder.iterdir()} == {"model.safetensors", "card.json"}
+    card = json.loads((folder / "card.json").read_text())
+    assert card["backbone"]["name"] == "efficientnet_lite0"
+    assert card["backbone"]["kwargs"] == {"feature_stride": 16}
+    assert card["preprocessing"]["width"] == 128 and card["preprocessing"]["colour"] == "RGB"
+    assert card["position_frame"] == "robot_base" and card["metrics"] == {"val_mae_m": 0.012}
+    assert card["label_schema"]["kp"]["names"] == ["cube", "gripper"]
+    loaded = Encoder.load(folder, device="auto").to("cpu")
+    after = loaded.predict(frames)
+    for key in before:
+        np.testing.assert_array_equal(before[key], after[key])
+    assert loaded.card["training"] == {"epochs": 3}
+    assert not loaded.backbone.pretrained
+
+
+def test_load_rejects_bad_checkpoints(tmp_path: Path) -> None:
+    enc = Encoder("nature_cnn", {"p": {"type": "position"}}, input_size=(84, 84), pretrained=False)
+    folder = enc.save(tmp_path / "enc")
+    weights = folder / "model.safetensors"
+    state = load_file(str(weights))
+
+    save_file({**state, "heads.extra": torch.zeros(1)}, str(weights))
+    with pytest.raises(CheckpointError, match=r"model\.safetensors.*1 extra"):
+        Encoder.load(folder)
+    save_file({k: v for k, v in state.items() if k != "heads.p.target_std"}, str(weights))
+    with pytest.raises(CheckpointError, match=r"1 missing.*target_std"):
+        Encoder.load(folder)
+
+    card = json.loads((folder / "card.json").read_text())
+    (folder / "card.json").write_text(json.dumps({**card, "format": "something/9"}))
+    with pytest.raises(CheckpointError, match=r"card\.json.*expected format"):
+        Encoder.load(folder)
+    (folder / "card.json").write_text(json.dumps({**card, "backbone": {"name": "vgg"}}))
+    with pytest.raises(CheckpointError, match=r"card\.json.*unknown backbone"):
+        Encoder.load(folder)
+    (folder / "card.json").unlink()
+    with pytest.raises(CheckpointError, match=r"card\.json not found"):
+        Encoder.load(folder)
+
+
+# ---------------------------------------------------------------------------- fine-tuning helpers
+def test_freeze_and_param_groups(encoder: Encoder) -> None:
+    n = len(encoder.backbone.blocks)
+    encoder.freeze_blocks(2)
+    encoder.train()
+    frozen, live = encoder.backbone.blocks[1], encoder.backbone.blocks[2]
+    assert not any(p.requires_grad for p in frozen.parameters())
+    assert not frozen.training and live.training
+    groups = encoder.param_groups(1e-3, decay=0.5)
+    assert [g["name"] for g in groups] == [f"block{i}" for i in range(2, n)] + ["heads"]
+    lrs = [g["lr"] for g in groups]
+    assert lrs == sorted(lrs) and lrs[-1] == 1e-3 and lrs[-2] == 5e-4
+    encoder.trainable_blocks(1)
+    assert [g["name"] for g in encoder.param_groups(1e-3)] == [f"block{n - 1}", "heads"]
+    encoder.freeze_blocks(0)
+    assert all(p.requires_grad for p in encoder.parameters())
+    with pytest.raises(ConfigError, match="outside"):
+        encoder.freeze_blocks(n + 1)
