@@ -51,6 +51,43 @@ def cmd_preview(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_generate(args: argparse.Namespace) -> int:
+    from sim2real.data.generate import generate_dataset
+    from sim2real.envs.sources import scene_spec
+
+    spec = scene_spec(
+        args.scene, args.randomization, _size(args.size), args.masks, args.depth, args.renderer
+    )
+    path = generate_dataset(
+        spec["source"],
+        spec,
+        args.n,
+        args.out,
+        workers=args.workers,
+        seed=args.seed,
+        shard_size=args.shard_size,
+        resume=args.resume,
+    )
+    print(f"wrote {args.n} samples to {path}")
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from sim2real.data.calibrate import calibrate_scene
+
+    result = calibrate_scene(args.scene, args.real, args.uv, args.out)
+    print(f"reprojection RMS {result.rms_px:.2f} px; wrote {args.out}")
+    return 0
+
+
+def cmd_label_pixels(args: argparse.Namespace) -> int:
+    from sim2real.data.label_pixels import label_pixels
+
+    out = label_pixels(args.folder, args.out, headless=True if args.headless else None)
+    print(f"pixel labels: {out}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from sim2real.demo import run_demo
 
@@ -69,6 +106,34 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="runs/demo")
     demo.add_argument("--tiny", action="store_true", help="shrink every stage (CI smoke run)")
     demo.set_defaults(func=cmd_demo)
+
+    gen = sub.add_parser("generate", help="render a labelled synthetic dataset (sharded)")
+    gen.add_argument("--scene", required=True, help="scene preset or YAML")
+    gen.add_argument("--randomization", default="default", help="preset or YAML")
+    gen.add_argument("--n", type=int, required=True)
+    gen.add_argument("--out", required=True)
+    gen.add_argument("--workers", type=int, default=1)
+    gen.add_argument("--size", default="128x96", help="N or WxH")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--shard-size", type=int, default=256)
+    gen.add_argument("--masks", action="store_true", help="store instance masks")
+    gen.add_argument("--depth", action="store_true", help="store metric depth")
+    gen.add_argument("--renderer", default="tiny", choices=["tiny", "egl"])
+    gen.add_argument("--resume", action="store_true", help="finish an interrupted run")
+    gen.set_defaults(func=cmd_generate)
+
+    cal = sub.add_parser("calibrate", help="fit the scene camera to labelled real frames")
+    cal.add_argument("--scene", required=True)
+    cal.add_argument("--real", required=True, help="folder with labels.csv (x_m,y_m,z_m)")
+    cal.add_argument("--uv", default=None, help="CSV file,u,v (default: u,v in labels.csv)")
+    cal.add_argument("--out", required=True, help="new scene YAML")
+    cal.set_defaults(func=cmd_calibrate)
+
+    lp = sub.add_parser("label-pixels", help="click the object in each frame (or a CSV template)")
+    lp.add_argument("folder")
+    lp.add_argument("--out", required=True, help="CSV file,u,v")
+    lp.add_argument("--headless", action="store_true", help="write a template to fill by hand")
+    lp.set_defaults(func=cmd_label_pixels)
 
     bench = sub.add_parser("bench", help="speed measurements")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)
