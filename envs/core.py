@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Literal
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+
 from sim2real.envs.camera import CameraGeometry, RenderOutput, render
 from sim2real.envs.labels import FrameLabels, compute_labels
 from sim2real.envs.randomization import (
@@ -29,7 +30,6 @@ from sim2real.envs.randomization import (
 )
 from sim2real.envs.scene import Scene, SceneConfig
 from sim2real.envs.tasks import Task, make_task
-
 from sim2real.errors import ConfigError, InputError, RendererError
 
 logger = logging.getLogger(__name__)

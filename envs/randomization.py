@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from sim2real.envs.camera import CameraConfig
 from sim2real.envs.scene import PARKED, Scene, SceneConfig
-
 from sim2real.errors import ConfigError
 from sim2real.paths import preset_path
 

@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from sim2real.envs.camera import CameraConfig
 from sim2real.envs.robots import Robot, RobotConfig
 from sim2real.envs.textures import TexturePool
-
 from sim2real.errors import ConfigError
 from sim2real.paths import preset_path
 

@@ -19,6 +19,7 @@ import json
 from typing import Any
 
 import numpy as np
+
 from sim2real.envs.camera import CameraGeometry, render
 from sim2real.envs.core import connect, image_size_tuple
 from sim2real.envs.labels import compute_labels

@@ -5,7 +5,6 @@ from __future__ import annotations
 from sim2real.envs.tasks.base import Task
 from sim2real.envs.tasks.push import PushTask
 from sim2real.envs.tasks.reach import ReachTask
-
 from sim2real.errors import ConfigError
 
 TASKS: dict[str, type[Task]] = {"reach": ReachTask, "push": PushTask}

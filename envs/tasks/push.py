@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from sim2real.envs.scene import Scene
 from sim2real.envs.tasks.base import Task
 

@@ -8,13 +8,13 @@ import sys
 import gymnasium as gym
 import numpy as np
 import pytest
-import sim2real.envs
 from gymnasium.utils.env_checker import check_env
+
+import sim2real.envs
 from sim2real.envs.camera import CameraGeometry
 from sim2real.envs.core import TabletopEnv
 from sim2real.envs.randomization import RandomizationConfig, apply_world, sample_all
 from sim2real.envs.scene import SceneConfig
-
 from sim2real.errors import ConfigError, InputError
 
 ENV_IDS = sorted(sim2real.envs.ENV_IDS)
