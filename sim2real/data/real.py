@@ -94,6 +94,9 @@ class RealFrame(FrameRef):
     image: np.ndarray
 
 
+_INHERITED: list[Any] = []  # captures inherited through fork, kept alive, never released
+
+
 class _VideoReader:
     """Frame-accurate reads from one video by decoding forward (seeking is not exact).
 
@@ -112,7 +115,10 @@ class _VideoReader:
 
     def read(self, frame: int) -> np.ndarray:
         """Return frame number ``frame`` (0-based) as BGR ``uint8`` ``(H, W, 3)``."""
-        if self._cap is None or self._pid != os.getpid() or frame < self._pos:
+        if self._cap is not None and self._pid != os.getpid():
+            _INHERITED.append(self._cap)  # releasing a forked FFmpeg capture can deadlock
+            self._cap = None
+        if self._cap is None or frame < self._pos:
             self._cap = cv2.VideoCapture(str(self.path))
             self._pos, self._pid = 0, os.getpid()
             if not self._cap.isOpened():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -256,6 +257,18 @@ def test_video_options_and_pickle(real_video_file: Path) -> None:
     assert frames[3].image.shape == (12, 16, 3)
     clone = pickle.loads(pickle.dumps(frames))  # DataLoader workers with spawn
     np.testing.assert_array_equal(clone[3].image, frames[3].image)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="fork start method tested on Linux only")
+def test_video_in_forked_workers(real_video_file: Path) -> None:
+    frames = open_video(real_video_file, step=2)
+    parent = frames[3].image  # the parent holds an open capture when workers fork
+    loader = DataLoader(
+        frames.torch(None), batch_size=2, num_workers=2, multiprocessing_context="fork"
+    )
+    images = torch.cat([batch[0] for batch in loader])
+    assert images.shape == (4, 3, 24, 32)
+    np.testing.assert_array_equal(images[3].permute(1, 2, 0).numpy(), parent)
 
 
 def test_torch_view(labelled_folder: Path) -> None:
