@@ -1,0 +1,407 @@
+"""The fixed-rate control loop: camera -> policy -> limits -> robot, with a watchdog.
+
+Each tick: read the newest frame and the robot's proprioception (``capture``), validate and
+prepare them (``preprocess``), compute an action (``inference``), clip it to the action box
+and to a maximum change per tick, and send it (``send``). Ticks start every ``1 / hz``
+seconds on a monotonic clock; a tick that runs past the next start is an overrun: the next
+tick starts at once and the schedule re-anchors there (no burst of catch-up ticks).
+
+Safety: a frame older than ``watchdog_s`` (checked after capture and again just before
+sending), a missing frame, or any exception (camera, policy, NaN action, robot, recorder,
+Ctrl-C) sends ``robot.stop()`` and then **re-raises**: the robot is left holding position and
+the caller sees what went wrong (:class:`WatchdogError` for stale/missing frames). The report
+of the failed run is on :attr:`Runner.report`. A normal end (step count, duration, or a
+replay's :class:`EndOfStream`) also sends ``stop()`` and returns the :class:`RunReport`.
+In dry-run mode nothing at all is sent to the robot, ``stop()`` included.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from sim2real.deploy.interfaces import (
+    ActionLimits,
+    ActsLike,
+    Camera,
+    EndOfStream,
+    Robot,
+    StagedPolicy,
+    WatchdogError,
+    check_frame,
+    check_proprio,
+)
+from sim2real.deploy.recording import Recorder
+from sim2real.errors import ConfigError, InputError
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("capture", "preprocess", "inference", "send", "total")
+_KEYS = ("mean_ms", "p50_ms", "p95_ms", "p99_ms", "max_ms")
+Status = Literal["running", "completed", "end_of_stream", "watchdog", "error", "interrupted"]
+
+
+class LatencyStats:
+    """Per-stage durations of the control ticks, summarised as percentiles.
+
+    Args:
+        stages: stage names.
+        window: keep only the last ``window`` durations per stage (bounded memory on long
+            runs); ``None`` keeps all.
+
+    Example:
+        >>> stats = LatencyStats()
+        >>> for ms in (1.0, 2.0, 3.0):
+        ...     stats.add("inference", ms / 1000)
+        >>> stats.summary()["inference"]["p50_ms"]
+        2.0
+    """
+
+    def __init__(self, stages: tuple[str, ...] = STAGES, window: int | None = 100_000) -> None:
+        self.stages = stages
+        self._seconds = {stage: deque[float](maxlen=window) for stage in stages}
+
+    def add(self, stage: str, seconds: float) -> None:
+        """Record one duration of ``stage`` (seconds)."""
+        self._seconds[stage].append(seconds)
+
+    def seconds(self, stage: str) -> np.ndarray:
+        """All recorded durations of ``stage`` in seconds, ``float64`` ``(n,)``."""
+        return np.asarray(self._seconds[stage], dtype=np.float64)
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """``{stage: {"n", "mean_ms", "p50_ms", "p95_ms", "p99_ms", "max_ms"}}``.
+
+        Stages with no samples have ``n == 0`` and ``nan`` statistics.
+        """
+        out: dict[str, dict[str, float]] = {}
+        for stage in self.stages:
+            ms = self.seconds(stage) * 1000.0
+            if ms.size:
+                p50, p95, p99 = np.percentile(ms, [50, 95, 99])
+                values = [ms.mean(), p50, p95, p99, ms.max()]
+            else:
+                values = [float("nan")] * 5
+            out[stage] = {"n": int(ms.size)}
+            out[stage].update((key, float(v)) for key, v in zip(_KEYS, values, strict=True))
+        return out
+
+    def format(self) -> str:
+        """A small text table of :meth:`summary` (milliseconds)."""
+        lines = [f"{'stage':<11}{'n':>7}{'p50':>9}{'p95':>9}{'p99':>9}{'max':>9}  ms"]
+        for stage, s in self.summary().items():
+            lines.append(
+                f"{stage:<11}{s['n']:>7}{s['p50_ms']:>9.2f}{s['p95_ms']:>9.2f}"
+                f"{s['p99_ms']:>9.2f}{s['max_ms']:>9.2f}"
+            )
+        return "\n".join(lines)
+
+
+@dataclass
+class RunReport:
+    """What a run did.
+
+    Attributes:
+        status: ``completed`` (step count or duration reached), ``end_of_stream`` (replay
+            exhausted), or, when ``run`` raised, ``watchdog``, ``error`` or ``interrupted``.
+        steps: ticks completed (an action computed, and sent unless dry run).
+        overruns: ticks that ran past the start of the next one.
+        duration_s: wall time of the run on the runner's clock.
+        error: the message of the exception that ended the run, if any.
+        latency: per-stage durations.
+    """
+
+    status: Status = "running"
+    steps: int = 0
+    overruns: int = 0
+    duration_s: float = 0.0
+    error: str | None = None
+    latency: LatencyStats = field(default_factory=LatencyStats)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able summary: latency as :meth:`LatencyStats.summary`, ``nan`` as ``None``."""
+        latency = {
+            stage: {key: None if math.isnan(value) else value for key, value in stats.items()}
+            for stage, stats in self.latency.summary().items()
+        }
+        return {
+            "status": self.status,
+            "steps": self.steps,
+            "overruns": self.overruns,
+            "duration_s": self.duration_s,
+            "error": self.error,
+            "latency": latency,
+        }
+
+
+class Runner:
+    """Run a policy on a robot at a fixed rate, safely (see the module docstring).
+
+    Args:
+        policy: anything with ``act(frame, proprio) -> action`` (e.g. ``Policy``); if it also
+            has ``preprocess`` / ``infer`` they are timed as separate stages.
+        camera: a :class:`Camera`; ``run`` connects it if needed, ``close`` disconnects it.
+        robot: a :class:`Robot`; ``run`` connects it (before the camera), ``close`` stops
+            and disconnects it. ``run`` itself never disconnects anything.
+        hz: control rate, ``> 0``.
+        action_low: lower action bounds (scalar or ``(A,)``).
+        action_high: upper action bounds.
+        max_delta: largest change of any action element per tick; the first tick is limited
+            relative to zero (rest for delta/velocity actions). ``None``: no limit.
+        watchdog_s: largest frame age accepted, seconds.
+        dry_run: compute and record actions but send nothing to the robot.
+        recorder: records every tick; ``run`` closes it at the end.
+        clock: monotonic clock in seconds (cameras must stamp frames with the same clock).
+        sleep: sleeps a number of seconds (inject both for tests).
+
+    Raises:
+        ConfigError: on a bad argument, or camera and policy colour orders that differ.
+
+    Example:
+        >>> robot = SimRobot(randomization="none"); robot.connect()  # doctest: +SKIP
+        >>> runner = Runner(policy, robot.camera(), robot, hz=10,
+        ...                 action_low=-1.0, action_high=1.0, max_delta=0.5)  # doctest: +SKIP
+        >>> with runner:  # close() stops and disconnects at the end  # doctest: +SKIP
+        ...     report = runner.run(steps=50)
+        >>> print(report.latency.format())  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        policy: ActsLike,
+        camera: Camera,
+        robot: Robot,
+        hz: float,
+        *,
+        action_low: Any,
+        action_high: Any,
+        max_delta: Any = None,
+        watchdog_s: float = 0.5,
+        dry_run: bool = False,
+        recorder: Recorder | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        for name, value in (("hz", hz), ("watchdog_s", watchdog_s)):
+            if not (_is_number(value) and value > 0):
+                raise ConfigError(f"{name}: expected a finite number > 0, got {value!r}")
+        checks = (("policy", policy, ActsLike), ("camera", camera, Camera), ("robot", robot, Robot))
+        for name, obj, kind in checks:
+            if not isinstance(obj, kind):
+                raise ConfigError(
+                    f"{name}: expected an object satisfying the {kind.__name__} protocol, got "
+                    f"{type(obj).__name__}"
+                )
+        policy_colour = getattr(policy, "colour_order", None)
+        if policy_colour is not None and policy_colour != camera.colour_order:
+            raise ConfigError(
+                f"the policy expects {policy_colour} frames, the camera delivers "
+                f"{camera.colour_order}; set the camera's colour to {policy_colour!r}"
+            )
+        self.policy, self.camera, self.robot = policy, camera, robot
+        self.hz = float(hz)
+        self.period = 1.0 / self.hz
+        self.limits = ActionLimits(action_low, action_high, max_delta)
+        self.watchdog_s = float(watchdog_s)
+        self.dry_run = bool(dry_run)
+        self.recorder = recorder
+        self.clock, self.sleep = clock, sleep
+        self.report = RunReport()
+        self._staged = isinstance(policy, StagedPolicy)
+        self._previous: np.ndarray | None = None
+        self._shape: tuple[int, ...] | None = None
+        self._t0: float | None = None
+
+    def run(self, steps: int | None = None, duration_s: float | None = None) -> RunReport:
+        """Run until ``steps`` ticks, ``duration_s`` seconds or the end of a replay.
+
+        With neither limit it runs until the camera ends or an exception (Ctrl-C) stops it.
+
+        Raises:
+            WatchdogError: a stale or missing frame (the robot was stopped first).
+            Exception: whatever else ended the run (the robot was stopped first).
+        """
+        if steps is not None and (not _is_number(steps, int) or steps < 1):
+            raise ConfigError(f"steps: expected None or an integer >= 1, got {steps!r}")
+        if duration_s is not None and not (_is_number(duration_s) and duration_s > 0):
+            raise ConfigError(f"duration_s: expected None or a number > 0, got {duration_s!r}")
+        if self.recorder is not None and self.recorder.closed:
+            raise ConfigError(f"{self.recorder!r} is closed: one recording per run, pass a new one")
+        self.report = report = RunReport()
+        self._previous, self._shape, self._t0 = None, None, None
+        try:
+            self._connect()
+            self._t0 = t0 = next_tick = self.clock()
+            while steps is None or report.steps < steps:
+                if duration_s is not None and next_tick - t0 >= duration_s - 1e-9:
+                    break
+                wait = next_tick - self.clock()
+                if wait > 0:
+                    self.sleep(wait)
+                self._tick(report)
+                report.steps += 1
+                next_tick += self.period
+                now = self.clock()
+                if now > next_tick:
+                    report.overruns += 1
+                    late_ms = (now - next_tick) * 1e3
+                    logger.debug("tick %d overran by %.1f ms", report.steps, late_ms)
+                    next_tick = now
+            report.status = "completed"
+        except EndOfStream as err:
+            report.status = "end_of_stream"
+            logger.info("%s", err)
+        except BaseException as err:
+            report.status = _failure_status(err)
+            report.error = f"{type(err).__name__}: {err}"
+            logger.error("run stopped after %d steps: %s", report.steps, report.error)
+            self._safe_stop()
+            self._finish(report)
+            raise
+        self._safe_stop()
+        self._finish(report)
+        return report
+
+    def close(self) -> None:
+        """Stop the robot (unless dry run) and disconnect the camera, then the robot."""
+        self._safe_stop()
+        for device in (self.camera, self.robot):
+            if device.is_connected:
+                device.disconnect()
+
+    def __enter__(self) -> Runner:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- one tick ---------------------------------------------------------------------------
+    def _tick(self, report: RunReport) -> None:
+        clock, stats = self.clock, report.latency
+        t_start = clock()
+        frame, stamp = self._read_frame()
+        observation = self.robot.get_observation()
+        t_captured = clock()
+        self._check_age(stamp, t_captured, "after capture")
+        frame = check_frame(frame, f"frame from {self.camera!r}")
+        if self._shape is None:
+            self._shape = frame.shape
+        elif frame.shape != self._shape:
+            raise InputError(
+                f"frame from {self.camera!r}: shape {frame.shape}, expected {self._shape} "
+                "as the first frame of the run"
+            )
+        proprio = check_proprio(observation.get("proprio"), f"proprio from {self.robot!r}")
+        policy: Any = self.policy
+        inputs = policy.preprocess(frame, proprio) if self._staged else None
+        t_prepared = clock()
+        raw = policy.infer(inputs) if self._staged else policy.act(frame, proprio)
+        t_inferred = clock()
+        action = self.limits.check(raw)
+        previous = np.zeros_like(action) if self._previous is None else self._previous
+        safe = self.limits.apply(action, previous)
+        self._check_age(stamp, clock(), "before sending")
+        if not self.dry_run:
+            self.robot.send_action(safe)
+        self._previous = safe
+        t_sent = clock()
+        marks = (t_start, t_captured, t_prepared, t_inferred, t_sent)
+        durations = [end - begin for begin, end in itertools.pairwise(marks)]
+        durations.append(t_sent - t_start)
+        for stage, seconds in zip(STAGES, durations, strict=True):
+            stats.add(stage, seconds)
+        if self.recorder is not None:
+            sample: dict[str, Any] = {"image": frame}
+            if proprio is not None:
+                sample["proprio"] = proprio
+            sample.update(
+                action=action,
+                action_sent=safe,
+                sent=not self.dry_run,
+                step=report.steps,
+                time_s=t_start - (self._t0 or 0.0),
+                frame_age_s=t_captured - stamp,
+                **{f"latency_{s}_s": d for s, d in zip(STAGES, durations, strict=True)},
+            )
+            self.recorder.add(sample)
+
+    def _read_frame(self) -> tuple[np.ndarray, float]:
+        latest = self.camera.read_latest()
+        if latest is None:
+            raise WatchdogError(f"{self.camera!r} returned no frame; robot stopped")
+        frame, stamp = latest
+        if frame is None:
+            raise WatchdogError(f"{self.camera!r} returned no frame; robot stopped")
+        return frame, float(stamp)
+
+    def _check_age(self, stamp: float, now: float, when: str) -> None:
+        age = now - stamp
+        if age > self.watchdog_s:
+            raise WatchdogError(
+                f"frame is {age * 1e3:.0f} ms old {when}, expected at most "
+                f"{self.watchdog_s * 1e3:.0f} ms (watchdog_s); robot stopped"
+            )
+        if age < -self.watchdog_s:
+            raise WatchdogError(
+                f"frame timestamp is {-age:.3f} s in the future: the camera and the runner "
+                "must stamp with the same monotonic clock; robot stopped"
+            )
+
+    # -- start and end ----------------------------------------------------------------------
+    def _connect(self) -> None:
+        if not self.robot.is_connected:
+            self.robot.connect()
+        if not self.camera.is_connected:
+            self.camera.connect()
+
+    def _safe_stop(self) -> None:
+        """``robot.stop()`` unless dry run; a failure is logged, never raised."""
+        if self.dry_run:
+            return
+        try:
+            if self.robot.is_connected:
+                self.robot.stop()
+        except Exception:
+            logger.exception("robot.stop() failed: the robot may still be moving")
+
+    def _finish(self, report: RunReport) -> None:
+        report.duration_s = 0.0 if self._t0 is None else self.clock() - self._t0
+        logger.info(
+            "run %s: %d steps, %d overruns in %.2f s\n%s",
+            report.status,
+            report.steps,
+            report.overruns,
+            report.duration_s,
+            report.latency.format(),
+        )
+        if self.recorder is not None and not self.recorder.closed:
+            try:
+                self.recorder.set_info("run", report.to_dict())
+                self.recorder.set_info("hz", self.hz)
+                self.recorder.set_info("dry_run", self.dry_run)
+                self.recorder.close()
+            except Exception:
+                if report.status in ("completed", "end_of_stream"):
+                    raise
+                logger.exception("closing the recording failed")
+
+
+def _is_number(value: Any, kind: type = float) -> bool:
+    """Whether ``value`` is a finite int/float (an int if ``kind is int``), not a bool."""
+    if isinstance(value, bool) or not isinstance(value, int if kind is int else int | float):
+        return False
+    return math.isfinite(value)
+
+
+def _failure_status(err: BaseException) -> Status:
+    if isinstance(err, WatchdogError):
+        return "watchdog"
+    return "interrupted" if isinstance(err, KeyboardInterrupt) else "error"
