@@ -88,6 +88,61 @@ def cmd_label_pixels(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from sim2real.perception.train import pretrain
+
+    size = _size(args.size) if args.size else None
+    path = pretrain(
+        args.data,
+        args.out,
+        backbone=args.backbone,
+        head=args.head,
+        epochs=args.epochs,
+        size=size,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        freeze_blocks=args.freeze_blocks,
+        seed=args.seed,
+        device=args.device,
+        resume=args.resume,
+        max_minutes=args.minutes,
+    )
+    print(f"encoder checkpoint: {path}")
+    return 0
+
+
+def _print_errors(stats: dict) -> None:
+    for key in ("xy_cm", "xyz_cm"):
+        e = stats[key]
+        print(
+            f"{key[:-3]:>4} error (cm): mean {e['mean']:.2f}  median {e['median']:.2f}  "
+            f"p90 {e['p90']:.2f}  (n={stats['n']}, route {stats['route']})"
+        )
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from sim2real.perception.evaluate import evaluate
+
+    stats = evaluate(args.model, args.real, out_dir=args.out, route=args.route)
+    _print_errors(stats)
+    for route, r in stats.get("routes", {}).items():
+        print(
+            f"  route {route}: xy mean {r['xy_cm']['mean']:.2f} cm, "
+            f"median {r['xy_cm']['median']:.2f} cm, p90 {r['xy_cm']['p90']:.2f} cm"
+        )
+    if stats.get("csv"):
+        print(f"per-frame CSV: {stats['csv']}\noverlay: {stats.get('overlay')}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from sim2real.perception.evaluate import predict_folder
+
+    path = predict_folder(args.model, args.images, args.out, route=args.route)
+    print(f"wrote {path}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from sim2real.demo import run_demo
 
@@ -134,6 +189,38 @@ def build_parser() -> argparse.ArgumentParser:
     lp.add_argument("--out", required=True, help="CSV file,u,v")
     lp.add_argument("--headless", action="store_true", help="write a template to fill by hand")
     lp.set_defaults(func=cmd_label_pixels)
+
+    pt = sub.add_parser("pretrain", help="train the perception encoder on a generated dataset")
+    pt.add_argument("--data", required=True)
+    pt.add_argument("--out", required=True)
+    pt.add_argument("--backbone", default="efficientnet_lite0")
+    pt.add_argument(
+        "--head", default="keypoint+position", help="position|keypoint|keypoint+position"
+    )
+    pt.add_argument("--epochs", type=int, default=10)
+    pt.add_argument("--size", default=None, help="WxH (default: the dataset's)")
+    pt.add_argument("--batch-size", type=int, default=64)
+    pt.add_argument("--lr", type=float, default=1e-3)
+    pt.add_argument("--freeze-blocks", type=int, default=0, help="freeze the first N blocks")
+    pt.add_argument("--minutes", type=float, default=None, help="wall-clock budget")
+    pt.add_argument("--seed", type=int, default=0)
+    pt.add_argument("--device", default="auto")
+    pt.add_argument("--resume", action="store_true")
+    pt.set_defaults(func=cmd_pretrain)
+
+    ev = sub.add_parser("evaluate", help="error statistics on labelled real frames")
+    ev.add_argument("--model", required=True)
+    ev.add_argument("--real", required=True)
+    ev.add_argument("--out", default=None, help="folder for the per-frame CSV and overlay PNG")
+    ev.add_argument("--route", default=None, help="position_head|keypoint_plane (default: card's)")
+    ev.set_defaults(func=cmd_evaluate)
+
+    pr = sub.add_parser("predict", help="positions for a folder of images -> CSV")
+    pr.add_argument("--model", required=True)
+    pr.add_argument("--images", required=True)
+    pr.add_argument("--out", required=True)
+    pr.add_argument("--route", default=None)
+    pr.set_defaults(func=cmd_predict)
 
     bench = sub.add_parser("bench", help="speed measurements")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)

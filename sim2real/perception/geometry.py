@@ -1,0 +1,266 @@
+"""Keypoint -> 3-D position through a known camera and a known plane, and position routes.
+
+A keypoint head finds the cube's centre in the image; with the camera's intrinsics and pose
+and the height of the plane the centre lies on (table top + half the cube), the ray through
+that pixel gives the 3-D position. :class:`PlaneCamera` holds exactly that (plain numpy, no
+simulator), is stored in the encoder card under ``"camera"`` and rebuilt from it, so the
+evaluation and the runtime need neither the scene nor PyBullet.
+
+Conventions: ``K`` is at the encoder's input size; pixels are continuous (pixel ``i`` covers
+``[i, i+1)``, as in ``sim2real.envs.camera``); ``R, t`` map points of ``frame`` (the robot
+base frame) to the OpenCV camera frame; ``plane_z`` is in ``frame``.
+
+A *route* is a way to get a position from an encoder: ``"position_head"`` (3-D regression)
+or ``"keypoint_plane"`` (keypoint head + back-projection). The card's ``position_route``
+names the default, chosen on simulated validation error by the pretraining loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sim2real.errors import CheckpointError, ConfigError, DataError
+
+logger = logging.getLogger(__name__)
+
+POSITION_HEAD = "position"
+KEYPOINT_HEAD = "keypoint"
+ROUTES = ("position_head", "keypoint_plane")
+PIXEL_CONVENTION = "continuous: pixel i covers [i, i+1), principal point in these units"
+
+
+@dataclass(frozen=True)
+class PlaneCamera:
+    """A pinhole camera plus the plane ``z = plane_z`` that target points lie on.
+
+    Attributes:
+        K: ``(3, 3)`` intrinsics for a ``width x height`` image.
+        R: ``(3, 3)`` rotation, ``frame`` -> OpenCV camera frame.
+        t: ``(3,)`` translation, ``frame`` -> camera frame.
+        width: image width ``K`` refers to.
+        height: image height ``K`` refers to.
+        plane_z: height of the plane in ``frame`` (metres).
+        frame: name of the frame of ``R``, ``t`` and the positions (``robot_base``).
+
+    Example:
+        >>> cam = PlaneCamera(np.array([[50., 0, 32], [0, 50, 24], [0, 0, 1]]),
+        ...                   np.diag([1., -1, -1]), np.array([0., 0, 2]), 64, 48, 0.0)
+        >>> cam.backproject_normalised(np.zeros((1, 2))).round(6).tolist()
+        [[0.0, 0.0, 0.0]]
+    """
+
+    K: np.ndarray
+    R: np.ndarray
+    t: np.ndarray
+    width: int
+    height: int
+    plane_z: float
+    frame: str = "robot_base"
+
+    @property
+    def eye(self) -> np.ndarray:
+        """Camera centre in ``frame``, ``(3,)``."""
+        return -self.R.T @ self.t
+
+    def project(
+        self, points: np.ndarray, width: int | None = None, height: int | None = None
+    ) -> np.ndarray:
+        """Project points of ``frame`` to continuous pixels of a ``width x height`` image.
+
+        The image is a stretch of the camera's (``resize_frames`` semantics), so pixel
+        coordinates scale with the size. Default size: the camera's own.
+
+        Shape:
+            - points: ``(..., 3)``; returns ``(..., 2)`` ``(u, v)``.
+        """
+        pc = np.asarray(points, dtype=np.float64) @ self.R.T + self.t
+        uv = (pc @ self.K.T)[..., :2] / pc[..., 2:3]
+        scale = np.array(
+            [(width or self.width) / self.width, (height or self.height) / self.height]
+        )
+        return uv * scale
+
+    def backproject_normalised(self, xy: np.ndarray) -> np.ndarray:
+        """Normalised image coordinates (``[-1, 1]``, ``align_corners=False``) -> 3-D points.
+
+        Shape:
+            - xy: ``(..., 2)``; returns ``(..., 3)`` points on ``z = plane_z`` in ``frame``.
+        """
+        xy = np.asarray(xy, dtype=np.float64)
+        uv = (xy + 1.0) * 0.5 * np.array([self.width, self.height])
+        rays = np.concatenate([uv, np.ones((*uv.shape[:-1], 1))], axis=-1)
+        rays = rays @ np.linalg.inv(self.K).T @ self.R  # camera rays rotated into ``frame``
+        eye = self.eye
+        with np.errstate(divide="ignore", invalid="ignore"):
+            s = (self.plane_z - eye[2]) / rays[..., 2]
+        return eye + s[..., None] * rays
+
+    def to_card(self) -> dict[str, Any]:
+        """JSON form stored as the card's ``camera``."""
+        return {
+            "K": self.K.tolist(),
+            "R": self.R.tolist(),
+            "t": self.t.tolist(),
+            "width": int(self.width),
+            "height": int(self.height),
+            "plane_z": float(self.plane_z),
+            "frame": self.frame,
+            "pixels": PIXEL_CONVENTION,
+        }
+
+    @classmethod
+    def from_card(cls, data: Mapping[str, Any]) -> PlaneCamera:
+        """Inverse of :meth:`to_card`; :class:`CheckpointError` on a missing or bad entry."""
+        try:
+            cam = cls(
+                K=np.asarray(data["K"], dtype=np.float64).reshape(3, 3),
+                R=np.asarray(data["R"], dtype=np.float64).reshape(3, 3),
+                t=np.asarray(data["t"], dtype=np.float64).reshape(3),
+                width=int(data["width"]),
+                height=int(data["height"]),
+                plane_z=float(data["plane_z"]),
+                frame=str(data.get("frame", "robot_base")),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(
+                f"card 'camera' entry: expected K, R, t, width, height, plane_z; got {exc!r}"
+            ) from exc
+        return cam
+
+
+def nominal_camera(manifest: Mapping[str, Any], width: int, height: int) -> PlaneCamera:
+    """The scene's nominal camera and cube plane, from a dataset manifest, in the base frame.
+
+    Reads ``spec.scene`` (camera, ``table.top_height``, ``cube.size``, robot base pose), so
+    the camera is whatever the dataset was rendered with, never a hard-coded one.
+
+    Raises:
+        DataError: the manifest has no scene with a camera, table and cube.
+
+    Example:
+        >>> cam = nominal_camera(ShardedDataset("data/kuka").manifest, 128, 96)  # doctest: +SKIP
+    """
+    from sim2real.envs.camera import CameraConfig, CameraGeometry
+
+    scene = manifest.get("spec", {}).get("scene")
+    try:
+        cfg = CameraConfig(**scene["camera"]).resized(width, height)
+        cube = np.atleast_1d(np.asarray(scene["cube"]["size"], dtype=np.float64))
+        plane_z = float(scene["table"]["top_height"]) + 0.5 * float(cube[-1])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataError(
+            "dataset manifest: expected spec.scene with camera, table.top_height and cube.size "
+            f"(a dataset from `sim2real generate`), got {exc!r}"
+        ) from exc
+    geom = CameraGeometry.from_config(cfg)
+    robot = scene.get("robot", {})
+    base = np.asarray(robot.get("base_position", (0.0, 0.0, 0.0)), dtype=np.float64)
+    yaw = np.radians(float(robot.get("base_yaw_deg", 0.0)))
+    c, s = np.cos(yaw), np.sin(yaw)
+    rz = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])  # base -> world rotation
+    return PlaneCamera(
+        K=geom.K,
+        R=geom.R @ rz,
+        t=geom.R @ base + geom.t,
+        width=width,
+        height=height,
+        plane_z=plane_z - float(base[2]),
+    )
+
+
+def route_positions(outputs: Mapping[str, np.ndarray], card: Mapping[str, Any]) -> dict:
+    """Positions ``(N, 3)`` for every route the heads and card allow.
+
+    Args:
+        outputs: raw head outputs (``Encoder.predict`` or numpy of ``forward``).
+        card: the encoder card (its ``camera`` enables ``keypoint_plane``).
+
+    Returns:
+        ``{route: (N, 3) float64}``.
+    """
+    routes: dict[str, np.ndarray] = {}
+    if POSITION_HEAD in outputs:
+        routes["position_head"] = np.asarray(outputs[POSITION_HEAD], dtype=np.float64)
+    if KEYPOINT_HEAD in outputs and card.get("camera"):
+        cam = PlaneCamera.from_card(card["camera"])
+        routes["keypoint_plane"] = cam.backproject_normalised(outputs[KEYPOINT_HEAD][:, 0])
+    return routes
+
+
+def predict_positions(
+    encoder: Any, frames: np.ndarray, colour: str = "RGB", route: str | None = None
+) -> np.ndarray:
+    """3-D positions in the card's frame (``robot_base``, metres) by the card's chosen route.
+
+    Args:
+        encoder: a loaded :class:`~sim2real.perception.encoder.Encoder`.
+        frames: uint8 ``(H, W, 3)`` or ``(N, H, W, 3)`` at any resolution.
+        colour: channel order of ``frames`` (``RGB`` or ``BGR``).
+        route: ``"position_head"`` or ``"keypoint_plane"``; default: the card's
+            ``position_route``.
+
+    Raises:
+        ConfigError: the route is unknown or not available for this encoder.
+        InputError: frames of the wrong dtype/shape, or an unknown colour order.
+
+    Shape:
+        - returns ``(N, 3)`` float64.
+
+    Example:
+        >>> enc = Encoder.load("runs/kuka/encoder")  # doctest: +SKIP
+        >>> predict_positions(enc, frame_rgb).shape  # doctest: +SKIP
+        (1, 3)
+    """
+    route = route or encoder.card.get("position_route") or _fallback_route(encoder.card)
+    if route not in ROUTES:
+        raise ConfigError(f"route={route!r}: expected one of {list(ROUTES)}")
+    routes = route_positions(encoder.predict(frames, colour=colour), encoder.card)
+    if route not in routes:
+        raise ConfigError(
+            f"route {route!r} is not available for this encoder: it offers {sorted(routes)} "
+            f"(heads {sorted(encoder.heads)}, camera in card: {bool(encoder.card.get('camera'))})"
+        )
+    return routes[route]
+
+
+def _fallback_route(card: Mapping[str, Any]) -> str:
+    heads = card.get("heads", {})
+    if POSITION_HEAD in heads:
+        return "position_head"
+    if KEYPOINT_HEAD in heads and card.get("camera"):
+        return "keypoint_plane"
+    raise ConfigError(
+        f"encoder has no route to a 3-D position: expected a {POSITION_HEAD!r} head, or a "
+        f"{KEYPOINT_HEAD!r} head with a camera in its card; heads are {sorted(heads)}"
+    )
+
+
+def position_errors_cm(pred: np.ndarray, target: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-sample Euclidean errors in cm: ``{"xy": (N,), "xyz": (N,)}``."""
+    diff = (np.asarray(pred, dtype=np.float64) - np.asarray(target, dtype=np.float64)) * 100.0
+    return {
+        "xy": np.linalg.norm(diff[:, :2], axis=1),
+        "xyz": np.linalg.norm(diff, axis=1),
+    }
+
+
+def summarise(errors: np.ndarray) -> dict[str, float]:
+    """Mean / median / p90 of a 1-D error array (NaN-free).
+
+    Example:
+        >>> summarise(np.array([1.0, 2.0, 3.0]))["median"]
+        2.0
+    """
+    e = np.asarray(errors, dtype=np.float64)
+    if e.size == 0:
+        raise DataError("no errors to summarise: expected at least one sample")
+    return {
+        "mean": float(e.mean()),
+        "median": float(np.median(e)),
+        "p90": float(np.percentile(e, 90)),
+    }

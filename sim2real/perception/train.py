@@ -1,0 +1,664 @@
+"""Pretraining an :class:`Encoder` on a simulated, labelled dataset.
+
+``pretrain(data, out)`` trains the chosen heads on a train/val split of the manifest and
+writes the model folder ``out``:
+
+```
+out/model.safetensors, out/card.json   best epoch on simulated validation (Encoder.load(out))
+out/last/                              last epoch: encoder + train_state.{safetensors,json}
+out/metrics.csv, out/tb/               one row / TensorBoard step per epoch
+```
+
+Heads: ``"position"`` regresses the cube centre in the robot-base frame (targets
+standardised by their training mean/std); ``"keypoint"`` finds its pixel centre by spatial
+soft-argmax (L1 on normalised coordinates). With a keypoint head the card also holds the
+scene's nominal camera (:mod:`sim2real.perception.geometry`), so a position can be had by
+back-projecting the keypoint onto the cube's plane; the card's ``position_route`` is the
+route with the lower simulated validation error.
+
+Randomness comes from ``seed`` only: the split, the shuffling (a ``torch.Generator`` per
+epoch), the augmentation (seeded per ``(seed, epoch, sample)``) and the head initialisation
+(a forked RNG). Resuming therefore replays the same batches. Nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import albumentations as A
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm.auto import tqdm
+
+from sim2real.data.shards import ShardedDataset, code_version
+from sim2real.errors import ConfigError, DataError
+from sim2real.perception import geometry
+from sim2real.perception.encoder import WEIGHTS_FILE, Encoder, resize_frames
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_STRIDES = {"efficientnet_lite0": 16, "resnet18": 16}
+HEAD_CHOICES = ("position", "keypoint", "keypoint+position")
+METRIC_FIELDS = (
+    "epoch", "step", "lr", "train_loss", "val_loss", "val_kp_px",
+    "val_position_head_xy_cm", "val_position_head_xyz_cm",
+    "val_keypoint_plane_xy_cm", "val_keypoint_plane_xyz_cm",
+    "images_per_s", "train_seconds",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """The settings of one pretraining run (the card's ``training``)."""
+
+    data: str
+    backbone: str = "efficientnet_lite0"
+    head: str = "keypoint+position"
+    feature_stride: int | None = None
+    epochs: int = 10
+    size: tuple[int, int] | None = None
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_fraction: float = 0.03
+    freeze_blocks: int = 0
+    val_fraction: float = 0.1
+    seed: int = 0
+    max_minutes: float | None = None
+    pretrained: bool = True
+
+    def __post_init__(self) -> None:
+        if self.head not in HEAD_CHOICES:
+            raise ConfigError(f"head={self.head!r}: expected one of {list(HEAD_CHOICES)}")
+        for name in ("epochs", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)!r}: expected an integer >= 1")
+        if not self.lr > 0:
+            raise ConfigError(f"lr={self.lr!r}: expected a positive number")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise ConfigError(f"max_minutes={self.max_minutes!r}: expected > 0 or None")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"val_fraction={self.val_fraction!r}: expected in (0, 1)")
+
+    def heads(self) -> dict[str, dict[str, Any]]:
+        """Head specs for :class:`Encoder`."""
+        specs: dict[str, dict[str, Any]] = {}
+        if "keypoint" in self.head:
+            specs[geometry.KEYPOINT_HEAD] = {"type": "keypoints", "names": ["cube"], "hidden": 64}
+        if "position" in self.head:
+            specs[geometry.POSITION_HEAD] = {"type": "position", "frame": "robot_base"}
+        return specs
+
+    def resumable_with(self, other: PretrainConfig) -> list[str]:
+        """Names of the settings that must match to resume but differ."""
+        free = {"epochs", "max_minutes"}
+        mine, theirs = asdict(self), asdict(other)
+        return [k for k in mine if k not in free and mine[k] != theirs[k]]
+
+
+def pretrain(
+    data: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    backbone: str = "efficientnet_lite0",
+    head: str = "keypoint+position",
+    epochs: int = 10,
+    size: tuple[int, int] | None = None,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    freeze_blocks: int = 0,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    device: str = "auto",
+    workers: int | None = None,
+    resume: bool = False,
+    max_minutes: float | None = None,
+    feature_stride: int | None = None,
+    weight_decay: float = 1e-4,
+    pretrained: bool = True,
+    progress: bool = True,
+) -> Path:
+    """Train an encoder on a simulated dataset; returns the model folder ``out``.
+
+    Args:
+        data: dataset folder written by ``sim2real generate``.
+        out: model folder (best checkpoint; see the module docstring for its contents).
+        backbone: backbone registry name.
+        head: ``"position"``, ``"keypoint"`` or ``"keypoint+position"``.
+        epochs: passes over the training split (upper bound when ``max_minutes`` is set).
+        size: network input ``(W, H)``; default: the dataset's image size.
+        batch_size: images per step.
+        lr: peak AdamW learning rate (heads; backbone blocks get the same).
+        freeze_blocks: freeze the first N backbone blocks (faster on CPU).
+        val_fraction: held-out fraction of the dataset (``ShardedDataset.split``).
+        seed: the only source of randomness.
+        device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``...
+        workers: DataLoader workers; default 0 on <= 2 cores, else up to 4.
+        resume: continue from ``out/last`` (same settings except epochs/max_minutes).
+        max_minutes: wall-clock training budget; the cosine schedule then follows the
+            elapsed fraction of the budget and training stops when it is spent.
+        feature_stride: backbone output stride; ``None``: 16 for ``efficientnet_lite0`` and
+            ``resnet18`` (a 8x6 map at 128x96 for the keypoint), else the backbone's default.
+        weight_decay: AdamW weight decay.
+        pretrained: start from the backbone's ImageNet weights.
+        progress: show a tqdm bar (images/s, loss).
+
+    Raises:
+        ConfigError: bad settings, a non-empty ``out`` without ``resume``, or a resume
+            whose settings differ from the saved ones.
+        DataError: the dataset is missing, incomplete, or lacks ``image``/``position``/``uv``.
+
+    Example:
+        >>> pretrain("data/kuka", "runs/kuka/encoder", epochs=5)  # doctest: +SKIP
+        PosixPath('runs/kuka/encoder')
+    """
+    if feature_stride is None:
+        feature_stride = DEFAULT_STRIDES.get(backbone)
+    cfg = PretrainConfig(
+        data=str(Path(data).resolve()),
+        backbone=backbone,
+        head=head,
+        feature_stride=feature_stride,
+        epochs=int(epochs),
+        size=tuple(int(v) for v in size) if size is not None else None,  # type: ignore[arg-type]
+        batch_size=int(batch_size),
+        lr=float(lr),
+        weight_decay=float(weight_decay),
+        freeze_blocks=int(freeze_blocks),
+        val_fraction=float(val_fraction),
+        seed=int(seed),
+        max_minutes=max_minutes,
+        pretrained=pretrained,
+    )
+    root = Path(out)
+    _check_output(root, resume)
+    dev = resolve_device(device)
+    ds = ShardedDataset(data, fields=["image", "position", "uv"], verify="lazy")
+    h, w = ds.fields["image"]["shape"][:2]
+    width, height = cfg.size or (w, h)
+    train_idx, val_idx = ds.split(cfg.val_fraction, seed=cfg.seed)
+    if len(train_idx) < 1 or len(val_idx) < 1:
+        raise ConfigError(
+            f"val_fraction={cfg.val_fraction} on {len(ds)} samples leaves {len(train_idx)} "
+            f"train / {len(val_idx)} val: expected at least one of each"
+        )
+    encoder = _build_encoder(cfg, ds, train_idx, width, height)
+    trainer = _Trainer(cfg, encoder, ds, train_idx, val_idx, root, dev, workers, progress)
+    last = root / "last" if (root / "last").is_dir() else root / ".old-last"
+    if resume and last.is_dir():
+        trainer.restore(last)
+    trainer.run()
+    return root
+
+
+def _check_output(root: Path, resume: bool) -> None:
+    if resume or not root.exists():
+        return
+    if root.is_file() or any(root.iterdir()):
+        raise ConfigError(
+            f"output '{root}' exists and is not empty: expected a new folder, or resume=True "
+            "(--resume) to continue the run saved there"
+        )
+
+
+def _build_encoder(
+    cfg: PretrainConfig, ds: ShardedDataset, train_idx: np.ndarray, width: int, height: int
+) -> Encoder:
+    kwargs = {"feature_stride": cfg.feature_stride} if cfg.feature_stride else {}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        encoder = Encoder(
+            cfg.backbone,
+            cfg.heads(),
+            input_size=(width, height),
+            backbone_kwargs=kwargs,
+            pretrained=cfg.pretrained,
+        )
+    encoder.freeze_blocks(cfg.freeze_blocks)
+    labels = ShardedDataset(ds.path, fields=["position"], verify=False)
+    positions = np.stack([labels[int(i)]["position"] for i in train_idx])
+    if geometry.POSITION_HEAD in encoder.heads:
+        std = positions.std(axis=0) if len(positions) > 1 else np.ones(3)
+        encoder.heads[geometry.POSITION_HEAD].set_target_stats(positions.mean(axis=0), std)
+    card = encoder.card
+    card["position_frame"] = "robot_base"
+    card["training"] = {**asdict(cfg), "train_samples": len(train_idx), "val_samples": 0}
+    card["dataset"] = {
+        "path": str(ds.path.resolve()),
+        "n": len(ds),
+        "seed": ds.manifest.get("seed"),
+        "image_size": [int(ds.fields["image"]["shape"][1]), int(ds.fields["image"]["shape"][0])],
+        "label_schema": ds.manifest.get("spec", {}).get("label_schema"),
+    }
+    card["code"] = code_version()
+    if geometry.KEYPOINT_HEAD in encoder.heads:
+        try:
+            card["camera"] = geometry.nominal_camera(ds.manifest, width, height).to_card()
+        except DataError as exc:
+            logger.warning("no nominal camera (%s): keypoint_plane route disabled", exc)
+    return encoder
+
+
+class _Trainer:
+    """The epoch loop; state lives here so :func:`pretrain` stays readable."""
+
+    def __init__(
+        self,
+        cfg: PretrainConfig,
+        encoder: Encoder,
+        ds: ShardedDataset,
+        train_idx: np.ndarray,
+        val_idx: np.ndarray,
+        root: Path,
+        device: torch.device,
+        workers: int | None,
+        progress: bool,
+    ) -> None:
+        self.cfg, self.root, self.device, self.progress = cfg, root, device, progress
+        self.encoder = encoder.to(device)
+        if device.type == "cuda":
+            self.encoder.to(memory_format=torch.channels_last)
+        self.encoder.card["training"]["val_samples"] = len(val_idx)
+        size = (encoder.preprocessing.width, encoder.preprocessing.height)
+        self.train_set = SimSamples(ds, train_idx, size, augment=True, seed=cfg.seed)
+        self.val_set = SimSamples(ds, val_idx, size, augment=False, seed=cfg.seed)
+        cpus = os.cpu_count() or 1
+        self.workers = workers if workers is not None else (0 if cpus <= 2 else min(4, cpus // 2))
+        self.steps_per_epoch = math.ceil(len(train_idx) / cfg.batch_size)
+        self.optimizer = torch.optim.AdamW(
+            encoder.param_groups(cfg.lr, decay=1.0), lr=cfg.lr, weight_decay=cfg.weight_decay
+        )
+        self.state = TrainState()
+
+    # -------------------------------------------------------------- schedule
+    def progress_fraction(self) -> float:
+        by_steps = self.state.step / (self.cfg.epochs * self.steps_per_epoch)
+        if self.cfg.max_minutes is None:
+            return by_steps
+        return max(by_steps, self.state.train_seconds / (60.0 * self.cfg.max_minutes))
+
+    def lr_factor(self) -> float:
+        """Linear warm-up then cosine decay to 0, on the training progress in [0, 1]."""
+        p = min(self.progress_fraction(), 1.0)
+        warm = self.cfg.warmup_fraction
+        if p < warm:
+            return max(p / warm, 1e-3)
+        return 0.5 * (1.0 + math.cos(math.pi * (p - warm) / max(1.0 - warm, 1e-9)))
+
+    def done(self) -> bool:
+        return self.state.epoch >= self.cfg.epochs or self.progress_fraction() >= 1.0
+
+    # -------------------------------------------------------------- loop
+    def restore(self, last: Path) -> None:
+        saved_cfg, state = load_state(last, self.encoder, self.optimizer)
+        diff = self.cfg.resumable_with(PretrainConfig(**saved_cfg))
+        if diff:
+            raise ConfigError(
+                f"cannot resume {self.root}: settings {diff} differ from the saved run "
+                f"(saved {[saved_cfg[k] for k in diff]}); use the same settings or a new --out"
+            )
+        self.state = state
+        best = self.root / "card.json"
+        if best.is_file():
+            saved = json.loads(best.read_text())
+            self.encoder.card["metrics"] = saved.get("metrics", {})
+            self.encoder.card["position_route"] = saved.get("position_route")
+        logger.info("resuming %s after epoch %d (step %d)", self.root, state.epoch, state.step)
+
+    def run(self) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        writer = SummaryWriter(str(self.root / "tb"), purge_step=self.state.epoch + 1)
+        try:
+            while not self.done():
+                started = time.perf_counter()
+                train_loss, images = self.train_epoch()
+                seconds = time.perf_counter() - started
+                self.state.epoch += 1
+                val = self.validate()
+                row = {
+                    "epoch": self.state.epoch,
+                    "step": self.state.step,
+                    "lr": self.cfg.lr * self.lr_factor(),
+                    "train_loss": train_loss,
+                    **val,
+                    "images_per_s": images / max(seconds, 1e-9),
+                    "train_seconds": self.state.train_seconds,
+                }
+                self.log(row, writer)
+                self.checkpoint(val)
+        finally:
+            writer.close()
+
+    def train_epoch(self) -> tuple[float, int]:
+        enc, cfg = self.encoder, self.cfg
+        enc.train()
+        loader = epoch_loader(self.train_set, cfg.batch_size, self.state.epoch, self.workers, True)
+        total, images = 0.0, 0
+        bar = tqdm(
+            total=len(self.train_set), unit="img", desc=f"epoch {self.state.epoch + 1}",
+            disable=not self.progress, leave=False,
+        )  # fmt: skip
+        with bar:
+            t0 = time.perf_counter()
+            for batch in loader:
+                if self.done():
+                    break
+                for group in self.optimizer.param_groups:
+                    group["lr"] = cfg.lr * self.lr_factor()
+                loss, _ = self.loss(batch)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    raise FloatingPointError(f"training loss is {value} at step {self.state.step}")
+                n = len(batch[0])
+                total, images = total + value * n, images + n
+                self.state.step += 1
+                now = time.perf_counter()  # budget counts loading + step, not validation
+                self.state.train_seconds, t0 = self.state.train_seconds + now - t0, now
+                bar.update(n)
+                bar.set_postfix(loss=f"{value:.4f}", lr=f"{group['lr']:.2e}")
+        return total / max(images, 1), images
+
+    def loss(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Summed head losses and the head outputs (position in metres, keypoint normalised).
+
+        Position: smooth L1 on standardised targets; keypoint: L1 on normalised ``uv``.
+        """
+        enc = self.encoder
+        images, position, uv = (t.to(self.device, non_blocking=True) for t in batch)
+        x = enc.preprocessing.normalise(images)
+        if self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        losses, outputs = [], {}
+        with autocast(self.device):
+            fmap = enc.backbone(x)
+            if geometry.POSITION_HEAD in enc.heads:
+                head = enc.heads[geometry.POSITION_HEAD]
+                pred = head.forward_normalised(fmap).float()
+                losses.append(torch.nn.functional.smooth_l1_loss(pred, head.normalise(position)))
+                outputs[geometry.POSITION_HEAD] = pred * head.target_std + head.target_mean
+            if geometry.KEYPOINT_HEAD in enc.heads:
+                pred = enc.heads[geometry.KEYPOINT_HEAD](fmap).float()
+                losses.append(torch.nn.functional.l1_loss(pred[:, 0], uv))
+                outputs[geometry.KEYPOINT_HEAD] = pred
+        return torch.stack(losses).sum(), outputs
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        enc = self.encoder
+        enc.eval()
+        loader = epoch_loader(self.val_set, self.cfg.batch_size, 0, self.workers, False)
+        outs: dict[str, list[np.ndarray]] = {}
+        targets, uvs, total = [], [], 0.0
+        for batch in loader:
+            loss, out = self.loss(batch)
+            total += float(loss) * len(batch[0])
+            for name, value in out.items():
+                outs.setdefault(name, []).append(value.float().cpu().numpy())
+            targets.append(batch[1].numpy())
+            uvs.append(batch[2].numpy())
+        enc.train()
+        outputs = {name: np.concatenate(v) for name, v in outs.items()}
+        target = np.concatenate(targets)
+        row: dict[str, float] = {"val_loss": total / len(target)}
+        if geometry.KEYPOINT_HEAD in outputs:
+            w, h = self.encoder.card["dataset"]["image_size"]
+            err = (outputs[geometry.KEYPOINT_HEAD][:, 0] - np.concatenate(uvs)) / 2 * [w, h]
+            row["val_kp_px"] = float(np.linalg.norm(err, axis=1).mean())
+        for route, pred in geometry.route_positions(outputs, self.encoder.card).items():
+            errors = geometry.position_errors_cm(pred, target)
+            row[f"val_{route}_xy_cm"] = float(np.nanmean(errors["xy"]))
+            row[f"val_{route}_xyz_cm"] = float(np.nanmean(errors["xyz"]))
+        return row
+
+    # -------------------------------------------------------------- output
+    def log(self, row: dict[str, float], writer: Any) -> None:
+        path = self.root / "metrics.csv"
+        rows = []
+        if path.is_file():
+            with path.open(newline="") as f:
+                rows = [r for r in csv.DictReader(f) if int(r["epoch"]) < row["epoch"]]
+        rows.append({k: row.get(k, "") for k in METRIC_FIELDS})
+        tmp = path.with_suffix(".csv.tmp")
+        with tmp.open("w", newline="") as f:
+            out = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
+            out.writeheader()
+            out.writerows(rows)
+        os.replace(tmp, path)
+        for key, value in row.items():
+            if key not in ("epoch", "step"):
+                writer.add_scalar(key, value, row["epoch"])
+        writer.flush()
+        shown = {k: round(v, 4) for k, v in row.items() if k.startswith("val_")}
+        logger.info("epoch %d: train_loss %.4f %s", row["epoch"], row["train_loss"], shown)
+
+    def checkpoint(self, val: dict[str, float]) -> None:
+        routes = {
+            r: {"xy_cm_mean": val[f"val_{r}_xy_cm"], "xyz_cm_mean": val[f"val_{r}_xyz_cm"]}
+            for r in geometry.ROUTES
+            if f"val_{r}_xy_cm" in val
+        }
+        best_route = min(routes, key=lambda r: routes[r]["xy_cm_mean"])
+        score = routes[best_route]["xy_cm_mean"]
+        card = self.encoder.card
+        if score < self.state.best_score:
+            self.state.best_score, self.state.best_epoch = score, self.state.epoch
+            card["position_route"] = best_route
+            card["metrics"] = {
+                "sim_val": {**routes, "epoch": self.state.epoch, "loss": val["val_loss"]},
+                "position_route": best_route,
+            }
+            if "val_kp_px" in val:
+                card["metrics"]["sim_val"]["keypoint_px_mean"] = val["val_kp_px"]
+            card["training"]["epochs_done"] = self.state.epoch
+            _save_atomic(self.encoder, self.root)
+        card["training"]["epochs_done"] = self.state.epoch
+        save_state(self.root / "last", self.encoder, self.optimizer, asdict(self.cfg), self.state)
+
+
+def _save_atomic(encoder: Encoder, root: Path) -> None:
+    """Write the encoder into a temporary folder, then move its files into ``root``."""
+    tmp = root / f".tmp-best-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    encoder.save(tmp)
+    for f in sorted(tmp.iterdir()):
+        os.replace(f, root / f.name)
+    tmp.rmdir()
+
+
+# ------------------------------------------------------------------ data, device, state I/O
+def photometric_augmentation() -> A.Compose:
+    """Colour jitter, blur, noise and JPEG on top of the simulator's randomisation.
+
+    Photometric only: labels (pixel centre, 3-D position) stay valid without transforming.
+    """
+    return A.Compose(
+        [
+            A.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.04, p=0.8),
+            A.OneOf(
+                [A.GaussianBlur(blur_limit=(3, 5), sigma_limit=(0.2, 1.2)), A.MotionBlur((3, 5))],
+                p=0.3,
+            ),
+            A.GaussNoise(std_range=(0.01, 0.05), p=0.3),
+            A.ImageCompression(quality_range=(40, 95), p=0.3),
+        ]
+    )
+
+
+class SimSamples(Dataset):
+    """``(image uint8 (H, W, 3), position (3,), uv normalised (2,))`` for ``(epoch, i)`` keys.
+
+    The augmentation of a sample is seeded by ``(seed, epoch, dataset index)``, so it does
+    not depend on the number of workers or on resuming.
+    """
+
+    def __init__(
+        self,
+        ds: ShardedDataset,
+        indices: np.ndarray,
+        size: tuple[int, int],
+        augment: bool,
+        seed: int,
+    ) -> None:
+        self.ds, self.indices, self.size, self.seed = ds, np.asarray(indices), size, seed
+        h, w = ds.fields["image"]["shape"][:2]
+        self.image_wh = np.array([w, h], dtype=np.float32)
+        self.transform = photometric_augmentation() if augment else None
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, ...]:
+        epoch, pos = key
+        index = int(self.indices[pos])
+        sample = self.ds[index]
+        image = sample["image"]
+        if (image.shape[1], image.shape[0]) != self.size:
+            image = resize_frames(image, *self.size)[0].numpy()
+        if self.transform is not None:
+            seq = np.random.SeedSequence([self.seed, epoch, index])
+            self.transform.set_random_seed(int(seq.generate_state(1)[0]))
+            image = self.transform(image=image)["image"]
+        uv = 2.0 * sample["uv"].astype(np.float32) / self.image_wh - 1.0  # continuous pixels
+        return (
+            torch.from_numpy(np.ascontiguousarray(image)),
+            torch.from_numpy(sample["position"].astype(np.float32)),
+            torch.from_numpy(uv.astype(np.float32)),
+        )
+
+
+class _EpochSampler(Sampler):
+    """Yields ``(epoch, i)``; the order is a permutation seeded by ``(seed, epoch)``."""
+
+    def __init__(self, n: int, epoch: int, seed: int, shuffle: bool) -> None:
+        self.n, self.epoch, self.seed, self.shuffle = n, epoch, seed, shuffle
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        if self.shuffle:
+            state = np.random.SeedSequence([self.seed, self.epoch, 0x5A]).generate_state(1)[0]
+            order = torch.randperm(self.n, generator=torch.Generator().manual_seed(int(state)))
+        else:
+            order = torch.arange(self.n)
+        for i in order.tolist():
+            yield (self.epoch, i)
+
+
+def epoch_loader(
+    samples: SimSamples, batch_size: int, epoch: int, workers: int, shuffle: bool
+) -> DataLoader:
+    """A DataLoader over one epoch of ``samples`` (batches of stacked tensors)."""
+    return DataLoader(
+        samples,
+        batch_size=batch_size,
+        sampler=_EpochSampler(len(samples), epoch, samples.seed, shuffle),
+        num_workers=workers,
+        pin_memory=torch.cuda.is_available(),
+    )
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; anything else as ``torch.device``."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as exc:
+        raise ConfigError(f"device={device!r}: expected 'auto', 'cpu', 'cuda[:N]' ({exc})") from exc
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bfloat16 autocast on CUDA devices that support it; a no-op elsewhere (CPU: float32)."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@dataclass
+class TrainState:
+    """Counters saved with the ``last`` checkpoint (``train_state.json``)."""
+
+    epoch: int = 0
+    step: int = 0
+    train_seconds: float = 0.0
+    best_score: float = math.inf
+    best_epoch: int = 0
+
+
+STATE_TENSORS = "train_state.safetensors"
+STATE_JSON = "train_state.json"
+
+
+def save_state(
+    folder: Path,
+    encoder: Encoder,
+    optimizer: torch.optim.Optimizer,
+    config: dict[str, Any],
+    state: TrainState,
+) -> None:
+    """Write encoder + optimizer + counters into ``folder``, swapped in atomically.
+
+    Optimizer tensors go to safetensors (``optim.<param>.<key>``), everything else to JSON.
+    """
+    tmp = folder.parent / f".tmp-last-{os.getpid()}"
+    old = folder.parent / ".old-last"
+    shutil.rmtree(tmp, ignore_errors=True)
+    encoder.save(tmp)
+    sd = optimizer.state_dict()
+    tensors = {
+        f"optim.{pid}.{key}": value.detach().contiguous().cpu()
+        for pid, entry in sd["state"].items()
+        for key, value in entry.items()
+    }
+    save_file(tensors, str(tmp / STATE_TENSORS))
+    groups = [
+        {k: list(v) if isinstance(v, tuple) else v for k, v in g.items()}
+        for g in sd["param_groups"]
+    ]
+    meta = {"config": config, "state": asdict(state), "param_groups": groups}
+    (tmp / STATE_JSON).write_text(json.dumps(meta, indent=1, default=str) + "\n")
+    if folder.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_state(
+    folder: Path, encoder: Encoder, optimizer: torch.optim.Optimizer
+) -> tuple[dict[str, Any], TrainState]:
+    """Inverse of :func:`save_state`: loads weights and optimizer in place."""
+    meta = json.loads((folder / STATE_JSON).read_text())
+    weights = load_file(str(folder / WEIGHTS_FILE), device=str(encoder.device))
+    encoder.load_state_dict(weights, strict=True)
+    tensors = load_file(str(folder / STATE_TENSORS))
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for name, value in tensors.items():
+        _, pid, key = name.split(".", 2)
+        state.setdefault(int(pid), {})[key] = value
+    groups = [
+        {k: tuple(v) if k == "betas" else v for k, v in g.items()} for g in meta["param_groups"]
+    ]
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+    config = dict(meta["config"])
+    if config.get("size") is not None:
+        config["size"] = tuple(config["size"])
+    return config, TrainState(**meta["state"])

@@ -1,0 +1,148 @@
+"""Pretraining: loss goes down, outputs and card, save/load, deterministic resume, input errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from sim2real.data.generate import generate_dataset
+from sim2real.envs.sources import scene_spec
+from sim2real.errors import ConfigError, InputError
+from sim2real.perception import Encoder, train
+from sim2real.perception.geometry import ROUTES, predict_positions
+from sim2real.perception.train import pretrain
+
+TINY = {
+    "backbone": "nature_cnn",
+    "pretrained": False,
+    "batch_size": 8,
+    "lr": 3e-3,
+    "val_fraction": 0.25,
+    "workers": 0,
+    "device": "cpu",
+    "progress": False,
+}
+
+
+@pytest.fixture(scope="module")
+def sim_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("sim") / "kuka"
+    spec = scene_spec("kuka_cube", "default", size=(64, 48))
+    return generate_dataset(
+        "sim2real.envs.sources:make_source", spec, n=32, out=out, shard_size=16, progress=False
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(sim_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return pretrain(sim_data, tmp_path_factory.mktemp("run") / "model", epochs=4, **TINY)
+
+
+def _metrics(root: Path) -> list[dict[str, str]]:
+    with (root / "metrics.csv").open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_pretrain_lowers_loss_and_writes_outputs(trained: Path) -> None:
+    rows = _metrics(trained)
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+    assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
+    assert all(float(r["images_per_s"]) > 0 for r in rows)
+    assert any((trained / "tb").glob("events.out.tfevents.*"))
+    assert {p.name for p in (trained / "last").iterdir()} == {
+        "card.json",
+        "model.safetensors",
+        "train_state.json",
+        "train_state.safetensors",
+    }
+    assert not list(trained.rglob("*.pt")) and not list(trained.rglob("*.pkl"))
+    card = json.loads((trained / "card.json").read_text())
+    assert card["position_route"] in ROUTES
+    assert card["position_frame"] == "robot_base"
+    assert set(card["heads"]) == {"keypoint", "position"}
+    assert card["training"]["backbone"] == "nature_cnn" and card["training"]["seed"] == 0
+    assert card["preprocessing"]["width"] == 64 and card["preprocessing"]["colour"] == "RGB"
+    sim_val = card["metrics"]["sim_val"]
+    for route in ROUTES:
+        assert sim_val[route]["xy_cm_mean"] >= 0 and sim_val[route]["xyz_cm_mean"] >= 0
+    camera = card["camera"]
+    assert (camera["width"], camera["height"]) == (64, 48)
+    assert camera["plane_z"] == pytest.approx(0.29 + 0.04)
+
+
+def test_save_load_gives_identical_outputs(trained: Path, tmp_path: Path) -> None:
+    frames = np.random.default_rng(0).integers(0, 256, (3, 96, 128, 3), dtype=np.uint8)
+    enc = Encoder.load(trained)
+    enc.save(tmp_path / "copy")
+    again = Encoder.load(tmp_path / "copy")
+    a, b = enc.predict(frames), again.predict(frames)
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+    pos = predict_positions(again, frames)
+    assert pos.shape == (3, 3) and np.isfinite(pos).all()
+    np.testing.assert_array_equal(pos, predict_positions(enc, frames))
+
+
+def test_resume_continues_and_matches_uninterrupted(
+    sim_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    straight = pretrain(sim_data, tmp_path / "straight", epochs=2, **TINY)
+    original = train._Trainer.checkpoint
+
+    def crash_after_first(self: train._Trainer, val: dict[str, float]) -> None:
+        original(self, val)
+        if self.state.epoch == 1:
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(train._Trainer, "checkpoint", crash_after_first)
+        with pytest.raises(KeyboardInterrupt):
+            pretrain(sim_data, tmp_path / "resumed", epochs=2, **TINY)
+    assert [r["epoch"] for r in _metrics(tmp_path / "resumed")] == ["1"]
+    resumed = pretrain(sim_data, tmp_path / "resumed", epochs=2, resume=True, **TINY)
+    assert [r["epoch"] for r in _metrics(resumed)] == ["1", "2"]
+    state = json.loads((resumed / "last" / "train_state.json").read_text())["state"]
+    assert state["epoch"] == 2
+    a = load_file(str(straight / "last" / "model.safetensors"))
+    b = load_file(str(resumed / "last" / "model.safetensors"))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+
+
+def test_output_and_resume_checks(sim_data: Path, trained: Path) -> None:
+    with pytest.raises(ConfigError, match="not empty"):
+        pretrain(sim_data, trained, epochs=1, **TINY)
+    with pytest.raises(ConfigError, match="differ"):
+        pretrain(sim_data, trained, epochs=5, resume=True, **{**TINY, "lr": 1e-2})
+    with pytest.raises(ConfigError, match="head="):
+        pretrain(sim_data, trained.parent / "x", head="pose", **TINY)
+
+
+@pytest.mark.parametrize(
+    ("frames", "colour", "match"),
+    [
+        (np.zeros((2, 48, 64, 3), np.uint8), "RGBA", "colour"),
+        (np.zeros((2, 3, 48, 64), np.uint8), "RGB", "channels"),
+        (np.zeros((2, 48, 64, 3), np.float32), "RGB", "uint8"),
+    ],
+)
+def test_bad_frames_raise_input_error(
+    trained: Path, frames: np.ndarray, colour: str, match: str
+) -> None:
+    with pytest.raises(InputError, match=match):
+        predict_positions(Encoder.load(trained), frames, colour=colour)
+
+
+def test_bgr_frames_match_rgb(trained: Path) -> None:
+    rgb = np.random.default_rng(1).integers(0, 256, (2, 48, 64, 3), dtype=np.uint8)
+    enc = Encoder.load(trained)
+    np.testing.assert_allclose(
+        predict_positions(enc, rgb), predict_positions(enc, rgb[..., ::-1].copy(), colour="BGR")
+    )
