@@ -22,12 +22,9 @@ Resolution is never changed silently: by default every frame must match the firs
 
 from __future__ import annotations
 
-import csv
 import logging
-import math
-import os
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,101 +34,22 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from sim2real.data.frames import FrameRef, RealFrame, ResizePolicy, Size
+from sim2real.data.labels import BOX_COLUMNS as BOX_COLUMNS  # re-exported
+from sim2real.data.labels import LABELS_FILE, read_labels
+from sim2real.data.labels import POSITION_COLUMNS as POSITION_COLUMNS  # re-exported
+from sim2real.data.labels import UV_COLUMNS as UV_COLUMNS  # re-exported
+from sim2real.data.video import VIDEO_SUFFIXES, _VideoReader, open_video
 from sim2real.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
 COLOUR_ORDER = "RGB"
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
-VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"})
-LABELS_FILE = "labels.csv"
-POSITION_COLUMNS = ("x_m", "y_m", "z_m")
-UV_COLUMNS = ("u", "v")
-BOX_COLUMNS = ("x0", "y0", "x1", "y1")
 RESIZE_POLICIES = ("error", "resize")
 TARGETS = ("position", "uv", "box")
 
-ResizePolicy = Literal["error", "resize"]
 Target = Literal["position", "uv", "box"]
-Size = tuple[int, int]
-
-
-@dataclass(frozen=True, eq=False, kw_only=True)
-class FrameRef:
-    """Where one frame lives and what is known about it, without its pixels.
-
-    Attributes:
-        source: id of the frame: a file name relative to the opened folder, or
-            ``"<video name>#frame=<n>"``, or ``"<camera>/episode_<e>/frame_<i>"``.
-        path: the image or video file holding the pixels.
-        frame: frame number inside a video file; ``None`` for an image file.
-        position: label position ``(3,)`` in metres, or ``None`` when unlabelled.
-        uv: pixel label ``(2,)`` in the (possibly resized) image, or ``None``.
-        box: box label ``(4,)`` ``x0, y0, x1, y1`` in pixels, or ``None``.
-        state: robot state ``(S,)`` (LeRobot ``observation.state``), or ``None``.
-        action: robot action ``(A,)`` (LeRobot ``action``), or ``None``.
-    """
-
-    source: str
-    path: Path
-    frame: int | None = None
-    position: np.ndarray | None = None
-    uv: np.ndarray | None = None
-    box: np.ndarray | None = None
-    state: np.ndarray | None = None
-    action: np.ndarray | None = None
-
-    @property
-    def labelled(self) -> bool:
-        """Whether the frame has a position label."""
-        return self.position is not None
-
-
-@dataclass(frozen=True, eq=False, kw_only=True)
-class RealFrame(FrameRef):
-    """One real frame: :class:`FrameRef` plus ``image``, ``uint8`` ``(H, W, 3)`` RGB."""
-
-    image: np.ndarray
-
-
-_INHERITED: list[Any] = []  # captures inherited through fork, kept alive, never released
-
-
-class _VideoReader:
-    """Frame-accurate reads from one video by decoding forward (seeking is not exact).
-
-    Reading in increasing order costs one pass; going back reopens the file. The capture is
-    reopened after a fork or unpickling, so DataLoader workers each get their own.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._cap: Any = None
-        self._pos = 0
-        self._pid = -1
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "_cap": None, "_pos": 0, "_pid": -1}
-
-    def read(self, frame: int) -> np.ndarray:
-        """Return frame number ``frame`` (0-based) as BGR ``uint8`` ``(H, W, 3)``."""
-        if self._cap is not None and self._pid != os.getpid():
-            _INHERITED.append(self._cap)  # releasing a forked FFmpeg capture can deadlock
-            self._cap = None
-        if self._cap is None or frame < self._pos:
-            self._cap = cv2.VideoCapture(str(self.path))
-            self._pos, self._pid = 0, os.getpid()
-            if not self._cap.isOpened():
-                raise DataError(f"video '{self.path}' cannot be opened by OpenCV")
-        while self._pos < frame:
-            if not self._cap.grab():
-                raise DataError(f"video '{self.path}' ends at frame {self._pos}, needed {frame}")
-            self._pos += 1
-        ok, image = self._cap.read()
-        self._pos += 1
-        if not ok:
-            raise DataError(f"video '{self.path}': frame {frame} cannot be decoded")
-        return image
 
 
 class RealFrames:
@@ -364,52 +282,6 @@ def open_folder(
     return RealFrames(refs, size=final, resize=resize == "resize", name=str(root))
 
 
-def open_video(
-    path: str | Path,
-    *,
-    step: int = 1,
-    size: Size | None = None,
-    resize: ResizePolicy = "error",
-) -> RealFrames:
-    """Open every ``step``-th frame (0, k, 2k, ...) of a video file; all unlabelled.
-
-    The video is decoded once to count and check its frames; pixels load lazily later.
-
-    Example:
-        >>> frames = open_video("run.mp4", step=10)  # doctest: +SKIP
-        >>> frames[1].source
-        'run.mp4#frame=10'
-    """
-    _check_policy(size, resize)
-    if isinstance(step, bool) or not isinstance(step, int) or step < 1:
-        raise ConfigError(f"step is {step!r}, expected an integer >= 1")
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"video '{p}' does not exist")
-    cap = cv2.VideoCapture(str(p))
-    if not cap.isOpened():
-        raise DataError(f"video '{p}' cannot be opened by OpenCV: corrupt or unknown codec")
-    refs: list[FrameRef] = []
-    native: list[Size] = []
-    n = 0
-    try:
-        while cap.grab():
-            if n % step == 0:
-                ok, image = cap.retrieve()
-                if not ok:
-                    raise DataError(f"video '{p}': frame {n} cannot be decoded")
-                refs.append(FrameRef(source=f"{p.name}#frame={n}", path=p, frame=n))
-                native.append((image.shape[1], image.shape[0]))
-            n += 1
-    finally:
-        cap.release()
-    if not refs:
-        raise DataError(f"video '{p}' has no decodable frames, expected at least one")
-    refs, final = fit_sizes(refs, native, size=size, resize=resize)
-    logger.info("opened %s: %d of %d frames (step %d)", p, len(refs), n, step)
-    return RealFrames(refs, size=final, resize=resize == "resize", name=str(p))
-
-
 def read_image(path: Path) -> np.ndarray:
     """Decode an image file to BGR ``uint8`` ``(H, W, 3)``; :class:`DataError` if it cannot."""
     if not path.is_file():
@@ -486,73 +358,3 @@ def _folder_refs(root: Path, prefix: str) -> list[FrameRef] | None:
         ref = FrameRef(source=prefix + name, path=root / name)
         refs.append(replace(ref, **labels[name]) if name in labels else ref)
     return refs
-
-
-def read_labels(path: Path, images: Sequence[str]) -> dict[str, dict[str, np.ndarray]]:
-    """Parse and validate a ``labels.csv``; returns ``{file: {"position": ..., ...}}``.
-
-    Args:
-        path: the ``labels.csv``.
-        images: the image names present in its folder.
-
-    Raises:
-        DataError: naming the row and file, for unknown or missing columns, non-finite
-            values, duplicates, inverted boxes or files absent from ``images``.
-    """
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        rows = list(csv.reader(f))
-    if not rows or not any(c.strip() for c in rows[0]):
-        raise DataError(f"'{path}' is empty, expected a header 'file,{','.join(POSITION_COLUMNS)}'")
-    header = [c.strip() for c in rows[0]]
-    known = ("file", *POSITION_COLUMNS, *UV_COLUMNS, *BOX_COLUMNS)
-    unknown = [c for c in header if c not in known]
-    missing = [c for c in ("file", *POSITION_COLUMNS) if c not in header]
-    if unknown or missing or len(set(header)) != len(header):
-        raise DataError(
-            f"'{path}' header is {header}: expected file,{','.join(POSITION_COLUMNS)} plus "
-            f"optionally {','.join(UV_COLUMNS)} and {','.join(BOX_COLUMNS)}; "
-            f"unknown {unknown}, missing {missing}"
-        )
-    for group in (UV_COLUMNS, BOX_COLUMNS):
-        if 0 < sum(c in header for c in group) < len(group):
-            raise DataError(f"'{path}' header {header} has part of {list(group)}, expected all")
-    present, seen, out = set(images), {}, {}
-    for number, row in enumerate(rows[1:], start=2):
-        if not any(c.strip() for c in row):
-            continue
-        where = f"{path.name} row {number}"
-        if len(row) != len(header):
-            raise DataError(f"{where}: {len(row)} fields, expected {len(header)} like the header")
-        cells = dict(zip(header, (c.strip() for c in row), strict=True))
-        name = cells["file"]
-        where += f" (file '{name}')"
-        if name in seen:
-            raise DataError(f"{where}: duplicate of row {seen[name]}, expected one row per file")
-        if name not in present:
-            raise DataError(
-                f"{where}: no such image in '{path.parent}', expected one of its images"
-            )
-        seen[name] = number
-        label = {"position": _numbers(cells, POSITION_COLUMNS, where)}
-        if UV_COLUMNS[0] in cells:
-            label["uv"] = _numbers(cells, UV_COLUMNS, where)
-        if BOX_COLUMNS[0] in cells:
-            box = label["box"] = _numbers(cells, BOX_COLUMNS, where)
-            if not (box[0] < box[2] and box[1] < box[3]):
-                raise DataError(f"{where}: box is {box.tolist()}, expected x0 < x1 and y0 < y1")
-        out[name] = label
-    return out
-
-
-def _numbers(cells: dict[str, str], columns: Sequence[str], where: str) -> np.ndarray:
-    values = []
-    for column in columns:
-        text = cells[column]
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not math.isfinite(value):
-            raise DataError(f"{where}: {column} is {text!r}, expected a finite number")
-        values.append(value)
-    return np.array(values, dtype=np.float64)

@@ -14,7 +14,7 @@ from sim2real.perception.backbones import (
     build_backbone,
     load_efficientnet_lite0_imagenet,
 )
-from sim2real.perception.encoder import Encoder, Preprocessing, as_frames, resize_frames
+from sim2real.perception.encoder import Encoder
 from sim2real.perception.heads import (
     HEADS,
     BoxHead,
@@ -26,6 +26,7 @@ from sim2real.perception.heads import (
     pixels_to_normalised,
     spatial_soft_argmax,
 )
+from sim2real.perception.preprocessing import Preprocessing, as_frames, resize_frames
 
 __all__ = [
     "BACKBONES",
