@@ -1,0 +1,350 @@
+"""k-shot transfer curve: error against the number of labelled real frames, per strategy.
+
+For every strategy and for the baselines, ``k`` labelled frames are drawn at random
+(``repeats`` times, the same subsets for every strategy) and the adapted model is scored on
+the labelled frames left out; ``k = "all"`` is an outer k-fold cross-validation. Inside each
+run the epoch count is chosen by cross-validation over the ``k`` training frames only, and
+unlabelled frames are used for adaptation, never for scoring. Errors are Euclidean xy
+distances in centimetres (z is fixed by the table).
+
+Entries: ``zero-shot`` (the simulation-trained model as is), each strategy (its ``k = 0``
+point is the model before any labelled training: zero-shot, after AdaBN, or DANN without
+labels), ``real-only (ImageNet)`` and ``real-only (scratch)`` (the same architecture trained
+on the ``k`` real frames only, ``full`` strategy). :func:`run_curve` writes ``curve.json``,
+``curve.png``, ``best.png`` and ``report.md`` (see :mod:`sim2real.transfer.report`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from sim2real.data.real import open_real
+from sim2real.errors import CheckpointError, ConfigError, DataError
+from sim2real.perception.encoder import Encoder
+from sim2real.transfer.adabn import has_batchnorm
+from sim2real.transfer.config import FinetuneConfig
+from sim2real.transfer.strategies import (
+    LABELLED_STRATEGIES,
+    finetune,
+    kfold,
+    open_unlabelled,
+    parse_strategy,
+)
+from sim2real.transfer.training import FrameSet, as_frame_set, held_out_errors
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_KS: tuple[int | str, ...] = (0, 1, 2, 4, 8, "all")
+DEFAULT_STRATEGIES = ("probe", "top-k", "full", "adabn", "dann", "adabn+top-k")
+ZERO_SHOT = "zero-shot"
+IMAGENET = "real-only (ImageNet)"
+SCRATCH = "real-only (scratch)"
+BASELINE_LR = 1e-3
+
+
+@dataclass
+class _Setup:
+    encoder: Encoder
+    labelled: FrameSet
+    unlabelled: FrameSet | None
+    sim: str | None
+    cfg: FinetuneConfig
+    outer_folds: int
+    seed: int
+
+
+def run_curve(
+    model_path: str | Path,
+    real_dir: str | Path,
+    out_dir: str | Path,
+    unlabelled_dir: str | Path | None = None,
+    sim_dir: str | Path | None = None,
+    ks: Sequence[int | str] = DEFAULT_KS,
+    repeats: int = 3,
+    strategies: Sequence[str] = DEFAULT_STRATEGIES,
+    baselines: bool = True,
+    outer_folds: int = 4,
+    seed: int = 0,
+    progress: bool = True,
+    **overrides: Any,
+) -> Path:
+    """Measure the k-shot transfer curve and write the report; returns ``out_dir/report.md``.
+
+    Args:
+        model_path: the simulation-trained encoder folder.
+        real_dir: real frames with ``labels.csv`` (at least 2 labelled); its unlabelled
+            frames are the unlabelled set unless ``unlabelled_dir`` is given.
+        out_dir: where ``report.md``, ``curve.json`` and the PNG plots go.
+        unlabelled_dir: unlabelled real frames for AdaBN / DANN.
+        sim_dir: simulated dataset (DANN, and ``sim_batch_size`` mixing).
+        ks: labelled-frame counts; ``0`` and ``"all"`` (outer cross-validation) allowed.
+        repeats: random subsets per ``k``.
+        strategies: strategies to measure (see :func:`~sim2real.transfer.finetune`).
+        baselines: also train the real-only baselines (ImageNet init, scratch).
+        outer_folds: folds of the ``k = "all"`` cross-validation; 0 = leave-one-out.
+        seed: subsets and training seeds.
+        progress: a tqdm bar over the runs.
+        **overrides: :class:`~sim2real.transfer.config.FinetuneConfig` fields for every run.
+
+    Raises:
+        ConfigError: bad ``ks``, ``repeats``, strategy or setting.
+        DataError: fewer than 2 labelled frames.
+
+    Example:
+        >>> run_curve("runs/kuka/encoder", "real/kuka_cube", "runs/kuka/curve",
+        ...           sim_dir="data/kuka", repeats=3)  # doctest: +SKIP
+        PosixPath('runs/kuka/curve/report.md')
+    """
+    from sim2real.transfer.report import write_report
+
+    ks = check_ks(ks)
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ConfigError(f"repeats={repeats!r}: expected an integer >= 1")
+    if outer_folds == 1 or outer_folds < 0:
+        raise ConfigError(f"outer_folds={outer_folds}: expected 0 (leave-one-out) or >= 2")
+    plans = {s: parse_strategy(s) for s in strategies}
+    cfg = FinetuneConfig.from_overrides({"progress": False, **overrides})
+    encoder = Encoder.load(model_path, device=cfg.device)
+    real = open_real(real_dir)
+    labelled = as_frame_set(real.labelled(), encoder, "labelled real", labels=True)
+    if labelled is None or len(labelled) < 2:
+        raise DataError(f"{real_dir}: the curve needs at least 2 labelled frames (labels.csv)")
+    needs_unl = next((p for p in plans.values() if p.adabn or p.train == "dann"), None)
+    unl = open_unlabelled(real, unlabelled_dir, needs_unl) if needs_unl else None
+    setup = _Setup(
+        encoder=encoder,
+        labelled=labelled,
+        unlabelled=as_frame_set(unl, encoder, "unlabelled real", labels=False),
+        sim=str(sim_dir) if sim_dir is not None else None,
+        cfg=cfg,
+        outer_folds=outer_folds,
+        seed=seed,
+    )
+    started = time.time()
+    entries = measure(setup, ks, repeats, list(strategies), baselines, progress)
+    results = {
+        "meta": {
+            "model": str(model_path),
+            "real": str(real_dir),
+            "unlabelled": str(unlabelled_dir or real_dir) if setup.unlabelled else None,
+            "sim": setup.sim,
+            "n_labelled": len(labelled),
+            "n_unlabelled": len(setup.unlabelled) if setup.unlabelled else 0,
+            "ks": [str(k) for k in ks],
+            "repeats": repeats,
+            "outer_folds": outer_folds,
+            "seed": seed,
+            "config": cfg.to_dict(),
+            "backbone": encoder.card.get("backbone", {}),
+            "position_route": encoder.card.get("position_route"),
+            "seconds": round(time.time() - started, 1),
+        },
+        "entries": entries,
+    }
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "curve.json").write_text(json.dumps(results, indent=1) + "\n")
+    return write_report(results, out)
+
+
+def check_ks(ks: Sequence[int | str]) -> list[int | str]:
+    """Validate ``ks``: non-negative integers and/or ``"all"``, no duplicates."""
+    out: list[int | str] = []
+    for k in ks:
+        ok = k == "all" or (isinstance(k, int) and not isinstance(k, bool) and k >= 0)
+        if not ok and isinstance(k, str) and k.isdigit():
+            k, ok = int(k), True
+        if not ok or k in out:
+            raise ConfigError(f"ks={list(ks)!r}: expected distinct integers >= 0 and/or 'all'")
+        out.append(k)
+    if not out:
+        raise ConfigError("ks is empty: expected e.g. (0, 1, 2, 4, 8, 'all')")
+    return out
+
+
+def splits(
+    n: int, k: int | str, repeats: int, outer_folds: int, seed: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``(train, test)`` index pairs for one ``k``: random subsets, or outer CV for ``"all"``.
+
+    Example:
+        >>> [(len(a), len(b)) for a, b in splits(12, 4, 2, 4, seed=0)]
+        [(4, 8), (4, 8)]
+    """
+    if k == "all":
+        return [(np.setdiff1d(np.arange(n), test), test) for test in kfold(n, outer_folds, seed)]
+    assert isinstance(k, int)
+    out = []
+    for r in range(repeats):
+        order = np.random.default_rng([seed, k, r]).permutation(n)
+        out.append((np.sort(order[:k]), np.sort(order[k:])))
+    return out
+
+
+def _skip_reason(setup: _Setup, strategy: str) -> str | None:
+    plan = parse_strategy(strategy)
+    if plan.adabn and not has_batchnorm(setup.encoder):
+        return f"backbone {setup.encoder.backbone.name!r} has no BatchNorm layers (AdaBN n/a)"
+    if (plan.adabn or plan.train == "dann") and not setup.unlabelled:
+        return "no unlabelled real frames"
+    if (plan.train == "dann" or setup.cfg.sim_batch_size) and plan.train and not setup.sim:
+        return "no simulated dataset (--sim)"
+    return None
+
+
+def _baseline_encoder(setup: _Setup, imagenet: bool) -> Encoder:
+    """Same architecture and card (camera, route), fresh weights, the sim head's target stats."""
+    card = setup.encoder.card
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(setup.seed)
+        fresh = Encoder.from_card(card, pretrained=imagenet)
+    if imagenet and not fresh.backbone.pretrained:
+        raise CheckpointError(f"backbone {fresh.backbone.name!r} has no ImageNet weights")
+    buffers = {k: v for k, v in setup.encoder.state_dict().items() if k.endswith("target_mean")}
+    buffers |= {k: v for k, v in setup.encoder.state_dict().items() if k.endswith("target_std")}
+    fresh.load_state_dict(buffers, strict=False)
+    fresh.card["backbone"] = {**card.get("backbone", {}), "imagenet_init": imagenet}
+    return fresh.to(setup.encoder.device)
+
+
+@dataclass
+class _Job:
+    name: str
+    strategy: str
+    start: Callable[[], Encoder]
+    cfg: FinetuneConfig
+    ks: list[int | str]
+
+
+def measure(
+    setup: _Setup,
+    ks: list[int | str],
+    repeats: int,
+    strategies: list[str],
+    baselines: bool,
+    progress: bool = True,
+) -> dict[str, dict[str, Any]]:
+    """Run every entry at every ``k``; returns ``{entry: {"kind", "skipped", "points"}}``.
+
+    ``points`` maps ``str(k)`` to the statistics of :func:`_point` (mean over runs of the
+    per-run mean error, its std, pooled median / p90, the raw errors and training subsets).
+    """
+    n = len(setup.labelled)
+    usable = [k for k in ks if k == "all" or (isinstance(k, int) and k < n)]
+    for k in ks:
+        if k not in usable:
+            logger.warning("k=%s skipped: only %d labelled frames (need k < n)", k, n)
+    entries: dict[str, dict[str, Any]] = {ZERO_SHOT: _entry("reference", None)}
+    jobs: list[_Job] = []
+    for s in strategies:
+        plan = parse_strategy(s)
+        reason = _skip_reason(setup, s)
+        entries[s] = _entry("strategy" if plan.train else "unsupervised", reason)
+        if reason is None:
+            own_ks = [k for k in usable if plan.train is not None or k == 0]
+            jobs.append(_Job(s, s, lambda: setup.encoder, setup.cfg, own_ks))
+    if baselines:
+        lr = setup.cfg.lr or BASELINE_LR
+        base_cfg = replace(setup.cfg, lr=lr, bn_mode="train", sim_batch_size=0)
+        for name, imagenet in ((IMAGENET, True), (SCRATCH, False)):
+            try:
+                _baseline_encoder(setup, imagenet)
+            except (CheckpointError, ConfigError) as exc:
+                entries[name] = _entry("baseline", str(exc))
+                continue
+            entries[name] = _entry("baseline", None)
+            start = (lambda im: lambda: _baseline_encoder(setup, im))(imagenet)
+            jobs.append(_Job(name, "full", start, base_cfg, [k for k in usable if k != 0]))
+    plan_runs = {
+        (job.name, str(k)): _splits_or_all(setup, k, repeats) for job in jobs for k in job.ks
+    }
+    total = 1 + sum(len(v) for v in plan_runs.values())
+    with tqdm(total=total, desc="curve", unit="run", disable=not progress) as bar:
+        zero = held_out_errors(setup.encoder, setup.labelled)
+        entries[ZERO_SHOT]["points"]["0"] = _point(0, [(np.arange(0), zero, None)], zero, n)
+        bar.update(1)
+        for job in jobs:
+            for k in job.ks:
+                runs = []
+                for r, (train, test) in enumerate(plan_runs[(job.name, str(k))]):
+                    bar.set_postfix_str(f"{job.name} k={k} #{r + 1}")
+                    runs.append(_one_run(setup, job, train, test, r))
+                    bar.update(1)
+                entries[job.name]["points"][str(k)] = _point(len(runs[0][0]), runs, zero, n)
+                logger.info(
+                    "%s k=%s: %.2f cm", job.name, k, entries[job.name]["points"][str(k)]["mean"]
+                )
+    return entries
+
+
+def _entry(kind: str, skipped: str | None) -> dict[str, Any]:
+    if skipped:
+        logger.warning("curve: %s skipped: %s", kind, skipped)
+    return {"kind": kind, "skipped": skipped, "points": {}}
+
+
+def _splits_or_all(
+    setup: _Setup, k: int | str, repeats: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    n = len(setup.labelled)
+    if k == 0:
+        return [(np.zeros(0, dtype=np.int64), np.arange(n))]
+    return splits(n, k, repeats, setup.outer_folds, setup.seed)
+
+
+def _one_run(
+    setup: _Setup, job: _Job, train: np.ndarray, test: np.ndarray, repeat: int
+) -> tuple[np.ndarray, np.ndarray, int | None]:
+    """Adapt a fresh start on ``train`` (none for k = 0) and score ``test``."""
+    plan = parse_strategy(job.strategy)
+    strategy = job.strategy
+    if len(train) == 0 and plan.train in LABELLED_STRATEGIES:
+        strategy = "adabn" if plan.adabn else ""  # k = 0: only the unsupervised part
+    encoder, epochs = job.start(), None
+    if strategy:
+        encoder = finetune(
+            encoder,
+            setup.labelled.select(train) if len(train) else None,
+            strategy,
+            setup.unlabelled,
+            setup.sim,
+            replace(job.cfg, seed=job.cfg.seed + 7919 * repeat),
+        )
+        epochs = encoder.card["transfer"][-1].get("epochs")
+    return train, held_out_errors(encoder, setup.labelled.select(test)), epochs
+
+
+def _point(
+    k_train: int, runs: list[tuple[np.ndarray, np.ndarray, int | None]], zero: np.ndarray, n: int
+) -> dict[str, Any]:
+    """Statistics of one ``(entry, k)`` over its runs ``(train, errors, epochs)``.
+
+    ``zero_shot`` is the zero-shot model's mean error on the same held-out frames (paired).
+    """
+    means = [float(np.mean(e)) for _, e, _ in runs]
+    pooled = np.concatenate([e for _, e, _ in runs])
+    tests = [np.setdiff1d(np.arange(n), train) for train, _, _ in runs]
+    epochs = [ep for *_, ep in runs if ep is not None]
+    return {
+        "k_train": k_train,
+        "runs": len(runs),
+        "mean": float(np.mean(means)),
+        "std": float(np.std(means)) if len(means) > 1 else 0.0,
+        "median": float(np.median(pooled)),
+        "p90": float(np.percentile(pooled, 90)),
+        "zero_shot": float(np.mean([zero[t].mean() for t in tests])),
+        "epochs": float(np.mean(epochs)) if epochs else None,
+        "run_means": means,
+        "errors": [float(x) for x in pooled],
+        "train_sets": [[int(i) for i in t] for t, _, _ in runs],
+    }
