@@ -143,6 +143,53 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _overrides(pairs: list[str] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise Sim2RealError(f"--set {pair!r}: expected key=value")
+        out[key] = value
+    return out
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from sim2real.transfer import finetune_cli
+
+    path = finetune_cli(
+        args.model,
+        args.real,
+        args.out,
+        args.strategy,
+        unlabelled_dir=args.unlabelled,
+        sim_dir=args.sim,
+        **_overrides(args.set),
+    )
+    print(f"adapted encoder: {path}")
+    return 0
+
+
+def cmd_curve(args: argparse.Namespace) -> int:
+    from sim2real.transfer.curve import run_curve
+
+    ks = tuple(k if k == "all" else int(k) for k in args.ks.split(","))
+    kwargs = {"strategies": tuple(args.strategies.split(","))} if args.strategies else {}
+    report = run_curve(
+        args.model,
+        args.real,
+        args.out,
+        unlabelled_dir=args.unlabelled,
+        sim_dir=args.sim,
+        ks=ks,
+        repeats=args.repeats,
+        seed=args.seed,
+        **kwargs,
+        **_overrides(args.set),
+    )
+    print(f"transfer report: {report}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from sim2real.demo import run_demo
 
@@ -221,6 +268,29 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", required=True)
     pr.add_argument("--route", default=None)
     pr.set_defaults(func=cmd_predict)
+
+    ft = sub.add_parser("finetune", help="adapt an encoder to real frames")
+    ft.add_argument("--model", required=True)
+    ft.add_argument("--real", required=True, help="real frames (labelled and/or unlabelled)")
+    ft.add_argument("--out", required=True)
+    ft.add_argument("--strategy", required=True, help="probe|top-k|full|adabn|dann|adabn+top-k...")
+    ft.add_argument("--unlabelled", default=None, help="folder of unlabelled real frames")
+    ft.add_argument("--sim", default=None, help="sim dataset to mix in (needed by dann)")
+    ft.add_argument("--set", action="append", metavar="KEY=VALUE", help="FinetuneConfig field")
+    ft.set_defaults(func=cmd_finetune)
+
+    cv = sub.add_parser("curve", help="k-shot transfer report for every strategy")
+    cv.add_argument("--model", required=True)
+    cv.add_argument("--real", required=True)
+    cv.add_argument("--out", required=True)
+    cv.add_argument("--unlabelled", default=None)
+    cv.add_argument("--sim", default=None)
+    cv.add_argument("--ks", default="0,1,2,4,8,all")
+    cv.add_argument("--repeats", type=int, default=3)
+    cv.add_argument("--strategies", default=None, help="comma-separated (default: all)")
+    cv.add_argument("--seed", type=int, default=0)
+    cv.add_argument("--set", action="append", metavar="KEY=VALUE", help="FinetuneConfig field")
+    cv.set_defaults(func=cmd_curve)
 
     bench = sub.add_parser("bench", help="speed measurements")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)
