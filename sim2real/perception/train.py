@@ -31,22 +31,28 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import albumentations as A
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from sim2real.data.shards import ShardedDataset, code_version
 from sim2real.errors import ConfigError, DataError
 from sim2real.perception import geometry
-from sim2real.perception.encoder import WEIGHTS_FILE, Encoder, resize_frames
+from sim2real.perception.encoder import Encoder
+
+# Split out for length; re-exported so ``from sim2real.perception.train import X`` still works.
+from sim2real.perception.train_data import SimSamples, _EpochSampler
+from sim2real.perception.train_data import (
+    photometric_augmentation as photometric_augmentation,
+)
+from sim2real.perception.train_state import STATE_JSON as STATE_JSON
+from sim2real.perception.train_state import STATE_TENSORS as STATE_TENSORS
+from sim2real.perception.train_state import TrainState, load_state, save_state
 
 logger = logging.getLogger(__name__)
 
@@ -482,86 +488,7 @@ def _save_atomic(encoder: Encoder, root: Path) -> None:
     tmp.rmdir()
 
 
-# ------------------------------------------------------------------ data, device, state I/O
-def photometric_augmentation() -> A.Compose:
-    """Colour jitter, blur, noise and JPEG on top of the simulator's randomisation.
-
-    Photometric only: labels (pixel centre, 3-D position) stay valid without transforming.
-    """
-    return A.Compose(
-        [
-            A.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.04, p=0.8),
-            A.OneOf(
-                [A.GaussianBlur(blur_limit=(3, 5), sigma_limit=(0.2, 1.2)), A.MotionBlur((3, 5))],
-                p=0.3,
-            ),
-            A.GaussNoise(std_range=(0.01, 0.05), p=0.3),
-            A.ImageCompression(quality_range=(40, 95), p=0.3),
-        ]
-    )
-
-
-class SimSamples(Dataset):
-    """``(image uint8 (H, W, 3), position (3,), uv normalised (2,))`` for ``(epoch, i)`` keys.
-
-    The augmentation of a sample is seeded by ``(seed, epoch, dataset index)``, so it does
-    not depend on the number of workers or on resuming.
-    """
-
-    def __init__(
-        self,
-        ds: ShardedDataset,
-        indices: np.ndarray,
-        size: tuple[int, int],
-        augment: bool,
-        seed: int,
-    ) -> None:
-        self.ds, self.indices, self.size, self.seed = ds, np.asarray(indices), size, seed
-        h, w = ds.fields["image"]["shape"][:2]
-        self.image_wh = np.array([w, h], dtype=np.float32)
-        self.transform = photometric_augmentation() if augment else None
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, ...]:
-        epoch, pos = key
-        index = int(self.indices[pos])
-        sample = self.ds[index]
-        image = sample["image"]
-        if (image.shape[1], image.shape[0]) != self.size:
-            image = resize_frames(image, *self.size)[0].numpy()
-        if self.transform is not None:
-            seq = np.random.SeedSequence([self.seed, epoch, index])
-            self.transform.set_random_seed(int(seq.generate_state(1)[0]))
-            image = self.transform(image=image)["image"]
-        uv = 2.0 * sample["uv"].astype(np.float32) / self.image_wh - 1.0  # continuous pixels
-        return (
-            torch.from_numpy(np.ascontiguousarray(image)),
-            torch.from_numpy(sample["position"].astype(np.float32)),
-            torch.from_numpy(uv.astype(np.float32)),
-        )
-
-
-class _EpochSampler(Sampler):
-    """Yields ``(epoch, i)``; the order is a permutation seeded by ``(seed, epoch)``."""
-
-    def __init__(self, n: int, epoch: int, seed: int, shuffle: bool) -> None:
-        self.n, self.epoch, self.seed, self.shuffle = n, epoch, seed, shuffle
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        if self.shuffle:
-            state = np.random.SeedSequence([self.seed, self.epoch, 0x5A]).generate_state(1)[0]
-            order = torch.randperm(self.n, generator=torch.Generator().manual_seed(int(state)))
-        else:
-            order = torch.arange(self.n)
-        for i in order.tolist():
-            yield (self.epoch, i)
-
-
+# ------------------------------------------------------------------ data loading, device
 def epoch_loader(
     samples: SimSamples, batch_size: int, epoch: int, workers: int, shuffle: bool
 ) -> DataLoader:
@@ -590,75 +517,3 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
-
-
-@dataclass
-class TrainState:
-    """Counters saved with the ``last`` checkpoint (``train_state.json``)."""
-
-    epoch: int = 0
-    step: int = 0
-    train_seconds: float = 0.0
-    best_score: float = math.inf
-    best_epoch: int = 0
-
-
-STATE_TENSORS = "train_state.safetensors"
-STATE_JSON = "train_state.json"
-
-
-def save_state(
-    folder: Path,
-    encoder: Encoder,
-    optimizer: torch.optim.Optimizer,
-    config: dict[str, Any],
-    state: TrainState,
-) -> None:
-    """Write encoder + optimizer + counters into ``folder``, swapped in atomically.
-
-    Optimizer tensors go to safetensors (``optim.<param>.<key>``), everything else to JSON.
-    """
-    tmp = folder.parent / f".tmp-last-{os.getpid()}"
-    old = folder.parent / ".old-last"
-    shutil.rmtree(tmp, ignore_errors=True)
-    encoder.save(tmp)
-    sd = optimizer.state_dict()
-    tensors = {
-        f"optim.{pid}.{key}": value.detach().contiguous().cpu()
-        for pid, entry in sd["state"].items()
-        for key, value in entry.items()
-    }
-    save_file(tensors, str(tmp / STATE_TENSORS))
-    groups = [
-        {k: list(v) if isinstance(v, tuple) else v for k, v in g.items()}
-        for g in sd["param_groups"]
-    ]
-    meta = {"config": config, "state": asdict(state), "param_groups": groups}
-    (tmp / STATE_JSON).write_text(json.dumps(meta, indent=1, default=str) + "\n")
-    if folder.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(folder, old)
-    os.replace(tmp, folder)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def load_state(
-    folder: Path, encoder: Encoder, optimizer: torch.optim.Optimizer
-) -> tuple[dict[str, Any], TrainState]:
-    """Inverse of :func:`save_state`: loads weights and optimizer in place."""
-    meta = json.loads((folder / STATE_JSON).read_text())
-    weights = load_file(str(folder / WEIGHTS_FILE), device=str(encoder.device))
-    encoder.load_state_dict(weights, strict=True)
-    tensors = load_file(str(folder / STATE_TENSORS))
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for name, value in tensors.items():
-        _, pid, key = name.split(".", 2)
-        state.setdefault(int(pid), {})[key] = value
-    groups = [
-        {k: tuple(v) if k == "betas" else v for k, v in g.items()} for g in meta["param_groups"]
-    ]
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
-    config = dict(meta["config"])
-    if config.get("size") is not None:
-        config["size"] = tuple(config["size"])
-    return config, TrainState(**meta["state"])

@@ -1,0 +1,92 @@
+"""The ``last`` checkpoint of :mod:`sim2real.perception.train`: weights, optimizer, counters.
+
+Split from ``train.py`` (which re-exports these names). Optimizer tensors go to
+``train_state.safetensors``, everything else to ``train_state.json``; nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from sim2real.perception.encoder import WEIGHTS_FILE, Encoder
+
+
+@dataclass
+class TrainState:
+    """Counters saved with the ``last`` checkpoint (``train_state.json``)."""
+
+    epoch: int = 0
+    step: int = 0
+    train_seconds: float = 0.0
+    best_score: float = math.inf
+    best_epoch: int = 0
+
+
+STATE_TENSORS = "train_state.safetensors"
+STATE_JSON = "train_state.json"
+
+
+def save_state(
+    folder: Path,
+    encoder: Encoder,
+    optimizer: torch.optim.Optimizer,
+    config: dict[str, Any],
+    state: TrainState,
+) -> None:
+    """Write encoder + optimizer + counters into ``folder``, swapped in atomically.
+
+    Optimizer tensors go to safetensors (``optim.<param>.<key>``), everything else to JSON.
+    """
+    tmp = folder.parent / f".tmp-last-{os.getpid()}"
+    old = folder.parent / ".old-last"
+    shutil.rmtree(tmp, ignore_errors=True)
+    encoder.save(tmp)
+    sd = optimizer.state_dict()
+    tensors = {
+        f"optim.{pid}.{key}": value.detach().contiguous().cpu()
+        for pid, entry in sd["state"].items()
+        for key, value in entry.items()
+    }
+    save_file(tensors, str(tmp / STATE_TENSORS))
+    groups = [
+        {k: list(v) if isinstance(v, tuple) else v for k, v in g.items()}
+        for g in sd["param_groups"]
+    ]
+    meta = {"config": config, "state": asdict(state), "param_groups": groups}
+    (tmp / STATE_JSON).write_text(json.dumps(meta, indent=1, default=str) + "\n")
+    if folder.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_state(
+    folder: Path, encoder: Encoder, optimizer: torch.optim.Optimizer
+) -> tuple[dict[str, Any], TrainState]:
+    """Inverse of :func:`save_state`: loads weights and optimizer in place."""
+    meta = json.loads((folder / STATE_JSON).read_text())
+    weights = load_file(str(folder / WEIGHTS_FILE), device=str(encoder.device))
+    encoder.load_state_dict(weights, strict=True)
+    tensors = load_file(str(folder / STATE_TENSORS))
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for name, value in tensors.items():
+        _, pid, key = name.split(".", 2)
+        state.setdefault(int(pid), {})[key] = value
+    groups = [
+        {k: tuple(v) if k == "betas" else v for k, v in g.items()} for g in meta["param_groups"]
+    ]
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+    config = dict(meta["config"])
+    if config.get("size") is not None:
+        config["size"] = tuple(config["size"])
+    return config, TrainState(**meta["state"])
