@@ -76,6 +76,11 @@ class LabelledFrameSource:
     """Renders randomised frames of a scene with the cube at a random spawn position."""
 
     def __init__(self, spec: dict[str, Any]) -> None:
+        import cv2
+
+        # Per-sample image ops are tiny; library thread pools in every worker would only
+        # oversubscribe the cores that the worker processes already fill.
+        cv2.setNumThreads(1)
         scene = spec["scene"]
         if isinstance(scene, dict):
             self.scene_cfg = SceneConfig.model_validate(scene)

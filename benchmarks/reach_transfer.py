@@ -1,0 +1,172 @@
+"""ReachCube from pixels with PPO: does a pretrained encoder learn faster than scratch?
+
+Three arms, N seeds each, the same env-step budget:
+
+- ``pretrained-frozen``: the given encoder checkpoint, frozen (features cached per transition);
+- ``same-arch-scratch``: the same architecture (from the checkpoint's card), random init,
+  trained end to end;
+- ``nature_cnn-scratch``: the DQN Nature CNN from scratch, flattened map (as SB3's NatureCNN).
+
+Writes ``OUT/curves.png`` (success rate vs env steps, mean and min-max over seeds),
+``OUT/results.json`` and ``OUT/report.md``, and prints the table: success rate at 0/25/50/100%
+of the budget, the first evaluated step reaching 90%, wall time and env steps/s.
+
+Usage::
+
+    python benchmarks/reach_transfer.py --encoder runs/reach/encoder --steps 100000 --seeds 3
+    python benchmarks/reach_transfer.py --encoder imagenet --steps 2000 --seeds 1  # smoke
+
+``--encoder imagenet`` builds an ImageNet-only EfficientNet-Lite0 (no task pretraining).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ARMS = ("pretrained-frozen", "same-arch-scratch", "nature_cnn-scratch")
+FRACTIONS = (0.0, 0.25, 0.5, 1.0)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--encoder", required=True, help="encoder checkpoint folder or 'imagenet'")
+    parser.add_argument("--out", default="runs/bench/reach_transfer")
+    parser.add_argument("--env", default="Sim2Real/ReachCube-v0")
+    parser.add_argument("--steps", type=int, default=100_000)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--n-envs", type=int, default=2)
+    parser.add_argument("--image-size", type=int, default=84)
+    parser.add_argument("--eval-points", type=int, default=20, help="evaluations per run")
+    parser.add_argument("--eval-episodes", type=int, default=20)
+    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
+    parser.add_argument("--randomization", default="default")
+    parser.add_argument("--torch-threads", type=int, default=None)
+    parser.add_argument("--ppo", default="{}", help='JSON overrides of PPO, e.g. {"n_steps": 128}')
+    return parser.parse_args()
+
+
+def imagenet_encoder(out: Path, size: int) -> Path:
+    from sim2real.perception.encoder import Encoder
+
+    enc = Encoder("efficientnet_lite0", {}, input_size=(size, size), pretrained=True)
+    return enc.save(out / "imagenet_lite0")
+
+
+def arm_options(arm: str, encoder: str) -> dict[str, Any]:
+    if arm == "pretrained-frozen":
+        return {"encoder": encoder, "mode": "frozen"}
+    if arm == "same-arch-scratch":
+        return {"encoder": encoder, "mode": "scratch"}
+    return {"encoder": None, "mode": "scratch", "backbone": "nature_cnn", "pool": "flatten"}
+
+
+def success_at(history: list[dict[str, float]], step: float) -> float:
+    """Success rate of the last evaluation at or before ``step``."""
+    before = [h for h in history if h["timesteps"] <= step + 1e-9]
+    return before[-1]["success_rate"] if before else float("nan")
+
+
+def first_reaching(history: list[dict[str, float]], level: float = 0.9) -> int | None:
+    hits = [h["timesteps"] for h in history if h["success_rate"] >= level]
+    return int(hits[0]) if hits else None
+
+
+def plot(results: dict[str, list[dict[str, Any]]], steps: int, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for arm, runs in results.items():
+        grid = np.array([h["timesteps"] for h in runs[0]["history"]], dtype=float)
+        curves = np.array([[success_at(r["history"], s) for s in grid] for r in runs])
+        ax.plot(grid, curves.mean(0), label=f"{arm} (n={len(runs)})")
+        ax.fill_between(grid, curves.min(0), curves.max(0), alpha=0.2)
+    ax.axhline(0.9, color="grey", lw=0.8, ls="--")
+    ax.set(xlabel="env steps", ylabel="success rate", xlim=(0, steps), ylim=(-0.02, 1.02))
+    ax.set_title("ReachCube from pixels, PPO")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def table(results: dict[str, list[dict[str, Any]]], steps: int) -> str:
+    head = "| arm | " + " | ".join(f"success @{int(f * 100)}%" for f in FRACTIONS)
+    head += " | first >=90% (steps) | wall s | env steps/s |"
+    lines = [head, "|" + "---|" * (len(FRACTIONS) + 4)]
+    for arm, runs in results.items():
+        cells = []
+        for f in FRACTIONS:
+            vals = [success_at(r["history"], f * steps) for r in runs]
+            cells.append(f"{np.mean(vals):.2f} ({' '.join(f'{v:.2f}' for v in vals)})")
+        firsts = [first_reaching(r["history"]) for r in runs]
+        first = " ".join("-" if f is None else str(f) for f in firsts)
+        wall = np.mean([r["summary"]["wall_s"] for r in runs])
+        rate = np.mean([r["summary"]["env_steps_per_s"] for r in runs])
+        lines.append(f"| {arm} | " + " | ".join(cells) + f" | {first} | {wall:.0f} | {rate:.0f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    args = parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.torch_threads:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
+    from sim2real.policies.train import train
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    encoder = args.encoder
+    if encoder == "imagenet":
+        encoder = str(imagenet_encoder(out, args.image_size))
+    eval_every = max(1, args.steps // args.eval_points)
+    results: dict[str, list[dict[str, Any]]] = {}
+    start = time.perf_counter()
+    for arm in args.arms:
+        for seed in range(args.seeds):
+            options = arm_options(arm, encoder)
+            run = train(
+                args.env,
+                options.pop("encoder"),
+                out / arm / f"seed{seed}",
+                algo="ppo",
+                steps=args.steps,
+                n_envs=args.n_envs,
+                seed=seed,
+                image_size=args.image_size,
+                randomization=args.randomization,
+                eval_every=eval_every,
+                eval_episodes=args.eval_episodes,
+                save_sb3=False,
+                algo_kwargs=json.loads(args.ppo),
+                **options,
+            )
+            results.setdefault(arm, []).append(
+                {
+                    "seed": seed,
+                    "history": json.loads((run / "eval.json").read_text()),
+                    "summary": json.loads((run / "summary.json").read_text()),
+                }
+            )
+    plot(results, args.steps, out / "curves.png")
+    text = table(results, args.steps)
+    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    meta = f"env {args.env}, {args.steps} env steps, {args.n_envs} envs, encoder {encoder}"
+    (out / "report.md").write_text(f"# reach_transfer\n\n{meta}\n\n{text}\n")
+    print(meta)
+    print(text)
+    print(f"total {time.perf_counter() - start:.0f} s; curves: {out / 'curves.png'}")
+
+
+if __name__ == "__main__":
+    main()

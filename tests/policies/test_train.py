@@ -1,0 +1,177 @@
+"""Smoke trainings on the real ReachCube env: every algo and mode, with the bundle round trip."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from stable_baselines3 import PPO, SAC
+
+import sim2real.envs  # noqa: F401  (registers the ids)
+from sim2real.errors import ConfigError
+from sim2real.perception.encoder import Encoder
+from sim2real.policies.bundle import encode, load_bundle
+from sim2real.policies.train import train
+
+ENV = "Sim2Real/ReachCube-v0"
+SIZE = 48
+POSITION = {"position": {"type": "position", "frame": "robot_base", "hidden": 16}}
+FAST = {
+    "image_size": SIZE,
+    "trunk_dim": 16,
+    "hidden": (32, 32),
+    "eval_every": 0,
+    "eval_episodes": 1,
+    "progress_bar": False,
+    "tensorboard": False,
+}
+PPO_FAST = {"n_steps": 64, "batch_size": 32, "n_epochs": 2}
+SAC_FAST = {"batch_size": 16, "learning_starts": 64}
+
+
+@pytest.fixture(scope="module")
+def encoders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Tiny checkpoints: nature_cnn and a stride-8 EfficientNet-Lite0 (BatchNorm inside)."""
+    root = tmp_path_factory.mktemp("encoders")
+    out = {}
+    for name, kwargs in (
+        ("nature_cnn", {}),
+        ("efficientnet_lite0", {"backbone_kwargs": {"feature_stride": 8}}),
+    ):
+        enc = Encoder(name, POSITION, input_size=(40, 40), pretrained=False, **kwargs)
+        enc.heads["position"].set_target_stats([0.5, 0.0, 0.03], [0.1, 0.1, 0.01])
+        out[name] = str(enc.save(root / name))
+    return out
+
+
+def _assert_same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), f"encoder tensor {key!r} changed"
+
+
+def _env_observations(n: int = 4) -> dict[str, np.ndarray]:
+    env = gym.make(ENV, image_size=SIZE, randomization="default", labels="none")
+    obs, _ = env.reset(seed=123)
+    frames = [obs]
+    for _ in range(n - 1):
+        obs, *_ = env.step(env.action_space.sample())
+        frames.append(obs)
+    env.close()
+    return {k: np.stack([o[k] for o in frames]) for k in frames[0]}
+
+
+CASES = [
+    ("ppo", "frozen", "efficientnet_lite0", {}),
+    ("ppo", "frozen", "nature_cnn", {"augment_pad": 2}),  # not cached: encoder inside policy
+    ("ppo", "finetune", "efficientnet_lite0", {}),
+    ("ppo", "scratch", None, {"backbone": "nature_cnn", "pool": "flatten"}),
+    ("sac", "frozen", "efficientnet_lite0", {}),
+    ("sac", "finetune", "nature_cnn", {"augment_pad": 2}),
+    ("sac", "scratch", "nature_cnn", {}),  # the checkpoint's architecture, random init
+]
+
+
+@pytest.mark.parametrize(("algo", "mode", "backbone", "extra"), CASES)
+def test_smoke_train_save_load(
+    tmp_path: Path,
+    encoders: dict[str, str],
+    algo: str,
+    mode: str,
+    backbone: str | None,
+    extra: dict[str, Any],
+) -> None:
+    encoder = encoders[backbone] if backbone else None
+    kwargs = PPO_FAST if algo == "ppo" else SAC_FAST
+    run = train(
+        ENV, encoder, tmp_path / "run", algo, 192, 1, mode, 0, algo_kwargs=kwargs, **FAST, **extra
+    )
+    for name in ("bundle/contract.json", "bundle/policy.safetensors", "eval.json", "summary.json"):
+        assert (run / name).is_file(), name
+    enc, actor, contract = load_bundle(run)
+    assert contract["algo"] == algo and contract["mode"] == mode
+    assert contract["observation"]["image"]["shape"] == [3, SIZE, SIZE]
+    assert json.loads((run / "summary.json").read_text())["env_steps"] >= 192
+    bundle_state = load_file(str(run / "bundle/encoder/model.safetensors"))
+    if mode == "frozen":  # weights and BatchNorm statistics untouched by training
+        assert encoder is not None
+        _assert_same_tensors(bundle_state, load_file(f"{encoder}/model.safetensors"))
+    # the plain-torch actor acts like the SB3 policy on env observations
+    obs = _env_observations()
+    model = (PPO if algo == "ppo" else SAC).load(run / "sb3_model.zip", device="cpu")
+    sb3_obs: dict[str, Any] = dict(obs)
+    if contract["features"]["cached_during_training"]:
+        x = enc.preprocess(obs["image"].transpose(0, 2, 3, 1))
+        with torch.no_grad():
+            feats = encode(enc, x, contract["features"]["pool"], actor.head.use_position)
+        sb3_obs = {"features": feats.numpy(), "proprio": obs["proprio"]}
+    expected, _ = model.predict(sb3_obs, deterministic=True)
+    got = actor.act(obs["image"].transpose(0, 2, 3, 1), obs["proprio"])
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_subproc_curriculum_checkpoints_aux(tmp_path: Path, encoders: dict[str, str]) -> None:
+    run = train(
+        ENV,
+        encoders["nature_cnn"],
+        tmp_path / "run",
+        "ppo",
+        256,
+        2,
+        "finetune",
+        1,
+        algo_kwargs=PPO_FAST,
+        curriculum_start=0.0,
+        curriculum_steps=512,
+        checkpoint_every=128,
+        aux_loss=True,
+        **{**FAST, "eval_every": 128, "tensorboard": True},
+    )
+    config = json.loads((run / "config.json").read_text())
+    assert config["resolved"]["use_position"] and not config["resolved"]["cache_features"]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "step_00000128",
+        "step_00000256",
+    ]
+    load_bundle(run / "checkpoints" / "step_00000128")
+    history = json.loads((run / "eval.json").read_text())
+    assert [h["timesteps"] for h in history] == [0, 128, 256]
+    assert any((run / "tb").rglob("events.out.tfevents.*"))
+    before = load_file(f"{encoders['nature_cnn']}/model.safetensors")
+    after = load_file(str(run / "bundle/encoder/model.safetensors"))
+    assert any(not torch.equal(before[k], after[k]) for k in before), "finetune did not train"
+
+
+def test_bad_config_is_reported(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="needs an encoder"):
+        train(ENV, None, tmp_path / "a", mode="frozen", steps=10)
+    with pytest.raises(ConfigError, match="steps"):
+        train(ENV, None, tmp_path / "b", mode="scratch", steps=0)
+    with pytest.raises(ConfigError, match="no_such_option"):
+        train(ENV, None, tmp_path / "c", mode="scratch", no_such_option=1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_train_on_cuda(tmp_path: Path, encoders: dict[str, str]) -> None:
+    run = train(
+        ENV,
+        encoders["efficientnet_lite0"],
+        tmp_path / "run",
+        "sac",
+        128,
+        1,
+        "finetune",
+        0,
+        device="cuda",
+        algo_kwargs=SAC_FAST,
+        **FAST,
+    )
+    assert json.loads((run / "config.json").read_text())["resolved"]["device"].startswith("cuda")
+    _, actor, _ = load_bundle(run, device="cuda")
+    assert next(actor.parameters()).is_cuda
