@@ -190,6 +190,24 @@ def cmd_curve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from sim2real.policies.train import train
+
+    run = train(
+        args.env,
+        args.encoder,
+        args.out,
+        algo=args.algo,
+        steps=args.steps,
+        n_envs=args.n_envs,
+        mode=args.mode,
+        seed=args.seed,
+        **_overrides(args.set),
+    )
+    print(f"run folder (with bundle/): {run}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from sim2real.demo import run_demo
 
@@ -291,6 +309,18 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--seed", type=int, default=0)
     cv.add_argument("--set", action="append", metavar="KEY=VALUE", help="FinetuneConfig field")
     cv.set_defaults(func=cmd_curve)
+
+    tr = sub.add_parser("train", help="train an SB3 policy on the shared encoder")
+    tr.add_argument("--env", default="Sim2Real/ReachCube-v0")
+    tr.add_argument("--encoder", default=None, help="encoder checkpoint (default: fresh)")
+    tr.add_argument("--out", required=True)
+    tr.add_argument("--algo", default="ppo", choices=["ppo", "sac"])
+    tr.add_argument("--steps", type=int, default=100_000)
+    tr.add_argument("--n-envs", type=int, default=2)
+    tr.add_argument("--mode", default="frozen", choices=["frozen", "finetune", "scratch"])
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--set", action="append", metavar="KEY=VALUE", help="TrainConfig field")
+    tr.set_defaults(func=cmd_train)
 
     bench = sub.add_parser("bench", help="speed measurements")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)
