@@ -1,0 +1,54 @@
+"""The ``sim2real`` command: subcommands call their library functions; bad input exits 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sim2real.cli import build_parser, main
+from sim2real.data.shards import ShardedDataset
+
+COMMANDS = [
+    "demo",
+    "generate",
+    "preview",
+    "calibrate",
+    "label-pixels",
+    "pretrain",
+    "evaluate",
+    "predict",
+    "finetune",
+    "curve",
+    "train",
+    "bench",
+]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args([command, "--help"])
+    assert exc.value.code == 0
+    assert "usage: sim2real" in capsys.readouterr().out
+
+
+def test_generate_then_preview(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "data"
+    args = ["generate", "--scene", "tabletop_panda", "--n", "6", "--out", str(out)]
+    assert main([*args, "--size", "48x36", "--shard-size", "4"]) == 0
+    assert len(ShardedDataset(out)) == 6
+    assert main(["preview", str(out), "--out", str(tmp_path / "grid.png"), "--n", "4"]) == 0
+    assert (tmp_path / "grid.png").stat().st_size > 0
+    # the same output folder again without --resume is refused with a clear message
+    assert main([*args, "--size", "48x36", "--shard-size", "4"]) == 2
+    assert main([*args, "--size", "48x36", "--shard-size", "4", "--resume"]) == 0
+
+
+def test_bench_render_prints_frames_per_second(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "render", "--size", "32", "--seconds", "0.2", "--repeats", "1"]) == 0
+    assert "frames/s" in capsys.readouterr().out
+
+
+def test_bad_scene_exits_with_code_2() -> None:
+    assert main(["preview", "--scene", "no_such_scene", "--out", "x.png"]) == 2
