@@ -28,6 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from sim2real.data.labels import csv_records
 from sim2real.data.real import IMAGE_SUFFIXES, LABELS_FILE, read_labels
 from sim2real.errors import DataError
 
@@ -72,21 +73,7 @@ def read_pixel_labels(path: str | Path) -> PixelLabels:
             f"'{path}' header is {header}, expected columns file,u,v; missing {missing}"
         )
     out: PixelLabels = {}
-    seen: dict[str, int] = {}
-    for number, row in enumerate(rows[1:], start=2):
-        if not any(c.strip() for c in row):
-            continue
-        where = f"{path.name} row {number}"
-        if len(row) != len(header):
-            raise DataError(f"{where}: {len(row)} fields, expected {len(header)} like the header")
-        cells = dict(zip(header, (c.strip() for c in row), strict=True))
-        name = cells["file"]
-        where += f" (file '{name}')"
-        if not name:
-            raise DataError(f"{where}: empty file name, expected an image name")
-        if name in seen:
-            raise DataError(f"{where}: duplicate of row {seen[name]}, expected one row per file")
-        seen[name] = number
+    for name, where, cells in csv_records(path, header, rows):
         out[name] = _uv(cells["u"], cells["v"], where)
     return out
 

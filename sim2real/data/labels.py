@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -52,23 +52,12 @@ def read_labels(path: Path, images: Sequence[str]) -> dict[str, dict[str, np.nda
     for group in (UV_COLUMNS, BOX_COLUMNS):
         if 0 < sum(c in header for c in group) < len(group):
             raise DataError(f"'{path}' header {header} has part of {list(group)}, expected all")
-    present, seen, out = set(images), {}, {}
-    for number, row in enumerate(rows[1:], start=2):
-        if not any(c.strip() for c in row):
-            continue
-        where = f"{path.name} row {number}"
-        if len(row) != len(header):
-            raise DataError(f"{where}: {len(row)} fields, expected {len(header)} like the header")
-        cells = dict(zip(header, (c.strip() for c in row), strict=True))
-        name = cells["file"]
-        where += f" (file '{name}')"
-        if name in seen:
-            raise DataError(f"{where}: duplicate of row {seen[name]}, expected one row per file")
+    present, out = set(images), {}
+    for name, where, cells in csv_records(path, header, rows):
         if name not in present:
             raise DataError(
                 f"{where}: no such image in '{path.parent}', expected one of its images"
             )
-        seen[name] = number
         label = {"position": _numbers(cells, POSITION_COLUMNS, where)}
         if UV_COLUMNS[0] in cells:
             label["uv"] = _numbers(cells, UV_COLUMNS, where)
@@ -78,6 +67,32 @@ def read_labels(path: Path, images: Sequence[str]) -> dict[str, dict[str, np.nda
                 raise DataError(f"{where}: box is {box.tolist()}, expected x0 < x1 and y0 < y1")
         out[name] = label
     return out
+
+
+def csv_records(
+    path: Path, header: list[str], rows: list[list[str]]
+) -> Iterator[tuple[str, str, dict[str, str]]]:
+    """Yield ``(file name, "labels.csv row N (file 'x')", cells)`` for each non-empty row.
+
+    Checks what every per-file CSV shares: the field count matches the header, the file name
+    is not empty and appears once. Rows are counted with the header as row 1.
+    """
+    seen: dict[str, int] = {}
+    for number, row in enumerate(rows[1:], start=2):
+        if not any(c.strip() for c in row):
+            continue
+        where = f"{path.name} row {number}"
+        if len(row) != len(header):
+            raise DataError(f"{where}: {len(row)} fields, expected {len(header)} like the header")
+        cells = dict(zip(header, (c.strip() for c in row), strict=True))
+        name = cells["file"]
+        where += f" (file '{name}')"
+        if not name:
+            raise DataError(f"{where}: empty file name, expected an image name")
+        if name in seen:
+            raise DataError(f"{where}: duplicate of row {seen[name]}, expected one row per file")
+        seen[name] = number
+        yield name, where, cells
 
 
 def _numbers(cells: dict[str, str], columns: Sequence[str], where: str) -> np.ndarray:
