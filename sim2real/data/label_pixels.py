@@ -18,7 +18,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import math
 import os
 import sys
 import tempfile
@@ -28,7 +27,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from sim2real.data.labels import csv_records
+from sim2real.data.labels import csv_records, finite_numbers
 from sim2real.data.real import IMAGE_SUFFIXES, LABELS_FILE, read_labels
 from sim2real.errors import DataError
 
@@ -81,16 +80,7 @@ def read_pixel_labels(path: str | Path) -> PixelLabels:
 def _uv(u_text: str, v_text: str, where: str) -> np.ndarray | None:
     if not u_text and not v_text:
         return None
-    values = []
-    for column, text in (("u", u_text), ("v", v_text)):
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not math.isfinite(value):
-            raise DataError(f"{where}: {column} is {text!r}, expected a finite number (pixels)")
-        values.append(value)
-    return np.array(values, dtype=np.float64)
+    return finite_numbers({"u": u_text, "v": v_text}, ("u", "v"), where)
 
 
 def write_pixel_labels(path: str | Path, labels: Mapping[str, np.ndarray | None]) -> Path:

@@ -58,11 +58,11 @@ def read_labels(path: Path, images: Sequence[str]) -> dict[str, dict[str, np.nda
             raise DataError(
                 f"{where}: no such image in '{path.parent}', expected one of its images"
             )
-        label = {"position": _numbers(cells, POSITION_COLUMNS, where)}
+        label = {"position": finite_numbers(cells, POSITION_COLUMNS, where)}
         if UV_COLUMNS[0] in cells:
-            label["uv"] = _numbers(cells, UV_COLUMNS, where)
+            label["uv"] = finite_numbers(cells, UV_COLUMNS, where)
         if BOX_COLUMNS[0] in cells:
-            box = label["box"] = _numbers(cells, BOX_COLUMNS, where)
+            box = label["box"] = finite_numbers(cells, BOX_COLUMNS, where)
             if not (box[0] < box[2] and box[1] < box[3]):
                 raise DataError(f"{where}: box is {box.tolist()}, expected x0 < x1 and y0 < y1")
         out[name] = label
@@ -95,7 +95,8 @@ def csv_records(
         yield name, where, cells
 
 
-def _numbers(cells: dict[str, str], columns: Sequence[str], where: str) -> np.ndarray:
+def finite_numbers(cells: dict[str, str], columns: Sequence[str], where: str) -> np.ndarray:
+    """The ``columns`` of a CSV row as float64, or DataError naming ``where`` and the column."""
     values = []
     for column in columns:
         text = cells[column]
