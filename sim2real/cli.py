@@ -208,6 +208,37 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from sim2real.deploy.run import run_bundle
+
+    result = run_bundle(
+        args.bundle,
+        camera=args.camera,
+        robot=args.robot,
+        hz=args.hz,
+        steps=args.steps or None,
+        duration_s=args.duration,
+        max_delta=args.max_delta,
+        watchdog_s=args.watchdog,
+        dry_run=args.dry_run,
+        record=args.record,
+        device=args.device,
+        seed=args.seed,
+    )
+    report = result.report
+    print(result.policy)
+    print(
+        f"{report.status}: {report.steps} steps in {report.duration_s:.1f} s at {args.hz:g} Hz "
+        f"({report.overruns} overruns){' [dry run: nothing sent]' if args.dry_run else ''}"
+    )
+    if result.episodes:
+        print(f"episodes finished: {len(result.episodes)}, success rate {result.success_rate:.0%}")
+    print(report.latency.format())
+    if result.recording:
+        print(f"recording: {result.recording}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from sim2real.demo import run_demo
 
@@ -321,6 +352,21 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--set", action="append", metavar="KEY=VALUE", help="TrainConfig field")
     tr.set_defaults(func=cmd_train)
+
+    rn = sub.add_parser("run", help="run a policy bundle on a camera + robot at a fixed rate")
+    rn.add_argument("--bundle", required=True, help="RUN or RUN/bundle")
+    rn.add_argument("--camera", default="sim", help="sim | replay:DIR | opencv:0")
+    rn.add_argument("--robot", default="sim", help="sim (the bundle's env) | sim:ENV_ID")
+    rn.add_argument("--hz", type=float, default=10.0, help="control rate")
+    rn.add_argument("--steps", type=int, default=100, help="ticks to run (0: no limit)")
+    rn.add_argument("--duration", type=float, help="seconds to run")
+    rn.add_argument("--max-delta", type=float, help="largest action change per tick")
+    rn.add_argument("--watchdog", type=float, default=0.5, help="largest frame age, seconds")
+    rn.add_argument("--dry-run", action="store_true", help="compute actions, send nothing")
+    rn.add_argument("--record", help="record observations, actions and timings to this folder")
+    rn.add_argument("--device", default="auto")
+    rn.add_argument("--seed", type=int, default=0, help="first simulated episode's seed")
+    rn.set_defaults(func=cmd_run)
 
     bench = sub.add_parser("bench", help="speed measurements")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)
