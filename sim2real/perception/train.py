@@ -23,96 +23,39 @@ epoch), the augmentation (seeded per ``(seed, epoch, sample)``) and the head ini
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import logging
 import math
 import os
-import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from sim2real.data.shards import ShardedDataset, code_version
 from sim2real.errors import ConfigError, DataError
 from sim2real.perception import geometry
+from sim2real.perception.device import autocast, resolve_device
 from sim2real.perception.encoder import Encoder
+from sim2real.perception.train_config import DEFAULT_STRIDES as DEFAULT_STRIDES
+from sim2real.perception.train_config import HEAD_CHOICES as HEAD_CHOICES
+from sim2real.perception.train_config import METRIC_FIELDS, PretrainConfig
 
 # Split out for length; re-exported so ``from sim2real.perception.train import X`` still works.
-from sim2real.perception.train_data import SimSamples, _EpochSampler
+from sim2real.perception.train_data import SimSamples, epoch_loader
 from sim2real.perception.train_data import (
     photometric_augmentation as photometric_augmentation,
 )
 from sim2real.perception.train_state import STATE_JSON as STATE_JSON
 from sim2real.perception.train_state import STATE_TENSORS as STATE_TENSORS
-from sim2real.perception.train_state import TrainState, load_state, save_state
+from sim2real.perception.train_state import TrainState, load_state, save_atomic, save_state
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_STRIDES = {"efficientnet_lite0": 16, "resnet18": 16}
-HEAD_CHOICES = ("position", "keypoint", "keypoint+position")
-METRIC_FIELDS = (
-    "epoch", "step", "lr", "train_loss", "val_loss", "val_kp_px",
-    "val_position_head_xy_cm", "val_position_head_xyz_cm",
-    "val_keypoint_plane_xy_cm", "val_keypoint_plane_xyz_cm",
-    "images_per_s", "train_seconds",
-)  # fmt: skip
-
-
-@dataclass(frozen=True)
-class PretrainConfig:
-    """The settings of one pretraining run (the card's ``training``)."""
-
-    data: str
-    backbone: str = "efficientnet_lite0"
-    head: str = "keypoint+position"
-    feature_stride: int | None = None
-    epochs: int = 10
-    size: tuple[int, int] | None = None
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    warmup_fraction: float = 0.03
-    freeze_blocks: int = 0
-    val_fraction: float = 0.1
-    seed: int = 0
-    max_minutes: float | None = None
-    pretrained: bool = True
-
-    def __post_init__(self) -> None:
-        if self.head not in HEAD_CHOICES:
-            raise ConfigError(f"head={self.head!r}: expected one of {list(HEAD_CHOICES)}")
-        for name in ("epochs", "batch_size"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"{name}={getattr(self, name)!r}: expected an integer >= 1")
-        if not self.lr > 0:
-            raise ConfigError(f"lr={self.lr!r}: expected a positive number")
-        if self.max_minutes is not None and not self.max_minutes > 0:
-            raise ConfigError(f"max_minutes={self.max_minutes!r}: expected > 0 or None")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise ConfigError(f"val_fraction={self.val_fraction!r}: expected in (0, 1)")
-
-    def heads(self) -> dict[str, dict[str, Any]]:
-        """Head specs for :class:`Encoder`."""
-        specs: dict[str, dict[str, Any]] = {}
-        if "keypoint" in self.head:
-            specs[geometry.KEYPOINT_HEAD] = {"type": "keypoints", "names": ["cube"], "hidden": 64}
-        if "position" in self.head:
-            specs[geometry.POSITION_HEAD] = {"type": "position", "frame": "robot_base"}
-        return specs
-
-    def resumable_with(self, other: PretrainConfig) -> list[str]:
-        """Names of the settings that must match to resume but differ."""
-        free = {"epochs", "max_minutes"}
-        mine, theirs = asdict(self), asdict(other)
-        return [k for k in mine if k not in free and mine[k] != theirs[k]]
 
 
 def pretrain(
@@ -473,47 +416,6 @@ class _Trainer:
             if "val_kp_px" in val:
                 card["metrics"]["sim_val"]["keypoint_px_mean"] = val["val_kp_px"]
             card["training"]["epochs_done"] = self.state.epoch
-            _save_atomic(self.encoder, self.root)
+            save_atomic(self.encoder, self.root)
         card["training"]["epochs_done"] = self.state.epoch
         save_state(self.root / "last", self.encoder, self.optimizer, asdict(self.cfg), self.state)
-
-
-def _save_atomic(encoder: Encoder, root: Path) -> None:
-    """Write the encoder into a temporary folder, then move its files into ``root``."""
-    tmp = root / f".tmp-best-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    encoder.save(tmp)
-    for f in sorted(tmp.iterdir()):
-        os.replace(f, root / f.name)
-    tmp.rmdir()
-
-
-# ------------------------------------------------------------------ data loading, device
-def epoch_loader(
-    samples: SimSamples, batch_size: int, epoch: int, workers: int, shuffle: bool
-) -> DataLoader:
-    """A DataLoader over one epoch of ``samples`` (batches of stacked tensors)."""
-    return DataLoader(
-        samples,
-        batch_size=batch_size,
-        sampler=_EpochSampler(len(samples), epoch, samples.seed, shuffle),
-        num_workers=workers,
-        pin_memory=torch.cuda.is_available(),
-    )
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; anything else as ``torch.device``."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError as exc:
-        raise ConfigError(f"device={device!r}: expected 'auto', 'cpu', 'cuda[:N]' ({exc})") from exc
-
-
-def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """bfloat16 autocast on CUDA devices that support it; a no-op elsewhere (CPU: float32)."""
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import albumentations as A
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from sim2real.data.shards import ShardedDataset
 from sim2real.perception.encoder import resize_frames
@@ -95,3 +95,16 @@ class _EpochSampler(Sampler):
             order = torch.arange(self.n)
         for i in order.tolist():
             yield (self.epoch, i)
+
+
+def epoch_loader(
+    samples: SimSamples, batch_size: int, epoch: int, workers: int, shuffle: bool
+) -> DataLoader:
+    """A DataLoader over one epoch of ``samples`` (batches of stacked tensors)."""
+    return DataLoader(
+        samples,
+        batch_size=batch_size,
+        sampler=_EpochSampler(len(samples), epoch, samples.seed, shuffle),
+        num_workers=workers,
+        pin_memory=torch.cuda.is_available(),
+    )

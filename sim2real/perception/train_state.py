@@ -90,3 +90,13 @@ def load_state(
     if config.get("size") is not None:
         config["size"] = tuple(config["size"])
     return config, TrainState(**meta["state"])
+
+
+def save_atomic(encoder: Encoder, root: Path) -> None:
+    """Write the encoder into a temporary folder, then move its files into ``root``."""
+    tmp = root / f".tmp-best-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    encoder.save(tmp)
+    for f in sorted(tmp.iterdir()):
+        os.replace(f, root / f.name)
+    tmp.rmdir()

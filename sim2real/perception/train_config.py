@@ -1,0 +1,67 @@
+"""Settings of :func:`sim2real.perception.train.pretrain` (the card's ``training`` record)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sim2real.errors import ConfigError
+from sim2real.perception import geometry
+
+DEFAULT_STRIDES = {"efficientnet_lite0": 16, "resnet18": 16}
+HEAD_CHOICES = ("position", "keypoint", "keypoint+position")
+METRIC_FIELDS = (
+    "epoch", "step", "lr", "train_loss", "val_loss", "val_kp_px",
+    "val_position_head_xy_cm", "val_position_head_xyz_cm",
+    "val_keypoint_plane_xy_cm", "val_keypoint_plane_xyz_cm",
+    "images_per_s", "train_seconds",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """The settings of one pretraining run (the card's ``training``)."""
+
+    data: str
+    backbone: str = "efficientnet_lite0"
+    head: str = "keypoint+position"
+    feature_stride: int | None = None
+    epochs: int = 10
+    size: tuple[int, int] | None = None
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_fraction: float = 0.03
+    freeze_blocks: int = 0
+    val_fraction: float = 0.1
+    seed: int = 0
+    max_minutes: float | None = None
+    pretrained: bool = True
+
+    def __post_init__(self) -> None:
+        if self.head not in HEAD_CHOICES:
+            raise ConfigError(f"head={self.head!r}: expected one of {list(HEAD_CHOICES)}")
+        for name in ("epochs", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)!r}: expected an integer >= 1")
+        if not self.lr > 0:
+            raise ConfigError(f"lr={self.lr!r}: expected a positive number")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise ConfigError(f"max_minutes={self.max_minutes!r}: expected > 0 or None")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"val_fraction={self.val_fraction!r}: expected in (0, 1)")
+
+    def heads(self) -> dict[str, dict[str, Any]]:
+        """Head specs for :class:`Encoder`."""
+        specs: dict[str, dict[str, Any]] = {}
+        if "keypoint" in self.head:
+            specs[geometry.KEYPOINT_HEAD] = {"type": "keypoints", "names": ["cube"], "hidden": 64}
+        if "position" in self.head:
+            specs[geometry.POSITION_HEAD] = {"type": "position", "frame": "robot_base"}
+        return specs
+
+    def resumable_with(self, other: PretrainConfig) -> list[str]:
+        """Names of the settings that must match to resume but differ."""
+        free = {"epochs", "max_minutes"}
+        mine, theirs = asdict(self), asdict(other)
+        return [k for k in mine if k not in free and mine[k] != theirs[k]]
