@@ -208,6 +208,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from sim2real.deploy.export import cmd_export as export
+
+    return export(args)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from sim2real.deploy.run import run_bundle
 
@@ -352,6 +358,14 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--set", action="append", metavar="KEY=VALUE", help="TrainConfig field")
     tr.set_defaults(func=cmd_train)
+
+    ex = sub.add_parser("export", help="policy bundle -> one ONNX/TorchScript graph")
+    ex.add_argument("--bundle", required=True, help="run folder or its bundle/")
+    ex.add_argument("--format", required=True, choices=["onnx", "torchscript"])
+    ex.add_argument("--out", required=True, help="graph file; its contract goes to FILE.json")
+    ex.add_argument("--opset", type=int, default=17, help="ONNX opset")
+    ex.add_argument("--input-size", type=_size, help="WxH of the frames the graph takes")
+    ex.set_defaults(func=cmd_export)
 
     rn = sub.add_parser("run", help="run a policy bundle on a camera + robot at a fixed rate")
     rn.add_argument("--bundle", required=True, help="RUN or RUN/bundle")
