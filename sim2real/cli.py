@@ -7,7 +7,6 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 from sim2real.errors import Sim2RealError
 
@@ -245,24 +244,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from sim2real.demo import run_demo
-
-    report = run_demo(Path(args.out), tiny=args.tiny)
-    print(f"demo finished: {report}")
-    return 0
-
-
 # -- parser ---------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
+    from sim2real.demo import add_demo_parser
+    from sim2real.pipeline.cli import add_pipeline_parser
+
     parser = argparse.ArgumentParser(prog="sim2real", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="the main job on the embedded default")
-    demo.add_argument("--out", default="runs/demo")
-    demo.add_argument("--tiny", action="store_true", help="shrink every stage (CI smoke run)")
-    demo.set_defaults(func=cmd_demo)
+    add_demo_parser(sub)
+    add_pipeline_parser(sub)
 
     gen = sub.add_parser("generate", help="render a labelled synthetic dataset (sharded)")
     gen.add_argument("--scene", required=True, help="scene preset or YAML")

@@ -11,6 +11,9 @@ from sim2real.data.shards import ShardedDataset
 
 COMMANDS = [
     "demo",
+    "pipeline",
+    "export",
+    "run",
     "generate",
     "preview",
     "calibrate",

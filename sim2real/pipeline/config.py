@@ -1,0 +1,289 @@
+"""The typed configuration of a pipeline (``configs/pipelines/NAME.yaml``).
+
+A YAML file fills :class:`PipelineConfig`; its optional ``tiny:`` mapping holds dotted
+overrides that shrink every stage (``--tiny``, for CI smoke runs); command-line overrides are
+dotted ``key=value`` pairs whose values are parsed as YAML (``pretrain.epochs=3``,
+``adapt.curve.ks=[0,2,all]``, ``real=null``). Unknown keys and bad values raise
+:class:`~sim2real.errors.ConfigError` naming the dotted key, the value and what is allowed.
+
+Example:
+    >>> cfg = load_config("demo", overrides=["pretrain.epochs=2"], tiny=True)
+    >>> cfg.pretrain.epochs
+    2
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from sim2real.errors import ConfigError
+from sim2real.paths import preset_path
+
+Randomization = str | dict[str, Any]
+
+
+class Section(BaseModel):
+    """Base of every section: frozen, unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSection(Section):
+    """Stage ``data``: the labelled simulated dataset."""
+
+    randomization: Randomization = "default"
+    n: int = Field(3000, ge=1, description="number of rendered frames")
+    workers: int = Field(2, ge=1)
+    shard_size: int = Field(256, ge=1)
+    seed: int = Field(0, ge=0)
+    grid: int = Field(16, ge=1, description="frames in the sample grid")
+
+
+class TargetSection(Section):
+    """Stage ``target``: the held-out "real" domain (or the user's real frames).
+
+    Without ``real``, frames are rendered with ``randomization`` (a setting never used in
+    training) and written as a real-frame folder: ``labelled/`` (adaptation), ``test/``
+    (scoring only) and ``unlabelled/``. With ``real``, its ``labelled`` frames are split into
+    adaptation and test frames by ``test_fraction`` (symbolic links, nothing is copied).
+    """
+
+    randomization: Randomization = "strong"
+    labelled: int = Field(12, ge=2, description="labelled frames for adaptation")
+    test: int = Field(40, ge=1, description="labelled frames kept for scoring")
+    unlabelled: int = Field(40, ge=0)
+    seed: int = Field(1_000_003, ge=0, description="never the data seed")
+    test_fraction: float = Field(0.34, gt=0.0, lt=1.0, description="real frames: test split")
+
+
+class PretrainSection(Section):
+    """Stage ``pretrain``: :func:`sim2real.perception.train.pretrain` arguments."""
+
+    backbone: str = "efficientnet_lite0"
+    head: str = "keypoint+position"
+    epochs: int = Field(5, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(1e-3, gt=0.0)
+    freeze_blocks: int = Field(0, ge=0)
+    feature_stride: int | None = None
+    max_minutes: float | None = Field(None, gt=0.0)
+    pretrained: bool = True
+
+
+class CurveSection(Section):
+    """The k-shot transfer curve inside stage ``adapt`` (:func:`run_curve`)."""
+
+    enabled: bool = True
+    ks: list[int | str] = Field(default_factory=lambda: [0, 2, 4, "all"])
+    repeats: int = Field(1, ge=1)
+    strategies: list[str] = Field(default_factory=lambda: ["probe", "adabn", "adabn+top-k"])
+    baselines: bool = False
+    outer_folds: int = Field(3, ge=0)
+    settings: dict[str, Any] = Field(default_factory=dict, description="FinetuneConfig fields")
+
+
+class AdaptSection(Section):
+    """Stage ``adapt``: :func:`sim2real.transfer.finetune_cli` on the target frames."""
+
+    strategy: str = "adabn+top-k"
+    settings: dict[str, Any] = Field(default_factory=dict, description="FinetuneConfig fields")
+    curve: CurveSection = CurveSection()
+
+
+class EvaluateSection(Section):
+    """Stage ``evaluate``: sim-only vs adapted encoder on the target's test frames."""
+
+    route: str | None = Field(None, description="position_head | keypoint_plane | card's")
+    bins: int = Field(20, ge=2)
+
+
+class PolicySection(Section):
+    """Stage ``policy``: :func:`sim2real.policies.train.train` on the shared encoder."""
+
+    enabled: bool = True
+    env_id: str = "Sim2Real/ReachCube-v0"
+    encoder: Literal["adapted", "pretrained"] = "adapted"
+    algo: Literal["ppo", "sac"] = "ppo"
+    mode: Literal["frozen", "finetune"] = "frozen"
+    steps: int = Field(20_000, ge=1)
+    n_envs: int = Field(2, ge=1)
+    randomization: Randomization | None = Field(None, description="None: data.randomization")
+    settings: dict[str, Any] = Field(default_factory=dict, description="TrainConfig fields")
+
+
+class ExportSection(Section):
+    """Stage ``export``: the bundle as ONNX and/or TorchScript."""
+
+    enabled: bool = True
+    formats: list[Literal["onnx", "torchscript"]] = Field(default_factory=lambda: ["onnx"])
+    parity_frames: int = Field(8, ge=1, description="frames compared with the torch policy")
+
+
+class RunSection(Section):
+    """Stage ``run``: the bundle through :class:`~sim2real.deploy.Runner` on a SimRobot."""
+
+    enabled: bool = True
+    hz: float = Field(20.0, gt=0.0)
+    steps: int = Field(300, ge=1, description="closed-loop ticks (SimRobot camera)")
+    replay_steps: int = Field(60, ge=0, description="ticks on replayed target frames")
+    max_delta: float | None = Field(None, gt=0.0)
+    randomization: Randomization | None = Field(None, description="None: target domain")
+    watchdog_s: float = Field(2.0, gt=0.0)
+
+
+class ReportSection(Section):
+    """Stage ``report``: ``report.md`` with pictures."""
+
+    title: str = "sim2real pipeline"
+
+
+class PipelineConfig(Section):
+    """A whole pipeline: shared settings, then one section per stage."""
+
+    name: str = "pipeline"
+    scene: str = "tabletop_panda"
+    image_size: tuple[int, int] = Field((64, 64), description="(W, H) of sim frames")
+    real: str | None = Field(None, description="folder of real frames (labelled/, unlabelled/)")
+    seed: int = Field(0, ge=0)
+    device: str = "cpu"
+    threads: int | None = Field(1, ge=1, description="torch threads; None: torch's default")
+    data: DataSection = DataSection()
+    target: TargetSection = TargetSection()
+    pretrain: PretrainSection = PretrainSection()
+    adapt: AdaptSection = AdaptSection()
+    evaluate: EvaluateSection = EvaluateSection()
+    policy: PolicySection = PolicySection()
+    export: ExportSection = ExportSection()
+    run: RunSection = RunSection()
+    report: ReportSection = ReportSection()
+
+    @field_validator("image_size", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> Any:
+        if isinstance(value, int):
+            return (value, value)
+        if isinstance(value, str):
+            from sim2real.envs.core import image_size_tuple
+
+            return image_size_tuple(value)
+        return value
+
+    def section(self, name: str) -> dict[str, Any]:
+        """JSON form of one section (or of the shared settings for ``"shared"``)."""
+        if name == "shared":
+            return self.model_dump(mode="json", include=set(SHARED))
+        return getattr(self, name).model_dump(mode="json")
+
+
+#: Top-level settings every stage may read (part of every fingerprint that uses them).
+SHARED = ("scene", "image_size", "real", "seed", "device")
+
+
+def load_config(
+    path: str | Path,
+    overrides: list[str] | dict[str, Any] | None = None,
+    tiny: bool = False,
+) -> PipelineConfig:
+    """Read a pipeline YAML (or preset name), apply ``tiny`` and dotted overrides, validate.
+
+    Args:
+        path: a YAML path or a preset name in ``configs/pipelines/``.
+        overrides: ``["pretrain.epochs=3", ...]`` (values parsed as YAML) or
+            ``{"pretrain.epochs": 3}``; applied after the ``tiny`` overrides.
+        tiny: apply the file's ``tiny:`` overrides (shrinks every stage).
+
+    Raises:
+        ConfigError: missing file, bad YAML, an unknown key or a bad value (named).
+
+    Example:
+        >>> load_config("configs/pipelines/demo.yaml", ["policy.steps=5000"]).policy.steps
+        5000
+    """
+    file = preset_path("pipelines", path)
+    try:
+        data = yaml.safe_load(file.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{file}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{file}: expected a mapping at the top, got {type(data).__name__}")
+    tiny_overrides = data.pop("tiny", None) or {}
+    if not isinstance(tiny_overrides, dict):
+        raise ConfigError(f"{file}: 'tiny' must map dotted keys to values")
+    if tiny:
+        data = apply_overrides(data, tiny_overrides, f"{file} (tiny)")
+    data = apply_overrides(data, parse_overrides(overrides), "--set")
+    return validate(data, str(file))
+
+
+def validate(data: dict[str, Any], where: str) -> PipelineConfig:
+    """Build a :class:`PipelineConfig`; the error names every bad dotted key and value."""
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        by_key: dict[str, list[str]] = {}
+        got: dict[str, str] = {}
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"] if not _is_union_tag(p))
+            by_key.setdefault(key, []).append(err["msg"])
+            if err["type"] != "extra_forbidden":
+                got[key] = f" (got {err.get('input')!r})"
+        problems = [f"{k}: {' or '.join(msgs)}{got.get(k, '')}" for k, msgs in by_key.items()]
+        raise ConfigError(f"{where}: invalid pipeline config:\n  " + "\n  ".join(problems)) from exc
+
+
+def parse_overrides(overrides: list[str] | dict[str, Any] | None) -> dict[str, Any]:
+    """``["a.b=1"]`` -> ``{"a.b": 1}`` (values parsed as YAML); dicts pass through.
+
+    Raises:
+        ConfigError: an item without ``=`` or with an empty key.
+    """
+    if overrides is None:
+        return {}
+    if isinstance(overrides, dict):
+        return dict(overrides)
+    out: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected dotted.key=value")
+        try:
+            out[key.strip()] = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            out[key.strip()] = text
+    return out
+
+
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any], where: str) -> dict[str, Any]:
+    """Return a copy of ``data`` with each dotted key set (intermediate mappings created).
+
+    Raises:
+        ConfigError: a key whose parent is not a mapping, or a top-level key unknown to
+            :class:`PipelineConfig` (named with the allowed keys).
+    """
+    out = copy.deepcopy(data)
+    for dotted, value in overrides.items():
+        parts = dotted.split(".")
+        if parts[0] not in PipelineConfig.model_fields:
+            allowed = sorted(PipelineConfig.model_fields)
+            raise ConfigError(f"{where}: unknown key {dotted!r}: expected one of {allowed}")
+        node = out
+        for i, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                at = ".".join(parts[: i + 1])
+                raise ConfigError(f"{where}: {dotted!r}: {at!r} is {child!r}, not a mapping")
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def _is_union_tag(part: Any) -> bool:
+    """Pydantic inserts the union member's type name into ``loc``; hide it from users."""
+    return isinstance(part, str) and (
+        part in ("str", "int", "dict[str,any]", "float", "bool", "none") or "[" in part
+    )

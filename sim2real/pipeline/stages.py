@@ -1,0 +1,324 @@
+"""The stage functions: each reads its config section and upstream results, writes under
+``OUT/<stage>/`` and returns a small JSON result (paths relative to ``OUT``).
+
+Order: ``data`` -> ``target`` -> ``pretrain`` -> ``adapt`` -> ``evaluate`` -> ``policy`` ->
+``export`` -> ``run`` -> ``report`` (see :data:`STAGES`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from sim2real.pipeline import plots
+from sim2real.pipeline.config import PipelineConfig
+from sim2real.pipeline.engine import Context, Stage
+from sim2real.pipeline.target import describe_randomization, real_inputs, run_target
+
+logger = logging.getLogger(__name__)
+
+FACTORY = "sim2real.envs.sources:make_source"
+
+
+# -- data -----------------------------------------------------------------------------------
+def run_data(ctx: Context) -> dict[str, Any]:
+    """Render the labelled simulated dataset and its sample grid."""
+    from sim2real.data.generate import generate_dataset
+    from sim2real.data.preview import preview_dataset
+    from sim2real.envs.sources import scene_spec
+
+    cfg, sec = ctx.cfg, ctx.cfg.data
+    spec = scene_spec(cfg.scene, sec.randomization, cfg.image_size)  # type: ignore[arg-type]
+    data = generate_dataset(
+        FACTORY,
+        spec,
+        sec.n,
+        ctx.dir / "sim",
+        workers=sec.workers,
+        seed=sec.seed,
+        shard_size=sec.shard_size,
+        resume=ctx.resume,
+        progress=ctx.progress,
+    )
+    grid = preview_dataset(data, ctx.dir / "samples.png", n=sec.grid, seed=cfg.seed)
+    return {"dataset": ctx.rel(data), "grid": ctx.rel(grid), "n": sec.n}
+
+
+# -- pretrain -------------------------------------------------------------------------------
+def run_pretrain(ctx: Context) -> dict[str, Any]:
+    """Pretrain the encoder on the simulated dataset."""
+    from sim2real.perception.train import pretrain
+
+    cfg, sec = ctx.cfg, ctx.cfg.pretrain
+    model = pretrain(
+        ctx.path(ctx.results["data"]["dataset"]),
+        ctx.dir / "encoder",
+        backbone=sec.backbone,
+        head=sec.head,
+        epochs=sec.epochs,
+        batch_size=sec.batch_size,
+        lr=sec.lr,
+        freeze_blocks=sec.freeze_blocks,
+        seed=cfg.seed,
+        device=cfg.device,
+        max_minutes=sec.max_minutes,
+        feature_stride=sec.feature_stride,
+        pretrained=sec.pretrained,
+        resume=ctx.resume,
+        progress=ctx.progress,
+    )
+    card = json.loads((model / "card.json").read_text())
+    return {"encoder": ctx.rel(model), "metrics": card.get("metrics", {})}
+
+
+# -- adapt ----------------------------------------------------------------------------------
+def run_adapt(ctx: Context) -> dict[str, Any]:
+    """Adapt the encoder to the target's labelled (+ unlabelled) frames; the k-shot curve."""
+    from sim2real.transfer import finetune_cli
+
+    cfg, sec, target = ctx.cfg, ctx.cfg.adapt, ctx.results["target"]
+    encoder = ctx.path(ctx.results["pretrain"]["encoder"])
+    unlabelled = _maybe_path(ctx, target["unlabelled"])
+    settings = {"seed": cfg.seed, "device": cfg.device, "progress": ctx.progress, **sec.settings}
+    adapted = finetune_cli(
+        encoder, ctx.path(target["labelled"]), ctx.dir / "encoder", sec.strategy, unlabelled,
+        None, **settings,
+    )  # fmt: skip
+    card = json.loads((adapted / "card.json").read_text())
+    result: dict[str, Any] = {
+        "encoder": ctx.rel(adapted),
+        "strategy": sec.strategy,
+        "transfer": card.get("transfer", [])[-1:],
+        "curve": None,
+    }
+    if sec.curve.enabled:
+        from sim2real.transfer.curve import run_curve
+
+        curve = sec.curve
+        report = run_curve(
+            encoder,
+            ctx.path(target["labelled"]),
+            ctx.dir / "curve",
+            unlabelled_dir=unlabelled,
+            ks=curve.ks,
+            repeats=curve.repeats,
+            strategies=curve.strategies,
+            baselines=curve.baselines,
+            outer_folds=curve.outer_folds,
+            seed=cfg.seed,
+            progress=ctx.progress,
+            **{"device": cfg.device, **curve.settings},
+        )
+        from sim2real.transfer.report import summary
+
+        results = json.loads((report.parent / "curve.json").read_text())
+        result["curve"] = {
+            "report": ctx.rel(report),
+            "png": ctx.rel(report.parent / "curve.png"),
+            "summary": summary(results),
+        }
+    return result
+
+
+def _maybe_path(ctx: Context, value: str | None) -> Path | None:
+    return None if value is None else ctx.path(value)
+
+
+# -- evaluate -------------------------------------------------------------------------------
+def run_evaluate(ctx: Context) -> dict[str, Any]:
+    """Score the sim-only and the adapted encoder on the target's test frames."""
+    from sim2real.perception.evaluate import evaluate
+
+    test = ctx.path(ctx.results["target"]["test"])
+    models = {
+        "sim-only": ctx.path(ctx.results["pretrain"]["encoder"]),
+        "adapted": ctx.path(ctx.results["adapt"]["encoder"]),
+    }
+    stats, errors = {}, {}
+    for name, model in models.items():
+        folder = ctx.dir / name
+        stats[name] = evaluate(model, test, out_dir=folder, route=ctx.cfg.evaluate.route)
+        stats[name]["csv"] = ctx.rel(folder / "frames.csv")
+        stats[name]["overlay"] = ctx.rel(folder / "overlay.png")
+        errors[name] = _column(folder / "frames.csv", "err_xy_cm")
+    picture = plots.error_histograms(errors, ctx.dir / "errors.png", bins=ctx.cfg.evaluate.bins)
+    return {"stats": stats, "histogram": ctx.rel(picture)}
+
+
+def _column(path: Path, name: str) -> list[float]:
+    with path.open(newline="") as f:
+        return [float(row[name]) for row in csv.DictReader(f)]
+
+
+# -- policy ---------------------------------------------------------------------------------
+def run_policy(ctx: Context) -> dict[str, Any]:
+    """Train the policy on the shared (frozen) encoder; plot its learning curve."""
+    from sim2real.policies.train import train
+
+    cfg, sec = ctx.cfg, ctx.cfg.policy
+    stage = "adapt" if sec.encoder == "adapted" else "pretrain"
+    encoder = ctx.path(ctx.results[stage]["encoder"])
+    options = {
+        "image_size": list(cfg.image_size),
+        "randomization": sec.randomization
+        if sec.randomization is not None
+        else cfg.data.randomization,
+        "device": cfg.device,
+        "progress_bar": ctx.progress,
+        "save_sb3": False,
+        **sec.settings,
+    }
+    run = train(
+        sec.env_id, encoder, ctx.dir / "run", sec.algo, sec.steps, sec.n_envs, sec.mode,
+        cfg.seed, **options,
+    )  # fmt: skip
+    history = json.loads((run / "eval.json").read_text())
+    summary = json.loads((run / "summary.json").read_text())
+    picture = plots.learning_curve(history, run / "monitor.csv", ctx.dir / "learning_curve.png")
+    return {
+        "run": ctx.rel(run),
+        "bundle": ctx.rel(run / "bundle"),
+        "encoder_from": stage,
+        "algo": sec.algo,
+        "mode": sec.mode,
+        "eval_episodes": json.loads((run / "config.json").read_text()).get("eval_episodes"),
+        "summary": summary,
+        "history": history,
+        "learning_curve": ctx.rel(picture),
+    }
+
+
+# -- export ---------------------------------------------------------------------------------
+EXTENSIONS = {"onnx": ".onnx", "torchscript": ".pt"}
+
+
+def run_export(ctx: Context) -> dict[str, Any]:
+    """Export the bundle to each format; record file sizes and the parity check."""
+    from sim2real.deploy.export import export_bundle
+    from sim2real.deploy.exported import contract_path
+
+    bundle = ctx.path(ctx.results["policy"]["bundle"])
+    files = []
+    for fmt in ctx.cfg.export.formats:
+        path = export_bundle(bundle, fmt, ctx.dir / f"policy{EXTENSIONS[fmt]}")
+        contract = json.loads(contract_path(path).read_text())
+        files.append(
+            {
+                "format": fmt,
+                "file": ctx.rel(path),
+                "bytes": path.stat().st_size,
+                "parity": contract.get("parity"),
+            }
+        )
+    bundle_bytes = sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file())
+    return {"files": files, "bundle_bytes": bundle_bytes}
+
+
+# -- run ------------------------------------------------------------------------------------
+def run_runner(ctx: Context) -> dict[str, Any]:
+    """The bundle through ``Runner`` on a ``SimRobot``: closed loop with the robot's own
+    camera in the target domain, then replayed target frames (open loop)."""
+    from sim2real.deploy import ReplayCamera, SimRobot
+    from sim2real.deploy.policy import Policy
+
+    cfg, sec = ctx.cfg, ctx.cfg.run
+    policy = Policy.load(ctx.path(ctx.results["policy"]["bundle"]), device=cfg.device)
+    randomization = sec.randomization if sec.randomization is not None else _run_domain(cfg)
+    env_kwargs = {"randomization": randomization, "image_size": list(cfg.image_size)}
+    runs: dict[str, Any] = {}
+    robot = SimRobot(cfg.policy.env_id, seed=cfg.seed + 7, **env_kwargs)
+    kinds = [("closed_loop", sec.steps)] + ([("replay", sec.replay_steps)] * (sec.replay_steps > 0))
+    try:
+        robot.connect()
+        for kind, steps in kinds:
+            camera = robot.camera() if kind == "closed_loop" else ReplayCamera(_replay(ctx))
+            runs[kind] = _run_once(policy, camera, robot, steps, sec)
+    finally:
+        robot.disconnect()
+    (ctx.dir / "runs.json").write_text(json.dumps(runs, indent=1) + "\n")
+    domain = describe_randomization(randomization)
+    robot_text = f"SimRobot({cfg.policy.env_id}, randomization {domain})"
+    return {"robot": robot_text, "hz": sec.hz, "runs": runs}
+
+
+def _run_once(policy: Any, camera: Any, robot: Any, steps: int, sec: Any) -> dict[str, Any]:
+    """One ``Runner.run``; the robot's episodes that finished during it."""
+    from sim2real.deploy import Runner
+
+    episodes_before = len(robot.episodes)
+    runner = Runner(
+        policy, camera, robot, sec.hz, action_low=policy.action_low,
+        action_high=policy.action_high, max_delta=sec.max_delta, watchdog_s=sec.watchdog_s,
+    )  # fmt: skip
+    try:
+        report = runner.run(steps=steps)
+    finally:
+        camera.disconnect()
+    episodes = [vars(e) for e in robot.episodes[episodes_before:]]
+    rate = sum(e["success"] for e in episodes) / len(episodes) if episodes else None
+    return {
+        **report.to_dict(),
+        "camera": repr(camera),
+        "actions_sent": report.steps,
+        "episodes": episodes,
+        "success_rate": rate,
+    }
+
+
+def _run_domain(cfg: PipelineConfig) -> Any:
+    """Where the closed loop runs: the held-out target randomisation (sim target), else the
+    training randomisation (the user's real frames come from a robot we do not simulate)."""
+    return cfg.target.randomization if cfg.real is None else cfg.data.randomization
+
+
+def _replay(ctx: Context) -> Path:
+    replay = ctx.results["target"]["replay"]
+    return Path(replay) if os.path.isabs(replay) else ctx.path(replay)
+
+
+# -- the stage list -------------------------------------------------------------------------
+def _policy_on(cfg: PipelineConfig) -> bool:
+    return cfg.policy.enabled
+
+
+def _report(ctx: Context) -> dict[str, Any]:
+    from sim2real.pipeline.report import write_report
+
+    return write_report(ctx)
+
+
+UPSTREAM = ("data", "target", "pretrain", "adapt", "evaluate", "policy", "export", "run")
+
+STAGES: tuple[Stage, ...] = (
+    Stage("data", (), ("shared", "data"), run_data, resumable=True),
+    Stage("target", (), ("shared", "target"), run_target, external=real_inputs),
+    Stage("pretrain", ("data",), ("shared", "pretrain"), run_pretrain, resumable=True),
+    Stage("adapt", ("pretrain", "target"), ("shared", "adapt"), run_adapt),
+    Stage("evaluate", ("pretrain", "adapt", "target"), ("shared", "evaluate"), run_evaluate),
+    Stage(
+        "policy",
+        ("pretrain", "adapt"),
+        ("shared", "policy", "data"),
+        run_policy,
+        enabled=_policy_on,
+    ),
+    Stage(
+        "export",
+        ("policy",),
+        ("shared", "export"),
+        run_export,
+        enabled=lambda cfg: cfg.export.enabled,
+    ),
+    Stage(
+        "run",
+        ("policy", "target"),
+        ("shared", "run", "policy", "target"),
+        run_runner,
+        enabled=lambda cfg: cfg.run.enabled,
+    ),
+    Stage("report", (), ("shared", "report"), _report, optional=UPSTREAM),
+)
