@@ -214,8 +214,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import torch
+
     from sim2real.deploy.run import run_bundle
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     result = run_bundle(
         args.bundle,
         camera=args.camera,
@@ -372,6 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("--record", help="record observations, actions and timings to this folder")
     rn.add_argument("--device", default="auto")
     rn.add_argument("--seed", type=int, default=0, help="first simulated episode's seed")
+    rn.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1: steadiest latency; 0: default)"
+    )
     rn.set_defaults(func=cmd_run)
 
     bench = sub.add_parser("bench", help="speed measurements")
