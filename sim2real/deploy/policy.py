@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sim2real.deploy.interfaces import check_colour_order
+from sim2real.deploy.interfaces import check_colour_order, check_frame
 from sim2real.errors import CheckpointError, InputError
 from sim2real.perception.encoder import Encoder
 from sim2real.perception.preprocessing import resize_frames
@@ -140,7 +140,7 @@ class Policy:
             InputError: wrong type, dtype, shape or channel count; missing, wrongly sized or
                 non-finite proprioception.
         """
-        image = check_policy_frame(frame)
+        image = check_frame(frame)
         state = check_policy_proprio(proprio, self.proprio_dim, self.contract)
         width, height = self.observation_size
         with torch.no_grad():
@@ -163,36 +163,6 @@ class Policy:
             >>> policy.act(frame, proprio=np.zeros(policy.proprio_dim))  # doctest: +SKIP
         """
         return self.infer(self.preprocess(frame, proprio))
-
-
-def check_policy_frame(frame: Any) -> np.ndarray:
-    """Return ``frame`` if it is a uint8 ``(H, W, 3)`` numpy array, else raise with a hint.
-
-    Example:
-        >>> check_policy_frame(np.zeros((48, 64, 3), np.uint8)).shape
-        (48, 64, 3)
-    """
-    if not isinstance(frame, np.ndarray):
-        raise InputError(
-            f"frame: expected a numpy uint8 (H, W, 3) array, got {type(frame).__name__}"
-        )
-    if frame.dtype != np.uint8:
-        hint = ""
-        if np.issubdtype(frame.dtype, np.floating):
-            hint = "; floats in [0, 1]? use (frame * 255).round().astype(np.uint8)"
-        raise InputError(f"frame: expected dtype uint8 (0-255 pixels), got {frame.dtype}{hint}")
-    if frame.ndim != 3 or frame.shape[2] != 3 or 0 in frame.shape:
-        hint = ""
-        if frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] == 1):
-            hint = "; a grayscale frame: the policy was trained on colour images"
-        elif frame.ndim == 3 and frame.shape[2] == 4:
-            hint = "; RGBA/BGRA? drop the alpha channel: frame[..., :3]"
-        elif frame.ndim == 3 and frame.shape[0] == 3:
-            hint = "; channels first? use frame.transpose(1, 2, 0)"
-        elif frame.ndim == 4:
-            hint = "; act() takes one frame, not a batch"
-        raise InputError(f"frame: expected shape (H, W, 3), got {frame.shape}{hint}")
-    return frame
 
 
 def check_policy_proprio(proprio: Any, size: int, contract: dict[str, Any]) -> np.ndarray:
