@@ -49,6 +49,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--randomization", default="default")
     parser.add_argument("--torch-threads", type=int, default=None)
     parser.add_argument("--ppo", default="{}", help='JSON overrides of PPO, e.g. {"n_steps": 128}')
+    parser.add_argument(
+        "--fresh", action="store_true", help="retrain runs that already finished with this config"
+    )
     return parser.parse_args()
 
 
@@ -65,6 +68,14 @@ def arm_options(arm: str, encoder: str) -> dict[str, Any]:
     if arm == "same-arch-scratch":
         return {"encoder": encoder, "mode": "scratch"}
     return {"encoder": None, "mode": "scratch", "backbone": "nature_cnn", "pool": "flatten"}
+
+
+def finished(run: Path, wanted: dict[str, Any]) -> bool:
+    """True when ``run`` holds a completed training whose config matches ``wanted``."""
+    if not (run / "summary.json").is_file() or not (run / "config.json").is_file():
+        return False
+    config = json.loads((run / "config.json").read_text())
+    return all(config.get(k) == v for k, v in wanted.items())
 
 
 def success_at(history: list[dict[str, float]], step: float) -> float:
@@ -135,22 +146,39 @@ def main() -> None:
     for arm in args.arms:
         for seed in range(args.seeds):
             options = arm_options(arm, encoder)
-            run = train(
-                args.env,
-                options.pop("encoder"),
-                out / arm / f"seed{seed}",
-                algo="ppo",
-                steps=args.steps,
-                n_envs=args.n_envs,
-                seed=seed,
-                image_size=args.image_size,
-                randomization=args.randomization,
-                eval_every=eval_every,
-                eval_episodes=args.eval_episodes,
-                save_sb3=False,
-                algo_kwargs=json.loads(args.ppo),
-                **options,
-            )
+            run = out / arm / f"seed{seed}"
+            wanted = {
+                "env_id": args.env,
+                "encoder": options["encoder"],
+                "steps": args.steps,
+                "n_envs": args.n_envs,
+                "seed": seed,
+                "image_size": args.image_size,
+                "randomization": args.randomization,
+                "mode": options["mode"],
+                "eval_every": eval_every,
+                "eval_episodes": args.eval_episodes,
+                "algo_kwargs": json.loads(args.ppo),
+            }
+            if not args.fresh and finished(run, wanted):
+                print(f"{arm} seed {seed}: finished run in {run} reused (--fresh retrains)")
+            else:
+                train(
+                    args.env,
+                    options.pop("encoder"),
+                    run,
+                    algo="ppo",
+                    steps=args.steps,
+                    n_envs=args.n_envs,
+                    seed=seed,
+                    image_size=args.image_size,
+                    randomization=args.randomization,
+                    eval_every=eval_every,
+                    eval_episodes=args.eval_episodes,
+                    save_sb3=False,
+                    algo_kwargs=json.loads(args.ppo),
+                    **options,
+                )
             results.setdefault(arm, []).append(
                 {
                     "seed": seed,
