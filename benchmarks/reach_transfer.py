@@ -50,6 +50,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--torch-threads", type=int, default=None)
     parser.add_argument("--ppo", default="{}", help='JSON overrides of PPO, e.g. {"n_steps": 128}')
     parser.add_argument(
+        "--metre-scale",
+        type=float,
+        default=None,
+        help="factor on the metre-valued policy inputs (default: the library's, 10)",
+    )
+    parser.add_argument(
         "--fresh", action="store_true", help="retrain runs that already finished with this config"
     )
     return parser.parse_args()
@@ -141,6 +147,9 @@ def main() -> None:
     if encoder == "imagenet":
         encoder = str(imagenet_encoder(out, args.image_size))
     eval_every = max(1, args.steps // args.eval_points)
+    from sim2real.policies.bundle import METRE_SCALE
+
+    metre_scale = METRE_SCALE if args.metre_scale is None else args.metre_scale
     results: dict[str, list[dict[str, Any]]] = {}
     start = time.perf_counter()
     for arm in args.arms:
@@ -159,6 +168,7 @@ def main() -> None:
                 "eval_every": eval_every,
                 "eval_episodes": args.eval_episodes,
                 "algo_kwargs": json.loads(args.ppo),
+                "metre_scale": metre_scale,
             }
             if not args.fresh and finished(run, wanted):
                 print(f"{arm} seed {seed}: finished run in {run} reused (--fresh retrains)")
@@ -177,6 +187,7 @@ def main() -> None:
                     eval_episodes=args.eval_episodes,
                     save_sb3=False,
                     algo_kwargs=json.loads(args.ppo),
+                    metre_scale=metre_scale,
                     **options,
                 )
             results.setdefault(arm, []).append(
@@ -189,7 +200,10 @@ def main() -> None:
     plot(results, args.steps, out / "curves.png")
     text = table(results, args.steps)
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    meta = f"env {args.env}, {args.steps} env steps, {args.n_envs} envs, encoder {encoder}"
+    meta = (
+        f"env {args.env}, {args.steps} env steps, {args.n_envs} envs, encoder {encoder}, "
+        f"metre_scale {metre_scale}, PPO overrides {args.ppo}"
+    )
     (out / "report.md").write_text(f"# reach_transfer\n\n{meta}\n\n{text}\n")
     print(meta)
     print(text)

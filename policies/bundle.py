@@ -69,6 +69,37 @@ def encode(encoder: Encoder, x: torch.Tensor, pool: str, use_position: bool) -> 
     return torch.cat([pooled.float(), encoder.heads["position"](fmap).float()], dim=1)
 
 
+METRE_SCALE = 10.0
+"""Default factor on the metre-valued policy inputs (predicted cube position, end-effector
+position): decimetres span about +-5 over a tabletop, like the trunk's tanh features. In
+metres (factor 1) PPO learnt to ignore them: moving the predicted position by 10 cm changed
+the trained policy's action by 0.001 (see benchmarks/reach_transfer.py in the README)."""
+
+
+def policy_input(
+    trunk: nn.Module,
+    encoded: torch.Tensor,
+    proprio: torch.Tensor,
+    pooled_dim: int,
+    use_position: bool,
+    metre_scale: float,
+) -> torch.Tensor:
+    """What the policy MLP reads: ``[trunk(pooled), s * position, joints, s * ee_xyz]``.
+
+    The one definition shared by the SB3 extractor and the bundle's :class:`ActorHead`.
+    The proprio layout is the envs' (joint positions, then the 3 end-effector coordinates).
+
+    Shape:
+        - encoded ``(B, E[+3])``, proprio ``(B, P)``; returns ``(B, T[+3] + P)``.
+    """
+    proprio = proprio.float().flatten(1)
+    parts = [trunk(encoded[:, :pooled_dim])]
+    if use_position:
+        parts.append(encoded[:, pooled_dim:] * metre_scale)
+    parts += [proprio[:, :-3], proprio[:, -3:] * metre_scale]
+    return torch.cat(parts, dim=1)
+
+
 def make_trunk(in_dim: int, out_dim: int) -> nn.Sequential:
     """``Linear -> LayerNorm -> Tanh`` (DrQ-v2's trunk): bounded, scale-free features."""
     return nn.Sequential(nn.Linear(in_dim, out_dim), nn.LayerNorm(out_dim), nn.Tanh())
@@ -97,6 +128,8 @@ class ActorHead(nn.Module):
         action_low: lower action bounds.
         action_high: upper action bounds.
         squash: ``tanh`` (SAC: tanh then rescale to the bounds) or ``clip`` (PPO: clip).
+        metre_scale: factor on the metre-valued inputs (bundles saved before it existed
+            load with 1.0).
 
     Shape:
         - encoded: ``(B, E[+3])``; proprio: ``(B, P)``; returns ``(B, A)``.
@@ -118,6 +151,7 @@ class ActorHead(nn.Module):
         action_low: Sequence[float],
         action_high: Sequence[float],
         squash: str,
+        metre_scale: float = METRE_SCALE,
     ) -> None:
         super().__init__()
         if activation not in ACTIVATIONS:
@@ -129,6 +163,7 @@ class ActorHead(nn.Module):
         self.pooled_dim, self.use_position = int(pooled_dim), bool(use_position)
         self.proprio_dim, self.trunk_dim = int(proprio_dim), int(trunk_dim)
         self.hidden, self.activation, self.squash = [int(h) for h in hidden], activation, squash
+        self.metre_scale = float(metre_scale)
         self.trunk = make_trunk(self.pooled_dim, self.trunk_dim)
         self.pi = make_mlp(self.policy_input_dim, self.hidden, activation)
         last = self.hidden[-1] if self.hidden else self.policy_input_dim
@@ -148,11 +183,9 @@ class ActorHead(nn.Module):
 
     def policy_input(self, encoded: torch.Tensor, proprio: torch.Tensor) -> torch.Tensor:
         """The features SB3's policy sees. Shape: ``(B, E[+3]), (B, P) -> (B, T[+3] + P)``."""
-        parts = [self.trunk(encoded[:, : self.pooled_dim])]
-        if self.use_position:
-            parts.append(encoded[:, self.pooled_dim :])
-        parts.append(proprio.float())
-        return torch.cat(parts, dim=1)
+        return policy_input(
+            self.trunk, encoded, proprio, self.pooled_dim, self.use_position, self.metre_scale
+        )
 
     def forward(self, encoded: torch.Tensor, proprio: torch.Tensor) -> torch.Tensor:
         """Deterministic action within ``[action_low, action_high]``."""
@@ -174,6 +207,7 @@ class ActorHead(nn.Module):
             "action_low": self.action_low.tolist(),
             "action_high": self.action_high.tolist(),
             "squash": self.squash,
+            "metre_scale": self.metre_scale,
         }
 
 
@@ -279,7 +313,7 @@ def load_bundle(
         device = "cuda" if torch.cuda.is_available() else "cpu"
     encoder = Encoder.load(folder / ENCODER_DIR, device=device)
     try:
-        head = ActorHead(**contract["actor"])
+        head = ActorHead(**{"metre_scale": 1.0, **contract["actor"]})
         pool = contract["features"]["pool"]
     except (KeyError, TypeError, ConfigError) as exc:
         raise CheckpointError(

@@ -40,7 +40,7 @@ from torch import nn
 from sim2real.errors import ConfigError
 from sim2real.perception.encoder import Encoder
 from sim2real.policies.augment import RandomShift
-from sim2real.policies.bundle import POOLS, encode, make_trunk
+from sim2real.policies.bundle import METRE_SCALE, POOLS, encode, make_trunk, policy_input
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +113,7 @@ class EncoderExtractor(BaseFeaturesExtractor):
         pool: ``mean`` (global average, what the heads see) or ``flatten`` (the whole map).
         use_position: append the position head's prediction to the features.
         trunk_dim: output size ``T`` of the trunk on the pooled features.
+        metre_scale: factor on the metre-valued inputs (predicted position, end effector).
         encoder_lr_scale: encoder learning rate / policy learning rate (``finetune``).
         lr_decay: per-block decay of that rate towards the input (``Encoder.param_groups``).
         augment_pad: DrQ random-shift pad in pixels at the encoder input (0: off).
@@ -139,6 +140,7 @@ class EncoderExtractor(BaseFeaturesExtractor):
         pool: str = "mean",
         use_position: bool = False,
         trunk_dim: int = 256,
+        metre_scale: float = METRE_SCALE,
         encoder_lr_scale: float = 0.1,
         lr_decay: float = 1.0,
         augment_pad: int = 0,
@@ -154,6 +156,8 @@ class EncoderExtractor(BaseFeaturesExtractor):
             raise ConfigError(
                 f"EncoderExtractor needs Dict(image|features, proprio), got {observation_space}"
             )
+        if not metre_scale > 0:
+            raise ConfigError(f"metre_scale {metre_scale!r}: expected a positive factor")
         cached = "features" in observation_space.spaces
         proprio_dim = int(np.prod(observation_space["proprio"].shape))
         built: Encoder | None = None
@@ -170,6 +174,7 @@ class EncoderExtractor(BaseFeaturesExtractor):
         super().__init__(observation_space, trunk_dim + 3 * bool(use_position) + proprio_dim)
         self.mode, self.pool, self.use_position, self.cached = mode, pool, use_position, cached
         self.image_colour, self.pooled_dim = image_colour, pooled_dim
+        self.metre_scale = float(metre_scale)
         self.encoder = built
         self.trunk = make_trunk(pooled_dim, trunk_dim)
         self.augment = RandomShift(augment_pad, seed) if augment_pad > 0 and not cached else None
@@ -210,11 +215,14 @@ class EncoderExtractor(BaseFeaturesExtractor):
             encoded = observations["features"].float()
         else:
             encoded = self.encode_images(observations["image"])
-        parts = [self.trunk(encoded[:, : self.pooled_dim])]
-        if self.use_position:
-            parts.append(encoded[:, self.pooled_dim :])
-        parts.append(observations["proprio"].float().flatten(1))
-        return torch.cat(parts, dim=1)
+        return policy_input(
+            self.trunk,
+            encoded,
+            observations["proprio"],
+            self.pooled_dim,
+            self.use_position,
+            self.metre_scale,
+        )
 
 
 class FrozenFeatures(VecEnvWrapper):

@@ -40,7 +40,7 @@ from torch import nn
 
 from sim2real.errors import ConfigError
 from sim2real.perception.encoder import Encoder
-from sim2real.policies.bundle import ACTIVATIONS, ActorHead
+from sim2real.policies.bundle import ACTIVATIONS, METRE_SCALE, ActorHead
 from sim2real.policies.extractor import LR_SCALE_ATTR, EncoderExtractor, EncoderSource
 
 logger = logging.getLogger(__name__)
@@ -175,6 +175,7 @@ def build_model(
     pool: str = "mean",
     use_position: bool = False,
     trunk_dim: int = 256,
+    metre_scale: float = METRE_SCALE,
     hidden: tuple[int, ...] = (256, 256),
     encoder_lr_scale: float = 0.1,
     lr_decay: float = 1.0,
@@ -194,6 +195,7 @@ def build_model(
         pool: ``mean`` or ``flatten`` encoder pooling.
         use_position: append the position head's prediction to the features.
         trunk_dim: trunk output size.
+        metre_scale: factor on the metre-valued policy inputs.
         hidden: actor (and critic) MLP sizes.
         encoder_lr_scale: encoder / policy learning-rate ratio in ``finetune``.
         lr_decay: per-block decay of the encoder rate.
@@ -212,6 +214,7 @@ def build_model(
         "pool": pool,
         "use_position": use_position,
         "trunk_dim": trunk_dim,
+        "metre_scale": metre_scale,
         "encoder_lr_scale": encoder_lr_scale,
         "lr_decay": lr_decay,
         "augment_pad": augment_pad,
@@ -285,6 +288,7 @@ def actor_head_from_model(model: BaseAlgorithm) -> ActorHead:
         action_low=[float(v) for v in space.low],
         action_high=[float(v) for v in space.high],
         squash=squash,
+        metre_scale=extractor.metre_scale,
     )
     head.trunk.load_state_dict(extractor.trunk.state_dict())
     head.pi.load_state_dict(pi.state_dict())

@@ -36,7 +36,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv,
 
 from sim2real.errors import ConfigError
 from sim2real.perception.encoder import RESIZE_METHOD, Encoder
-from sim2real.policies.bundle import save_bundle
+from sim2real.policies.bundle import METRE_SCALE, save_bundle
 from sim2real.policies.callbacks import (
     AuxPositionLoss,
     BundleCheckpoint,
@@ -85,6 +85,7 @@ class TrainConfig(BaseModel):
     pool: Literal["mean", "flatten"] = "mean"
     use_position: bool | None = None
     trunk_dim: int = Field(256, gt=0)
+    metre_scale: float = Field(METRE_SCALE, gt=0)
     hidden: tuple[int, ...] = (256, 256)
     encoder_lr_scale: float = Field(0.1, gt=0.0)
     lr_decay: float = Field(1.0, gt=0.0, le=1.0)
@@ -290,6 +291,7 @@ def train(
             pool=cfg.pool,
             use_position=use_position,
             trunk_dim=cfg.trunk_dim,
+            metre_scale=cfg.metre_scale,
             hidden=cfg.hidden,
             encoder_lr_scale=cfg.encoder_lr_scale,
             lr_decay=cfg.lr_decay,

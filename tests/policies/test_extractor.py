@@ -18,7 +18,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 from sim2real.errors import CheckpointError, ConfigError
 from sim2real.perception.encoder import Encoder
 from sim2real.policies.augment import RandomShift, shift_images
-from sim2real.policies.bundle import BundleActor, load_bundle, save_bundle
+from sim2real.policies.bundle import METRE_SCALE, BundleActor, load_bundle, save_bundle
 from sim2real.policies.extractor import (
     LR_SCALE_ATTR,
     EncoderExtractor,
@@ -104,7 +104,26 @@ def test_extractor_output_and_preprocessing_parity(tmp_path: Path) -> None:
     torch.testing.assert_close(images_to_input(ex.encoder, image), ref, rtol=0, atol=0)
     out = ex({"image": image, "proprio": torch.from_numpy(obs["proprio"])})
     assert out.shape == (4, ex.features_dim)
-    torch.testing.assert_close(out[:, -10:], torch.from_numpy(obs["proprio"]))
+    proprio = torch.from_numpy(obs["proprio"])
+    torch.testing.assert_close(out[:, -10:-3], proprio[:, :-3])  # joints as they come
+    torch.testing.assert_close(out[:, -3:], proprio[:, -3:] * METRE_SCALE)  # ee in decimetres
+    position = ex.encode_images(image)[:, -3:]
+    torch.testing.assert_close(out[:, 8:11], position * METRE_SCALE)
+
+
+def test_metre_scale_makes_the_policy_input_sensitive_to_position(tmp_path: Path) -> None:
+    """The predicted position and the end effector enter in decimetres by default."""
+    path, space = _encoder(tmp_path), _venv().observation_space
+    ex = EncoderExtractor(space, path, "frozen", use_position=True, trunk_dim=8)
+    metres = EncoderExtractor(space, path, "frozen", use_position=True, trunk_dim=8, metre_scale=1)
+    metres.trunk.load_state_dict(ex.trunk.state_dict())
+    obs = _obs_batch()
+    batch = {"image": torch.from_numpy(obs["image"]).float()}
+    batch["proprio"] = torch.from_numpy(obs["proprio"])
+    scale = torch.tensor([1.0] * 8 + [METRE_SCALE] * 3 + [1.0] * 7 + [METRE_SCALE] * 3)
+    torch.testing.assert_close(ex(batch), metres(batch) * scale)
+    with pytest.raises(ConfigError, match="metre_scale"):
+        EncoderExtractor(space, path, metre_scale=0.0)
 
 
 def test_frozen_mode_no_grad_and_eval_batchnorm(tmp_path: Path) -> None:
@@ -212,6 +231,13 @@ def test_bundle_actor_matches_sb3(tmp_path: Path, algo: str) -> None:
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
     bgr = obs["image"].transpose(0, 2, 3, 1)[..., ::-1]
     np.testing.assert_allclose(actor.act(bgr, obs["proprio"], colour="BGR"), got, atol=1e-6)
+    assert loaded["actor"]["metre_scale"] == METRE_SCALE
+    # A bundle from before metre_scale existed was trained on metres: it loads with 1.0.
+    contract_file = tmp_path / "bundle" / "contract.json"
+    old = json.loads(contract_file.read_text())
+    del old["actor"]["metre_scale"]
+    contract_file.write_text(json.dumps(old))
+    assert load_bundle(tmp_path / "bundle")[1].head.metre_scale == 1.0
 
 
 def test_load_bundle_errors(tmp_path: Path) -> None:
