@@ -41,7 +41,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def position_head(encoder) -> str:
-    names = [n for n, h in encoder.heads.items() if getattr(h, "kind", "position") == "position"]
+    names = [n for n, h in encoder.heads.items() if getattr(h, "kind", None) == "position"]
     if not names:
         raise SystemExit(f"{encoder}: expected a position head, found {sorted(encoder.heads)}")
     return names[0]

@@ -77,7 +77,7 @@ def arm_options(arm: str, encoder: str) -> dict[str, Any]:
 
 
 def finished(run: Path, wanted: dict[str, Any]) -> bool:
-    """True when ``run`` holds a completed training whose config matches ``wanted``."""
+    """True when ``run`` holds a completed training whose config.json has ``wanted``'s values."""
     if not (run / "summary.json").is_file() or not (run / "config.json").is_file():
         return False
     config = json.loads((run / "config.json").read_text())
@@ -139,6 +139,7 @@ def main() -> None:
         import torch
 
         torch.set_num_threads(args.torch_threads)
+    from sim2real.policies.bundle import METRE_SCALE
     from sim2real.policies.train import train
 
     out = Path(args.out)
@@ -147,49 +148,31 @@ def main() -> None:
     if encoder == "imagenet":
         encoder = str(imagenet_encoder(out, args.image_size))
     eval_every = max(1, args.steps // args.eval_points)
-    from sim2real.policies.bundle import METRE_SCALE
-
     metre_scale = METRE_SCALE if args.metre_scale is None else args.metre_scale
     results: dict[str, list[dict[str, Any]]] = {}
     start = time.perf_counter()
     for arm in args.arms:
         for seed in range(args.seeds):
-            options = arm_options(arm, encoder)
             run = out / arm / f"seed{seed}"
-            wanted = {
+            settings = {
                 "env_id": args.env,
-                "encoder": options["encoder"],
+                "algo": "ppo",
                 "steps": args.steps,
                 "n_envs": args.n_envs,
                 "seed": seed,
                 "image_size": args.image_size,
                 "randomization": args.randomization,
-                "mode": options["mode"],
                 "eval_every": eval_every,
                 "eval_episodes": args.eval_episodes,
+                "save_sb3": False,
                 "algo_kwargs": json.loads(args.ppo),
                 "metre_scale": metre_scale,
+                **arm_options(arm, encoder),
             }
-            if not args.fresh and finished(run, wanted):
+            if not args.fresh and finished(run, settings):
                 print(f"{arm} seed {seed}: finished run in {run} reused (--fresh retrains)")
             else:
-                train(
-                    args.env,
-                    options.pop("encoder"),
-                    run,
-                    algo="ppo",
-                    steps=args.steps,
-                    n_envs=args.n_envs,
-                    seed=seed,
-                    image_size=args.image_size,
-                    randomization=args.randomization,
-                    eval_every=eval_every,
-                    eval_episodes=args.eval_episodes,
-                    save_sb3=False,
-                    algo_kwargs=json.loads(args.ppo),
-                    metre_scale=metre_scale,
-                    **options,
-                )
+                train(out=run, **settings)
             results.setdefault(arm, []).append(
                 {
                     "seed": seed,
