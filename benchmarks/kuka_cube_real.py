@@ -41,8 +41,11 @@ def main() -> None:
     ap.add_argument("--size", default="128x96", help="image size WxH")
     ap.add_argument("--randomization", default="kuka_cube", help="preset or YAML")
     ap.add_argument("--out", default="runs/kuka_bench")
+    ap.add_argument("--data", default=None, help="dataset folder (default: OUT/data); reused")
     ap.add_argument("--workers", type=int, default=2, help="generation workers")
     ap.add_argument("--backbone", default="efficientnet_lite0")
+    ap.add_argument("--feature-stride", type=int, default=None, help="default: pretrain's")
+    ap.add_argument("--dilated", action="store_true", help="lite0 stride 8 by dilation")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
@@ -54,7 +57,7 @@ def main() -> None:
     out = Path(args.out)
     if args.fresh:
         shutil.rmtree(out, ignore_errors=True)
-    data, model = out / "data", out / "model"
+    data, model = Path(args.data) if args.data else out / "data", out / "model"
 
     t0 = time.perf_counter()
     spec = scene_spec("kuka_cube", args.randomization, size=(width, height))
@@ -73,6 +76,8 @@ def main() -> None:
         data,
         model,
         backbone=args.backbone,
+        feature_stride=args.feature_stride,
+        dilated=args.dilated,
         epochs=10_000,  # the time budget ends training; the cosine schedule follows it
         batch_size=args.batch_size,
         lr=args.lr,
@@ -87,7 +92,10 @@ def main() -> None:
     with (model / "metrics.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
     images_seen = int(rows[-1]["step"]) * args.batch_size if rows else 0
-    print(f"\nkuka_cube sim-only benchmark  ({args.backbone}, {width}x{height})")
+    stride = card["backbone"]["kwargs"].get("feature_stride")
+    dilated = " dilated" if card["backbone"]["kwargs"].get("dilated") else ""
+    print(f"\nkuka_cube sim-only benchmark  ({args.backbone}, {width}x{height}, "
+          f"stride {stride}{dilated})")  # fmt: skip
     train = card["training"]
     print(f"  sim images generated       {args.n} in {gen_seconds:.0f} s "
           f"({train['train_samples']} train / {train['val_samples']} val)")  # fmt: skip

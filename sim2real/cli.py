@@ -101,6 +101,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         lr=args.lr,
         freeze_blocks=args.freeze_blocks,
+        feature_stride=args.feature_stride,
+        dilated=args.dilated,
         seed=args.seed,
         device=args.device,
         resume=args.resume,
@@ -300,6 +302,12 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--batch-size", type=int, default=64)
     pt.add_argument("--lr", type=float, default=1e-3)
     pt.add_argument("--freeze-blocks", type=int, default=0, help="freeze the first N blocks")
+    pt.add_argument(
+        "--feature-stride", type=int, default=None, help="8|16|32 (default: 16 for lite0/resnet18)"
+    )
+    pt.add_argument(
+        "--dilated", action="store_true", help="lite0 stride 8 by dilation, keeping 112 channels"
+    )
     pt.add_argument("--minutes", type=float, default=None, help="wall-clock budget")
     pt.add_argument("--seed", type=int, default=0)
     pt.add_argument("--device", default="auto")

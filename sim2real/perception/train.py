@@ -75,6 +75,7 @@ def pretrain(
     resume: bool = False,
     max_minutes: float | None = None,
     feature_stride: int | None = None,
+    dilated: bool = False,
     weight_decay: float = 1e-4,
     pretrained: bool = True,
     progress: bool = True,
@@ -100,6 +101,8 @@ def pretrain(
             elapsed fraction of the budget and training stops when it is spent.
         feature_stride: backbone output stride; ``None``: 16 for ``efficientnet_lite0`` and
             ``resnet18`` (a 8x6 map at 128x96 for the keypoint), else the backbone's default.
+        dilated: ``efficientnet_lite0`` at ``feature_stride=8`` keeps its 112-channel stage,
+            dilated (see :func:`~sim2real.perception.backbones.efficientnet_lite0`).
         weight_decay: AdamW weight decay.
         pretrained: start from the backbone's ImageNet weights.
         progress: show a tqdm bar (images/s, loss).
@@ -120,6 +123,7 @@ def pretrain(
         backbone=backbone,
         head=head,
         feature_stride=feature_stride,
+        dilated=bool(dilated),
         epochs=int(epochs),
         size=tuple(int(v) for v in size) if size is not None else None,  # type: ignore[arg-type]
         batch_size=int(batch_size),
@@ -165,7 +169,9 @@ def _check_output(root: Path, resume: bool) -> None:
 def _build_encoder(
     cfg: PretrainConfig, ds: ShardedDataset, train_idx: np.ndarray, width: int, height: int
 ) -> Encoder:
-    kwargs = {"feature_stride": cfg.feature_stride} if cfg.feature_stride else {}
+    kwargs: dict[str, Any] = {"feature_stride": cfg.feature_stride} if cfg.feature_stride else {}
+    if cfg.dilated:
+        kwargs["dilated"] = True
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         encoder = Encoder(

@@ -26,6 +26,7 @@ class PretrainConfig:
     backbone: str = "efficientnet_lite0"
     head: str = "keypoint+position"
     feature_stride: int | None = None
+    dilated: bool = False
     epochs: int = 10
     size: tuple[int, int] | None = None
     batch_size: int = 64

@@ -125,3 +125,30 @@ def test_resnet18_pretrained_needs_cached_file(
     with pytest.raises(CheckpointError, match=RESNET18_FILE) as info:
         build_backbone("resnet18", pretrained=True)
     assert str(tmp_path / "checkpoints") in str(info.value)
+
+
+def test_lite0_dilated_stride8_keeps_weights_and_finer_map() -> None:
+    # Dilation changes the map's resolution, not the tensors: the stride-16 and dilated
+    # stride-8 backbones hold the same ImageNet weights, and the dilated one sees 16x12 cells.
+    s16 = build_backbone("efficientnet_lite0", feature_stride=16).eval()
+    d8 = build_backbone("efficientnet_lite0", feature_stride=8, dilated=True).eval()
+    assert d8.kwargs == {"feature_stride": 8, "dilated": True}
+    assert (d8.stride, d8.out_channels) == (8, 112)
+    s16_state, d8_state = s16.state_dict(), d8.state_dict()
+    assert list(s16_state) == list(d8_state)
+    assert all(torch.equal(s16_state[k], d8_state[k]) for k in s16_state)
+    x = torch.randn(2, 3, 96, 128, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        fine, coarse = d8(x), s16(x)
+    assert tuple(fine.shape) == (2, 112, 12, 16) and tuple(coarse.shape) == (2, 112, 6, 8)
+    # The stem and the stride-8 stages are untouched by the dilation.
+    with torch.no_grad():
+        a, b = x, x
+        for block_a, block_b in zip(s16.blocks[:4], d8.blocks[:4], strict=True):
+            a, b = block_a(a), block_b(b)
+    assert torch.equal(a, b)
+
+
+def test_lite0_dilated_needs_stride8() -> None:
+    with pytest.raises(ConfigError, match="dilated=True needs feature_stride=8, got 16"):
+        build_backbone("efficientnet_lite0", pretrained=False, feature_stride=16, dilated=True)

@@ -179,6 +179,22 @@ def test_save_load_round_trip_is_bit_identical(
     assert not loaded.backbone.pretrained
 
 
+def test_dilated_backbone_round_trip(frames: np.ndarray, tmp_path: Path) -> None:
+    enc = Encoder(
+        "efficientnet_lite0",
+        {"kp": {"type": "keypoints", "names": ["cube"]}},
+        backbone_kwargs={"feature_stride": 8, "dilated": True},
+        pretrained=False,
+    ).eval()
+    before = enc.predict(frames)
+    loaded = Encoder.load(enc.save(tmp_path / "enc"))
+    assert loaded.backbone.kwargs == {"feature_stride": 8, "dilated": True}
+    with torch.no_grad():
+        assert loaded.backbone(torch.zeros(1, 3, 96, 128)).shape[-2:] == (12, 16)
+    for key in before:
+        np.testing.assert_array_equal(before[key], loaded.predict(frames)[key])
+
+
 def test_load_rejects_bad_checkpoints(tmp_path: Path) -> None:
     enc = Encoder("nature_cnn", {"p": {"type": "position"}}, input_size=(84, 84), pretrained=False)
     folder = enc.save(tmp_path / "enc")
