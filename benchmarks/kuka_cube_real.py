@@ -46,6 +46,7 @@ def main() -> None:
     ap.add_argument("--backbone", default="efficientnet_lite0")
     ap.add_argument("--feature-stride", type=int, default=None, help="default: pretrain's")
     ap.add_argument("--dilated", action="store_true", help="lite0 stride 8 by dilation")
+    ap.add_argument("--position-pool", default="mean", help="mean | mean+points")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
@@ -78,6 +79,7 @@ def main() -> None:
         backbone=args.backbone,
         feature_stride=args.feature_stride,
         dilated=args.dilated,
+        position_pool=args.position_pool,
         epochs=10_000,  # the time budget ends training; the cosine schedule follows it
         batch_size=args.batch_size,
         lr=args.lr,

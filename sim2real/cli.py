@@ -103,6 +103,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         freeze_blocks=args.freeze_blocks,
         feature_stride=args.feature_stride,
         dilated=args.dilated,
+        position_pool=args.position_pool,
         seed=args.seed,
         device=args.device,
         resume=args.resume,
@@ -307,6 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pt.add_argument(
         "--dilated", action="store_true", help="lite0 stride 8 by dilation, keeping 112 channels"
+    )
+    pt.add_argument(
+        "--position-pool", default="mean", help="position head input: mean | mean+points"
     )
     pt.add_argument("--minutes", type=float, default=None, help="wall-clock budget")
     pt.add_argument("--seed", type=int, default=0)

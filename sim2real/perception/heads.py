@@ -88,8 +88,18 @@ def _mlp(in_dim: int, hidden: int, out_dim: int, dropout: float) -> nn.Sequentia
     )
 
 
+POSITION_POOLS = ("mean", "mean+points")
+
+
 class PositionHead(nn.Module):
-    """Global average pool + MLP -> a position in a declared frame, in target units (metres).
+    """Pooled features + MLP -> a position in a declared frame, in target units (metres).
+
+    ``pool="mean"`` reads the global average of the feature map: it keeps *what* is in the
+    image but not *where*, so the position must be encoded in the channels.
+    ``pool="mean+points"`` also gives the MLP ``points`` learnt feature points: a 1x1 conv
+    makes ``points`` maps and :func:`spatial_soft_argmax` turns each into its expected
+    ``(x, y)`` (the "spatial softmax" of Levine et al. 2016, deep visuomotor policies), so
+    image positions reach the MLP directly, sub-pixel, with no camera model.
 
     The MLP predicts standardised values; ``forward`` de-normalises them with the stored target
     ``mean/std`` (buffers). Train with a loss on ``normalise(target)`` vs ``forward_normalised``.
@@ -114,11 +124,17 @@ class PositionHead(nn.Module):
         frame: str = "world",
         names: Sequence[str] | None = None,
         units: str = "m",
+        pool: str = "mean",
+        points: int = 32,
     ) -> None:
         super().__init__()
         names = list(names) if names is not None else ["x", "y", "z"][:out_dim]
         if len(names) != out_dim:
             raise ConfigError(f"PositionHead: names has {len(names)} entries, out_dim={out_dim}")
+        if pool not in POSITION_POOLS:
+            raise ConfigError(f"PositionHead: pool={pool!r}, expected one of {POSITION_POOLS}")
+        if pool != "mean" and int(points) < 1:
+            raise ConfigError(f"PositionHead: points={points!r}, expected an integer >= 1")
         self.in_channels, self.out_dim, self.hidden, self.dropout = (
             in_channels,
             out_dim,
@@ -126,7 +142,10 @@ class PositionHead(nn.Module):
             dropout,
         )
         self.frame, self.names, self.units = frame, names, units
-        self.mlp = _mlp(in_channels, hidden, out_dim, dropout)
+        self.pool, self.points = pool, int(points)
+        self.point_maps = nn.Conv2d(in_channels, self.points, 1) if pool != "mean" else None
+        pooled_dim = in_channels + (2 * self.points if self.point_maps is not None else 0)
+        self.mlp = _mlp(pooled_dim, hidden, out_dim, dropout)
         self.register_buffer("target_mean", torch.zeros(out_dim))
         self.register_buffer("target_std", torch.ones(out_dim))
 
@@ -143,9 +162,17 @@ class PositionHead(nn.Module):
         """Standardise targets. Shape: ``(B, out_dim)`` -> ``(B, out_dim)``."""
         return (target - self.target_mean) / self.target_std
 
+    def pooled(self, features: torch.Tensor) -> torch.Tensor:
+        """The MLP's input. Shape: ``(B, C, h, w)`` -> ``(B, C)`` or ``(B, C + 2 * points)``."""
+        mean = features.mean(dim=(2, 3))
+        if self.point_maps is None:
+            return mean
+        xy = spatial_soft_argmax(self.point_maps(features)).flatten(1)
+        return torch.cat([mean, xy.to(mean.dtype)], dim=1)
+
     def forward_normalised(self, features: torch.Tensor) -> torch.Tensor:
         """Standardised prediction. Shape: ``(B, C, h, w)`` -> ``(B, out_dim)``."""
-        return self.mlp(features.mean(dim=(2, 3)))
+        return self.mlp(self.pooled(features))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Position in ``frame`` and ``units``. Shape: ``(B, C, h, w)`` -> ``(B, out_dim)``."""
@@ -161,6 +188,8 @@ class PositionHead(nn.Module):
             "frame": self.frame,
             "names": self.names,
             "units": self.units,
+            "pool": self.pool,
+            "points": self.points,
         }
 
     def schema(self) -> dict[str, Any]:

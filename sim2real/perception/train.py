@@ -76,6 +76,7 @@ def pretrain(
     max_minutes: float | None = None,
     feature_stride: int | None = None,
     dilated: bool = False,
+    position_pool: str = "mean",
     weight_decay: float = 1e-4,
     pretrained: bool = True,
     progress: bool = True,
@@ -103,6 +104,8 @@ def pretrain(
             ``resnet18`` (a 8x6 map at 128x96 for the keypoint), else the backbone's default.
         dilated: ``efficientnet_lite0`` at ``feature_stride=8`` keeps its 112-channel stage,
             dilated (see :func:`~sim2real.perception.backbones.efficientnet_lite0`).
+        position_pool: the position head's pooling, ``"mean"`` or ``"mean+points"`` (adds
+            learnt feature points, see :class:`~sim2real.perception.heads.PositionHead`).
         weight_decay: AdamW weight decay.
         pretrained: start from the backbone's ImageNet weights.
         progress: show a tqdm bar (images/s, loss).
@@ -124,6 +127,7 @@ def pretrain(
         head=head,
         feature_stride=feature_stride,
         dilated=bool(dilated),
+        position_pool=str(position_pool),
         epochs=int(epochs),
         size=tuple(int(v) for v in size) if size is not None else None,  # type: ignore[arg-type]
         batch_size=int(batch_size),

@@ -7,6 +7,7 @@ from typing import Any
 
 from sim2real.errors import ConfigError
 from sim2real.perception import geometry
+from sim2real.perception.heads import POSITION_POOLS
 
 DEFAULT_STRIDES = {"efficientnet_lite0": 16, "resnet18": 16}
 HEAD_CHOICES = ("position", "keypoint", "keypoint+position")
@@ -27,6 +28,7 @@ class PretrainConfig:
     head: str = "keypoint+position"
     feature_stride: int | None = None
     dilated: bool = False
+    position_pool: str = "mean"
     epochs: int = 10
     size: tuple[int, int] | None = None
     batch_size: int = 64
@@ -40,6 +42,10 @@ class PretrainConfig:
     pretrained: bool = True
 
     def __post_init__(self) -> None:
+        if self.position_pool not in POSITION_POOLS:
+            raise ConfigError(
+                f"position_pool={self.position_pool!r}: expected one of {list(POSITION_POOLS)}"
+            )
         if self.head not in HEAD_CHOICES:
             raise ConfigError(f"head={self.head!r}: expected one of {list(HEAD_CHOICES)}")
         for name in ("epochs", "batch_size"):
@@ -59,6 +65,8 @@ class PretrainConfig:
             specs[geometry.KEYPOINT_HEAD] = {"type": "keypoints", "names": ["cube"], "hidden": 64}
         if "position" in self.head:
             specs[geometry.POSITION_HEAD] = {"type": "position", "frame": "robot_base"}
+            if self.position_pool != "mean":
+                specs[geometry.POSITION_HEAD]["pool"] = self.position_pool
         return specs
 
     def resumable_with(self, other: PretrainConfig) -> list[str]:

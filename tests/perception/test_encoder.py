@@ -84,6 +84,56 @@ def test_bad_head_config() -> None:
         build_head("mask", 64, in_channels=32)
 
 
+def _hot_spot_batch(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Feature maps whose only content is where a spot is; the target is that place."""
+    g = torch.Generator().manual_seed(seed)
+    rows, cols = torch.randint(0, 8, (n,), generator=g), torch.randint(0, 8, (n,), generator=g)
+    fmap = torch.zeros(n, 4, 8, 8)
+    fmap[torch.arange(n), 0, rows, cols] = 5.0
+    target = torch.stack([cols, rows, torch.zeros(n, dtype=torch.long)], dim=1).float() / 7.0
+    return fmap, target
+
+
+@pytest.mark.parametrize("pool", ["mean", "mean+points"])
+def test_position_head_feature_points_learn_where(pool: str) -> None:
+    # Mean pooling sees the same vector wherever the spot is, so it cannot regress the
+    # position; learnt feature points (spatial soft-argmax) can.
+    torch.manual_seed(0)
+    head = build_head("position", 4, hidden=32, pool=pool, points=4)
+    opt = torch.optim.Adam(head.parameters(), lr=1e-2)
+    for step in range(300):
+        fmap, target = _hot_spot_batch(64, seed=step)
+        loss = torch.nn.functional.mse_loss(head.forward_normalised(fmap), target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    fmap, target = _hot_spot_batch(256, seed=10_000)
+    with torch.no_grad():
+        err = (head(fmap)[:, :2] - target[:, :2]).abs().mean().item()
+    if pool == "mean":
+        assert err > 0.2  # ~ the spread of the targets: it learnt their mean
+    else:
+        assert err < 0.05
+    assert head.pooled(fmap).shape == (256, 4 if pool == "mean" else 4 + 2 * 4)
+
+
+def test_position_head_pool_options(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="pool='max'"):
+        build_head("position", 8, pool="max")
+    with pytest.raises(ConfigError, match="points=0"):
+        build_head("position", 8, pool="mean+points", points=0)
+    enc = Encoder(
+        "impala_cnn",
+        {"position": {"type": "position", "pool": "mean+points", "points": 6}},
+        pretrained=False,
+    ).eval()
+    x = torch.rand(2, 3, 96, 128)
+    loaded = Encoder.load(enc.save(tmp_path / "enc"))
+    assert loaded.heads["position"].config()["pool"] == "mean+points"
+    with torch.no_grad():
+        assert torch.equal(enc(x)["position"], loaded(x)["position"])
+
+
 # ---------------------------------------------------------------------------- preprocessing
 def test_resize_frames_any_resolution(frames: np.ndarray) -> None:
     out = resize_frames(frames, 128, 96)
