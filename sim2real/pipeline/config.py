@@ -71,6 +71,8 @@ class PretrainSection(Section):
     lr: float = Field(1e-3, gt=0.0)
     freeze_blocks: int = Field(0, ge=0)
     feature_stride: int | None = None
+    dilated: bool = Field(False, description="lite0 stride 8 by dilation (112 channels)")
+    position_pool: str = Field("mean", description="position head input: mean | mean+points")
     max_minutes: float | None = Field(None, gt=0.0)
     pretrained: bool = True
 

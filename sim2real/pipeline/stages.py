@@ -67,6 +67,8 @@ def run_pretrain(ctx: Context) -> dict[str, Any]:
         device=cfg.device,
         max_minutes=sec.max_minutes,
         feature_stride=sec.feature_stride,
+        dilated=sec.dilated,
+        position_pool=sec.position_pool,
         pretrained=sec.pretrained,
         resume=ctx.resume,
         progress=ctx.progress,
