@@ -47,6 +47,7 @@ def main() -> None:
     ap.add_argument("--feature-stride", type=int, default=None, help="default: pretrain's")
     ap.add_argument("--dilated", action="store_true", help="lite0 stride 8 by dilation")
     ap.add_argument("--position-pool", default="mean", help="mean | mean+points")
+    ap.add_argument("--heatmap-weight", type=float, default=0.0, help="keypoint heatmap KL term")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
@@ -80,6 +81,7 @@ def main() -> None:
         feature_stride=args.feature_stride,
         dilated=args.dilated,
         position_pool=args.position_pool,
+        heatmap_weight=args.heatmap_weight,
         epochs=10_000,  # the time budget ends training; the cosine schedule follows it
         batch_size=args.batch_size,
         lr=args.lr,
@@ -96,8 +98,9 @@ def main() -> None:
     images_seen = int(rows[-1]["step"]) * args.batch_size if rows else 0
     stride = card["backbone"]["kwargs"].get("feature_stride")
     dilated = " dilated" if card["backbone"]["kwargs"].get("dilated") else ""
+    heat = card["training"].get("heatmap_weight", 0.0)
     print(f"\nkuka_cube sim-only benchmark  ({args.backbone}, {width}x{height}, "
-          f"stride {stride}{dilated})")  # fmt: skip
+          f"stride {stride}{dilated}, heatmap weight {heat})")  # fmt: skip
     train = card["training"]
     print(f"  sim images generated       {args.n} in {gen_seconds:.0f} s "
           f"({train['train_samples']} train / {train['val_samples']} val)")  # fmt: skip

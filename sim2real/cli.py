@@ -104,6 +104,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         feature_stride=args.feature_stride,
         dilated=args.dilated,
         position_pool=args.position_pool,
+        heatmap_weight=args.heatmap_weight,
         seed=args.seed,
         device=args.device,
         resume=args.resume,
@@ -311,6 +312,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pt.add_argument(
         "--position-pool", default="mean", help="position head input: mean | mean+points"
+    )
+    pt.add_argument(
+        "--heatmap-weight",
+        type=float,
+        default=0.0,
+        help="weight of the keypoint heatmap KL term (0: L1 on the soft-argmax only)",
     )
     pt.add_argument("--minutes", type=float, default=None, help="wall-clock budget")
     pt.add_argument("--seed", type=int, default=0)

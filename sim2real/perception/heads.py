@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sim2real.errors import ConfigError
+from sim2real.errors import ConfigError, InputError
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,56 @@ def spatial_soft_argmax(
     x = (probs.sum(dim=2) * xs).sum(dim=-1)
     y = (probs.sum(dim=3) * ys).sum(dim=-1)
     return torch.stack([x, y], dim=-1)
+
+
+def heatmap_kl(
+    heatmaps: torch.Tensor,
+    target_xy: torch.Tensor,
+    temperature: float | torch.Tensor = 1.0,
+    sigma_cells: float = 1.0,
+) -> torch.Tensor:
+    """KL divergence from a Gaussian at the target to the soft-argmax distribution.
+
+    The heatmap term of DSNT-style keypoint training (Nibali et al. 2018): an L1 loss on the
+    soft-argmax alone is satisfied by any distribution whose mean is right, including two
+    blobs on either side of the cube; this term asks for one peak at the target, about
+    ``sigma_cells`` feature-map cells wide. The Gaussian is evaluated at the cell centres
+    (``align_corners=False``, as :func:`spatial_soft_argmax`) and renormalised, so a target
+    near the image border still gives a proper distribution. Zero when the softmax equals it.
+
+    Args:
+        heatmaps: logits, one map per keypoint.
+        target_xy: target positions, normalised ``[-1, 1]`` (x, y).
+        temperature: the softmax temperature the soft-argmax uses.
+        sigma_cells: Gaussian standard deviation in feature-map cells (> 0).
+
+    Returns:
+        The mean KL over batch and keypoints (a 0-d tensor, nats).
+
+    Shape:
+        - heatmaps: ``(B, K, h, w)``; target_xy: ``(B, K, 2)``.
+
+    Example:
+        >>> maps = torch.zeros(1, 1, 6, 8)
+        >>> maps[0, 0, 2, 5] = 8.0
+        >>> near = torch.tensor([[[(2 * 5 + 1) / 8 - 1, (2 * 2 + 1) / 6 - 1]]])
+        >>> bool(heatmap_kl(maps, near) < heatmap_kl(maps, -near))
+        True
+    """
+    if not sigma_cells > 0:
+        raise ConfigError(f"sigma_cells={sigma_cells!r}: expected a positive number")
+    b, k, h, w = heatmaps.shape
+    if target_xy.shape != (b, k, 2):
+        raise InputError(f"target_xy: expected shape {(b, k, 2)}, got {tuple(target_xy.shape)}")
+    log_p = torch.log_softmax(heatmaps.float().reshape(b, k, h * w) / temperature, dim=-1)
+    xs = (2.0 * torch.arange(w, device=heatmaps.device, dtype=torch.float32) + 1.0) / w - 1.0
+    ys = (2.0 * torch.arange(h, device=heatmaps.device, dtype=torch.float32) + 1.0) / h - 1.0
+    target = target_xy.float()
+    dx = (xs.view(1, 1, 1, w) - target[..., 0, None, None]) * (w / 2.0)  # in cells
+    dy = (ys.view(1, 1, h, 1) - target[..., 1, None, None]) * (h / 2.0)
+    log_t = (-(dx**2 + dy**2) / (2.0 * sigma_cells**2)).reshape(b, k, h * w)
+    log_t = torch.log_softmax(log_t, dim=-1)
+    return (log_t.exp() * (log_t - log_p)).sum(dim=-1).mean()
 
 
 def normalised_to_pixels(xy: torch.Tensor, width: int, height: int) -> torch.Tensor:

@@ -42,6 +42,7 @@ from sim2real.errors import ConfigError, DataError
 from sim2real.perception import geometry
 from sim2real.perception.device import autocast, resolve_device
 from sim2real.perception.encoder import Encoder
+from sim2real.perception.heads import heatmap_kl, spatial_soft_argmax
 from sim2real.perception.train_config import DEFAULT_STRIDES as DEFAULT_STRIDES
 from sim2real.perception.train_config import HEAD_CHOICES as HEAD_CHOICES
 from sim2real.perception.train_config import METRIC_FIELDS, PretrainConfig
@@ -77,6 +78,8 @@ def pretrain(
     feature_stride: int | None = None,
     dilated: bool = False,
     position_pool: str = "mean",
+    heatmap_weight: float = 0.0,
+    heatmap_sigma: float = 1.0,
     weight_decay: float = 1e-4,
     pretrained: bool = True,
     progress: bool = True,
@@ -106,6 +109,10 @@ def pretrain(
             dilated (see :func:`~sim2real.perception.backbones.efficientnet_lite0`).
         position_pool: the position head's pooling, ``"mean"`` or ``"mean+points"`` (adds
             learnt feature points, see :class:`~sim2real.perception.heads.PositionHead`).
+        heatmap_weight: weight of the keypoint heatmap term (:func:`~sim2real.perception.heads.
+            heatmap_kl`, a Gaussian of ``heatmap_sigma`` cells at the label) added to the L1 on
+            the soft-argmax; 0 trains the keypoint by the L1 alone.
+        heatmap_sigma: that Gaussian's standard deviation, in feature-map cells.
         weight_decay: AdamW weight decay.
         pretrained: start from the backbone's ImageNet weights.
         progress: show a tqdm bar (images/s, loss).
@@ -128,6 +135,8 @@ def pretrain(
         feature_stride=feature_stride,
         dilated=bool(dilated),
         position_pool=str(position_pool),
+        heatmap_weight=float(heatmap_weight),
+        heatmap_sigma=float(heatmap_sigma),
         epochs=int(epochs),
         size=tuple(int(v) for v in size) if size is not None else None,  # type: ignore[arg-type]
         batch_size=int(batch_size),
@@ -337,7 +346,8 @@ class _Trainer:
     def loss(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Summed head losses and the head outputs (position in metres, keypoint normalised).
 
-        Position: smooth L1 on standardised targets; keypoint: L1 on normalised ``uv``.
+        Position: smooth L1 on standardised targets; keypoint: L1 on normalised ``uv``, plus
+        ``heatmap_weight`` times :func:`~sim2real.perception.heads.heatmap_kl` when set.
         """
         enc = self.encoder
         images, position, uv = (t.to(self.device, non_blocking=True) for t in batch)
@@ -353,8 +363,14 @@ class _Trainer:
                 losses.append(torch.nn.functional.smooth_l1_loss(pred, head.normalise(position)))
                 outputs[geometry.POSITION_HEAD] = pred * head.target_std + head.target_mean
             if geometry.KEYPOINT_HEAD in enc.heads:
-                pred = enc.heads[geometry.KEYPOINT_HEAD](fmap).float()
+                kp_head = enc.heads[geometry.KEYPOINT_HEAD]
+                heat = kp_head.heatmaps(fmap)
+                temperature = kp_head.log_temperature.exp()
+                pred = spatial_soft_argmax(heat, temperature).float()
                 losses.append(torch.nn.functional.l1_loss(pred[:, 0], uv))
+                if self.cfg.heatmap_weight > 0:
+                    kl = heatmap_kl(heat, uv[:, None], temperature, self.cfg.heatmap_sigma)
+                    losses.append(self.cfg.heatmap_weight * kl)
                 outputs[geometry.KEYPOINT_HEAD] = pred
         return torch.stack(losses).sum(), outputs
 

@@ -29,6 +29,8 @@ class PretrainConfig:
     feature_stride: int | None = None
     dilated: bool = False
     position_pool: str = "mean"
+    heatmap_weight: float = 0.0
+    heatmap_sigma: float = 1.0
     epochs: int = 10
     size: tuple[int, int] | None = None
     batch_size: int = 64
@@ -46,6 +48,10 @@ class PretrainConfig:
             raise ConfigError(
                 f"position_pool={self.position_pool!r}: expected one of {list(POSITION_POOLS)}"
             )
+        if not self.heatmap_weight >= 0:
+            raise ConfigError(f"heatmap_weight={self.heatmap_weight!r}: expected a number >= 0")
+        if not self.heatmap_sigma > 0:
+            raise ConfigError(f"heatmap_sigma={self.heatmap_sigma!r}: expected a number > 0")
         if self.head not in HEAD_CHOICES:
             raise ConfigError(f"head={self.head!r}: expected one of {list(HEAD_CHOICES)}")
         for name in ("epochs", "batch_size"):

@@ -69,6 +69,7 @@ def run_pretrain(ctx: Context) -> dict[str, Any]:
         feature_stride=sec.feature_stride,
         dilated=sec.dilated,
         position_pool=sec.position_pool,
+        heatmap_weight=sec.heatmap_weight,
         pretrained=sec.pretrained,
         resume=ctx.resume,
         progress=ctx.progress,

@@ -14,6 +14,7 @@ from sim2real.errors import CheckpointError, ConfigError, InputError
 from sim2real.perception import (
     Encoder,
     build_head,
+    heatmap_kl,
     normalised_to_pixels,
     pixels_to_normalised,
     resize_frames,
@@ -53,6 +54,46 @@ def test_soft_argmax_finds_subpixel_peak(u: float, v: float) -> None:
     assert xy.shape == (1, 1, 2)
     uv = normalised_to_pixels(xy, w, h)[0, 0]
     assert abs(float(uv[0]) - u) < 0.1 and abs(float(uv[1]) - v) < 0.1
+
+
+def _blob(h: int, w: int, x: float, y: float, sigma: float = 0.6) -> torch.Tensor:
+    """Log of a Gaussian blob centred at normalised (x, y), ``sigma`` in cells."""
+    cols = (2.0 * torch.arange(w) + 1.0) / w - 1.0
+    rows = (2.0 * torch.arange(h) + 1.0) / h - 1.0
+    dx, dy = (cols[None, :] - x) * w / 2, (rows[:, None] - y) * h / 2
+    return -(dx**2 + dy**2) / (2 * sigma**2)
+
+
+def test_heatmap_kl_wants_one_peak_at_the_target() -> None:
+    h, w, target = 12, 16, torch.tensor([[[0.25, -0.25]]])
+    # Its own target distribution: zero.
+    own = _blob(h, w, 0.25, -0.25, 1.0)[None, None]
+    assert heatmap_kl(own, target) == pytest.approx(0, abs=1e-5)
+    # Two blobs either side of the target: the soft-argmax is exactly right, so an L1 on it
+    # is ~0 and cannot tell this from one peak; the heatmap term can.
+    left, right = _blob(h, w, -0.25, -0.25), _blob(h, w, 0.75, -0.25)
+    two = torch.logsumexp(torch.stack([left, right]), dim=0)[None, None]
+    one = _blob(h, w, 0.25, -0.25)[None, None]
+    for maps in (one, two):
+        assert torch.allclose(spatial_soft_argmax(maps), target, atol=1e-3)
+    assert heatmap_kl(two, target) > 10 * heatmap_kl(one, target) > 0
+    # Gradient descent on the logits alone moves the mass to the target.
+    logits = two.clone().requires_grad_(True)
+    opt = torch.optim.Adam([logits], lr=0.1)
+    for _ in range(300):
+        loss = heatmap_kl(logits, target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert heatmap_kl(logits.detach(), target) < 0.01
+
+
+def test_heatmap_kl_bad_inputs() -> None:
+    maps = torch.zeros(2, 1, 6, 8)
+    with pytest.raises(ConfigError, match="sigma_cells"):
+        heatmap_kl(maps, torch.zeros(2, 1, 2), sigma_cells=0.0)
+    with pytest.raises(InputError, match=r"expected shape \(2, 1, 2\), got \(2, 2\)"):
+        heatmap_kl(maps, torch.zeros(2, 2))
 
 
 def test_pixel_normalised_round_trip() -> None:
