@@ -101,6 +101,17 @@ def test_sampler_determinism(preset: str) -> None:
     assert (a == c) == (preset == "none")
 
 
+def test_known_object_colour_preset_keeps_the_cube_nominal() -> None:
+    # kuka_cube_white: every colour but the cube's is randomised (the real cube is white).
+    scene = SceneConfig.load("kuka_cube")
+    full, white = RandomizationConfig.load("kuka_cube"), RandomizationConfig.load("kuka_cube_white")
+    assert "cube" in sample_all(np.random.default_rng(0), full, scene, 24).visual.colors
+    draws = [sample_all(np.random.default_rng(s), white, scene, 24).visual for s in range(4)]
+    assert all("cube" not in d.colors and "cube" not in d.textures for d in draws)
+    assert len({d.colors["table"] for d in draws}) == 4
+    assert white.model_dump(exclude={"visual"}) == full.model_dump(exclude={"visual"})
+
+
 @pytest.mark.parametrize("scene", ["tabletop_panda", "kuka_cube"])
 def test_labels_agree(scene: str) -> None:
     env = TabletopEnv(scene=scene, randomization="default", image_size=(96, 72), labels="full")
