@@ -48,6 +48,7 @@ def main() -> None:
     ap.add_argument("--dilated", action="store_true", help="lite0 stride 8 by dilation")
     ap.add_argument("--position-pool", default="mean", help="mean | mean+points")
     ap.add_argument("--heatmap-weight", type=float, default=0.0, help="keypoint heatmap KL term")
+    ap.add_argument("--shift-px", type=int, default=0, help="random translation (keypoint)")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
@@ -82,6 +83,7 @@ def main() -> None:
         dilated=args.dilated,
         position_pool=args.position_pool,
         heatmap_weight=args.heatmap_weight,
+        shift_px=args.shift_px,
         epochs=10_000,  # the time budget ends training; the cosine schedule follows it
         batch_size=args.batch_size,
         lr=args.lr,
@@ -98,9 +100,9 @@ def main() -> None:
     images_seen = int(rows[-1]["step"]) * args.batch_size if rows else 0
     stride = card["backbone"]["kwargs"].get("feature_stride")
     dilated = " dilated" if card["backbone"]["kwargs"].get("dilated") else ""
-    heat = card["training"].get("heatmap_weight", 0.0)
+    heat, shift = card["training"].get("heatmap_weight", 0.0), card["training"].get("shift_px", 0)
     print(f"\nkuka_cube sim-only benchmark  ({args.backbone}, {width}x{height}, "
-          f"stride {stride}{dilated}, heatmap weight {heat})")  # fmt: skip
+          f"stride {stride}{dilated}, heatmap weight {heat}, shift {shift} px)")  # fmt: skip
     train = card["training"]
     print(f"  sim images generated       {args.n} in {gen_seconds:.0f} s "
           f"({train['train_samples']} train / {train['val_samples']} val)")  # fmt: skip

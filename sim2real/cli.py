@@ -105,6 +105,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         dilated=args.dilated,
         position_pool=args.position_pool,
         heatmap_weight=args.heatmap_weight,
+        shift_px=args.shift_px,
         seed=args.seed,
         device=args.device,
         resume=args.resume,
@@ -318,6 +319,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.0,
         help="weight of the keypoint heatmap KL term (0: L1 on the soft-argmax only)",
+    )
+    pt.add_argument(
+        "--shift-px",
+        type=int,
+        default=0,
+        help="random image translation up to N px, keypoint label moved along",
     )
     pt.add_argument("--minutes", type=float, default=None, help="wall-clock budget")
     pt.add_argument("--seed", type=int, default=0)

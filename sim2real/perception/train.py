@@ -80,6 +80,7 @@ def pretrain(
     position_pool: str = "mean",
     heatmap_weight: float = 0.0,
     heatmap_sigma: float = 1.0,
+    shift_px: int = 0,
     weight_decay: float = 1e-4,
     pretrained: bool = True,
     progress: bool = True,
@@ -113,6 +114,9 @@ def pretrain(
             heatmap_kl`, a Gaussian of ``heatmap_sigma`` cells at the label) added to the L1 on
             the soft-argmax; 0 trains the keypoint by the L1 alone.
         heatmap_sigma: that Gaussian's standard deviation, in feature-map cells.
+        shift_px: random translation of the training images by up to this many pixels (at
+            network size), keypoint label moved along (:class:`~sim2real.perception.
+            train_data.SimSamples`); the position label is not, so it is for the keypoint route.
         weight_decay: AdamW weight decay.
         pretrained: start from the backbone's ImageNet weights.
         progress: show a tqdm bar (images/s, loss).
@@ -137,6 +141,7 @@ def pretrain(
         position_pool=str(position_pool),
         heatmap_weight=float(heatmap_weight),
         heatmap_sigma=float(heatmap_sigma),
+        shift_px=int(shift_px),
         epochs=int(epochs),
         size=tuple(int(v) for v in size) if size is not None else None,  # type: ignore[arg-type]
         batch_size=int(batch_size),
@@ -240,7 +245,9 @@ class _Trainer:
             self.encoder.to(memory_format=torch.channels_last)
         self.encoder.card["training"]["val_samples"] = len(val_idx)
         size = (encoder.preprocessing.width, encoder.preprocessing.height)
-        self.train_set = SimSamples(ds, train_idx, size, augment=True, seed=cfg.seed)
+        self.train_set = SimSamples(
+            ds, train_idx, size, augment=True, seed=cfg.seed, shift_px=cfg.shift_px
+        )
         self.val_set = SimSamples(ds, val_idx, size, augment=False, seed=cfg.seed)
         cpus = os.cpu_count() or 1
         self.workers = workers if workers is not None else (0 if cpus <= 2 else min(4, cpus // 2))

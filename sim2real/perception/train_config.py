@@ -31,6 +31,7 @@ class PretrainConfig:
     position_pool: str = "mean"
     heatmap_weight: float = 0.0
     heatmap_sigma: float = 1.0
+    shift_px: int = 0
     epochs: int = 10
     size: tuple[int, int] | None = None
     batch_size: int = 64
@@ -52,6 +53,8 @@ class PretrainConfig:
             raise ConfigError(f"heatmap_weight={self.heatmap_weight!r}: expected a number >= 0")
         if not self.heatmap_sigma > 0:
             raise ConfigError(f"heatmap_sigma={self.heatmap_sigma!r}: expected a number > 0")
+        if int(self.shift_px) < 0:
+            raise ConfigError(f"shift_px={self.shift_px!r}: expected an integer >= 0")
         if self.head not in HEAD_CHOICES:
             raise ConfigError(f"head={self.head!r}: expected one of {list(HEAD_CHOICES)}")
         for name in ("epochs", "batch_size"):

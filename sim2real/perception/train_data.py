@@ -36,11 +36,30 @@ def photometric_augmentation() -> A.Compose:
     )
 
 
+def shift_image(image: np.ndarray, dx: int, dy: int) -> np.ndarray:
+    """Translate ``(H, W, C)`` content by ``(dx, dy)`` pixels, filling with the edge pixels.
+
+    Example:
+        >>> shift_image(np.arange(4).reshape(1, 4, 1), 1, 0)[0, :, 0].tolist()
+        [0, 0, 1, 2]
+    """
+    h, w = image.shape[:2]
+    s = max(abs(dx), abs(dy))
+    if s == 0:
+        return image
+    padded = np.pad(image, ((s, s), (s, s), (0, 0)), mode="edge")
+    return np.ascontiguousarray(padded[s - dy : s - dy + h, s - dx : s - dx + w])
+
+
 class SimSamples(Dataset):
     """``(image uint8 (H, W, 3), position (3,), uv normalised (2,))`` for ``(epoch, i)`` keys.
 
     The augmentation of a sample is seeded by ``(seed, epoch, dataset index)``, so it does
-    not depend on the number of workers or on resuming.
+    not depend on the number of workers or on resuming. ``shift_px > 0`` translates each image
+    (at network size) by up to that many whole pixels per axis, edge-filled, and moves the
+    keypoint label with it; the shift never takes the label closer than 2 pixels to the
+    border. The 3-D position label does not move: to the position head the shift is noise
+    (a small camera rotation), so use it for the keypoint route.
     """
 
     def __init__(
@@ -50,8 +69,10 @@ class SimSamples(Dataset):
         size: tuple[int, int],
         augment: bool,
         seed: int,
+        shift_px: int = 0,
     ) -> None:
         self.ds, self.indices, self.size, self.seed = ds, np.asarray(indices), size, seed
+        self.shift_px = int(shift_px)
         h, w = ds.fields["image"]["shape"][:2]
         self.image_wh = np.array([w, h], dtype=np.float32)
         self.transform = photometric_augmentation() if augment else None
@@ -66,16 +87,32 @@ class SimSamples(Dataset):
         image = sample["image"]
         if (image.shape[1], image.shape[0]) != self.size:
             image = resize_frames(image, *self.size)[0].numpy()
+        uv = 2.0 * sample["uv"].astype(np.float32) / self.image_wh - 1.0  # continuous pixels
+        if self.shift_px > 0:
+            image, uv = self._shift(image, uv, np.random.SeedSequence([self.seed, epoch, index, 1]))
         if self.transform is not None:
             seq = np.random.SeedSequence([self.seed, epoch, index])
             self.transform.set_random_seed(int(seq.generate_state(1)[0]))
             image = self.transform(image=image)["image"]
-        uv = 2.0 * sample["uv"].astype(np.float32) / self.image_wh - 1.0  # continuous pixels
         return (
             torch.from_numpy(np.ascontiguousarray(image)),
             torch.from_numpy(sample["position"].astype(np.float32)),
             torch.from_numpy(uv.astype(np.float32)),
         )
+
+    def _shift(
+        self, image: np.ndarray, uv: np.ndarray, seq: np.random.SeedSequence
+    ) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng(seq)
+        size = np.array(self.size, dtype=np.float32)
+        pixel = (uv + 1.0) / 2.0 * size  # continuous pixel position at network size
+        step = []
+        for axis in range(2):
+            lo = max(-self.shift_px, int(np.ceil(2.0 - pixel[axis])))
+            hi = min(self.shift_px, int(np.floor(size[axis] - 2.0 - pixel[axis])))
+            step.append(int(rng.integers(lo, hi + 1)) if lo <= hi else 0)
+        shifted = shift_image(np.asarray(image), step[0], step[1])
+        return shifted, (uv + 2.0 * np.array(step, dtype=np.float32) / size).astype(np.float32)
 
 
 class _EpochSampler(Sampler):

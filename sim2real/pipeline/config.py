@@ -74,6 +74,7 @@ class PretrainSection(Section):
     dilated: bool = Field(False, description="lite0 stride 8 by dilation (112 channels)")
     position_pool: str = Field("mean", description="position head input: mean | mean+points")
     heatmap_weight: float = Field(0.0, ge=0.0, description="keypoint heatmap KL term weight")
+    shift_px: int = Field(0, ge=0, description="random image translation (keypoint route)")
     max_minutes: float | None = Field(None, gt=0.0)
     pretrained: bool = True
 

@@ -70,6 +70,7 @@ def run_pretrain(ctx: Context) -> dict[str, Any]:
         dilated=sec.dilated,
         position_pool=sec.position_pool,
         heatmap_weight=sec.heatmap_weight,
+        shift_px=sec.shift_px,
         pretrained=sec.pretrained,
         resume=ctx.resume,
         progress=ctx.progress,

@@ -12,11 +12,13 @@ import torch
 from safetensors.torch import load_file
 
 from sim2real.data.generate import generate_dataset
+from sim2real.data.shards import ShardedDataset
 from sim2real.envs.sources import scene_spec
 from sim2real.errors import ConfigError, InputError
 from sim2real.perception import Encoder, train
 from sim2real.perception.geometry import ROUTES, predict_positions
 from sim2real.perception.train import pretrain
+from sim2real.perception.train_data import SimSamples
 
 TINY = {
     "backbone": "nature_cnn",
@@ -125,6 +127,36 @@ def test_output_and_resume_checks(sim_data: Path, trained: Path) -> None:
         pretrain(sim_data, trained.parent / "x", head="pose", **TINY)
     with pytest.raises(ConfigError, match=r"heatmap_weight=-1\.0"):
         pretrain(sim_data, trained.parent / "x", heatmap_weight=-1.0, **TINY)
+
+
+def test_shift_moves_image_and_keypoint_together(sim_data: Path) -> None:
+    ds = ShardedDataset(sim_data, fields=["image", "position", "uv"], verify=False)
+    idx = np.arange(len(ds))
+    plain = SimSamples(ds, idx, (64, 48), augment=False, seed=0)
+    shifted = SimSamples(ds, idx, (64, 48), augment=False, seed=0, shift_px=6)
+    moved = 0
+    for i in range(len(ds)):
+        img0, pos0, uv0 = plain[(0, i)]
+        img1, pos1, uv1 = shifted[(0, i)]
+        step = ((uv1 - uv0) / 2 * torch.tensor([64.0, 48.0])).numpy()
+        dx, dy = np.round(step).astype(int)
+        np.testing.assert_allclose(step, [dx, dy], atol=1e-4)  # whole pixels
+        assert abs(dx) <= 6 and abs(dy) <= 6
+        assert torch.equal(pos0, pos1)  # the 3-D label does not move
+        # Content moved by (dx, dy): compare the part that stayed inside the image.
+        a = img0.numpy()[max(0, -dy) : 48 - max(0, dy), max(0, -dx) : 64 - max(0, dx)]
+        b = img1.numpy()[max(0, dy) : 48 + min(0, dy), max(0, dx) : 64 + min(0, dx)]
+        np.testing.assert_array_equal(a, b)
+        u0, v0 = ((uv0 + 1) / 2 * torch.tensor([64.0, 48.0])).tolist()
+        u, v = ((uv1 + 1) / 2 * torch.tensor([64.0, 48.0])).tolist()
+        if 2 <= u0 <= 62 and 2 <= v0 <= 46:  # a label inside stays >= 2 px from the border
+            assert 2 - 1e-4 <= u <= 62 + 1e-4 and 2 - 1e-4 <= v <= 46 + 1e-4
+        moved += bool(dx or dy)
+        assert torch.equal(shifted[(0, i)][0], img1)  # seeded by (seed, epoch, index)
+    assert moved >= len(ds) // 2
+    assert not all(torch.equal(shifted[(0, i)][2], shifted[(1, i)][2]) for i in range(len(ds)))
+    with pytest.raises(ConfigError, match="shift_px=-1"):
+        pretrain(sim_data, sim_data.parent / "neg", shift_px=-1, **TINY)
 
 
 def test_heatmap_term_trains_and_is_recorded(sim_data: Path, tmp_path: Path) -> None:
