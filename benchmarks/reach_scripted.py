@@ -4,7 +4,9 @@ The controller moves the end effector straight at the reach target (a point abov
 taking the cube position from one of three sources:
 
 - ``true``: the simulator's cube position (the task's ceiling under action noise and latency);
-- ``encoder-each-step``: the encoder's position head on every observed frame;
+- ``encoder-each-step``: the encoder's position estimate on every observed frame (``--route``:
+  the position head, or the keypoint back-projected onto the cube's plane through the camera
+  in the card; default: the card's chosen route);
 - ``encoder-first-frame``: the encoder on the first frame only (before the arm can occlude
   the cube), then held.
 
@@ -29,7 +31,10 @@ import numpy as np
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--encoder", required=True, help="encoder checkpoint with a position head")
+    parser.add_argument("--encoder", required=True, help="encoder checkpoint")
+    parser.add_argument(
+        "--route", default=None, help="position_head | keypoint_plane (default: the card's)"
+    )
     parser.add_argument("--env", default="Sim2Real/ReachCube-v0")
     parser.add_argument("--episodes", type=int, default=50)
     parser.add_argument("--randomization", default="default")
@@ -40,15 +45,9 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def position_head(encoder) -> str:
-    names = [n for n, h in encoder.heads.items() if getattr(h, "kind", None) == "position"]
-    if not names:
-        raise SystemExit(f"{encoder}: expected a position head, found {sorted(encoder.heads)}")
-    return names[0]
-
-
-def episode(env, encoder, head: str, source: str, seed: int) -> dict[str, float]:
+def episode(env, encoder, route: str, source: str, seed: int) -> dict[str, float]:
     from sim2real.envs.labels import world_to_base
+    from sim2real.perception.geometry import predict_positions
 
     core = env.unwrapped
     scene, task = core.scene, core.task
@@ -68,7 +67,7 @@ def episode(env, encoder, head: str, source: str, seed: int) -> dict[str, float]
         else:
             if held is None or source == "encoder-each-step":
                 frame = obs["image"].transpose(1, 2, 0)
-                held = encoder.predict(frame, colour="RGB")[head][0].astype(np.float64)
+                held = predict_positions(encoder, frame, colour="RGB", route=route)[0]
                 errors.append(float(np.linalg.norm(held[:2] - true_cube[:2])))
             cube = held
         ee = world_to_base(core.robot.ee_position()[None], base, yaw)[0]
@@ -96,7 +95,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     encoder = Encoder.load(args.encoder)
-    head = position_head(encoder)
+    route = args.route or encoder.card.get("position_route") or "position_head"
     env = gym.make(
         args.env,
         randomization=args.randomization,
@@ -106,13 +105,13 @@ def main() -> None:
     results = {}
     print(
         f"{args.env}, randomization {args.randomization}, {args.episodes} episodes, "
-        f"encoder {args.encoder} (head {head!r})"
+        f"encoder {args.encoder} (route {route!r})"
     )
     print("| cube position from | success | final distance cm (median) | encoder xy error cm |")
     print("|---|---|---|---|")
     for source in ("true", "encoder-first-frame", "encoder-each-step"):
         start = time.perf_counter()
-        rows = [episode(env, encoder, head, source, args.seed + i) for i in range(args.episodes)]
+        rows = [episode(env, encoder, route, source, args.seed + i) for i in range(args.episodes)]
         success = np.mean([r["success"] for r in rows])
         final = np.median([r["final_distance_cm"] for r in rows])
         error = np.nanmean([r["xy_error_cm"] for r in rows]) if source != "true" else float("nan")
