@@ -57,6 +57,12 @@ class PretrainConfig:
             raise ConfigError(f"shift_px={self.shift_px!r}: expected an integer >= 0")
         if self.head not in HEAD_CHOICES:
             raise ConfigError(f"head={self.head!r}: expected one of {list(HEAD_CHOICES)}")
+        for name in ("heatmap_weight", "shift_px"):
+            if getattr(self, name) and "keypoint" not in self.head:
+                raise ConfigError(
+                    f"{name}={getattr(self, name)!r} acts on the keypoint head, but "
+                    f"head={self.head!r}: expected 'keypoint' or 'keypoint+position'"
+                )
         for name in ("epochs", "batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)!r}: expected an integer >= 1")

@@ -127,6 +127,10 @@ def test_output_and_resume_checks(sim_data: Path, trained: Path) -> None:
         pretrain(sim_data, trained.parent / "x", head="pose", **TINY)
     with pytest.raises(ConfigError, match=r"heatmap_weight=-1\.0"):
         pretrain(sim_data, trained.parent / "x", heatmap_weight=-1.0, **TINY)
+    with pytest.raises(ConfigError, match="acts on the keypoint head, but head='position'"):
+        pretrain(sim_data, trained.parent / "x", head="position", heatmap_weight=0.1, **TINY)
+    with pytest.raises(ConfigError, match="shift_px=4 acts on the keypoint head"):
+        pretrain(sim_data, trained.parent / "x", head="position", shift_px=4, **TINY)
 
 
 def test_shift_moves_image_and_keypoint_together(sim_data: Path) -> None:
