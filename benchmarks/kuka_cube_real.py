@@ -51,7 +51,10 @@ def main() -> None:
     ap.add_argument("--shift-px", type=int, default=0, help="random translation (keypoint)")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="dataset seed (and training seed)")
+    ap.add_argument(
+        "--train-seed", type=int, default=None, help="training seed only (default: --seed)"
+    )
     ap.add_argument("--device", default="auto")
     ap.add_argument("--fresh", action="store_true", help="delete --out first")
     args = ap.parse_args()
@@ -87,7 +90,7 @@ def main() -> None:
         epochs=10_000,  # the time budget ends training; the cosine schedule follows it
         batch_size=args.batch_size,
         lr=args.lr,
-        seed=args.seed,
+        seed=args.seed if args.train_seed is None else args.train_seed,
         device=args.device,
         max_minutes=args.minutes,
     )
