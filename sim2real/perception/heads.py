@@ -24,6 +24,13 @@ from sim2real.errors import ConfigError, InputError
 logger = logging.getLogger(__name__)
 
 
+def _cell_centres(h: int, w: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised x (``(w,)``) and y (``(h,)``) of the cell centres, ``align_corners=False``."""
+    xs = (2.0 * torch.arange(w, device=device, dtype=torch.float32) + 1.0) / w - 1.0
+    ys = (2.0 * torch.arange(h, device=device, dtype=torch.float32) + 1.0) / h - 1.0
+    return xs, ys
+
+
 def spatial_soft_argmax(
     heatmaps: torch.Tensor, temperature: float | torch.Tensor = 1.0
 ) -> torch.Tensor:
@@ -46,8 +53,7 @@ def spatial_soft_argmax(
     b, k, h, w = heatmaps.shape
     logits = heatmaps.float().reshape(b, k, h * w) / temperature
     probs = torch.softmax(logits, dim=-1).reshape(b, k, h, w)
-    xs = (2.0 * torch.arange(w, device=heatmaps.device, dtype=torch.float32) + 1.0) / w - 1.0
-    ys = (2.0 * torch.arange(h, device=heatmaps.device, dtype=torch.float32) + 1.0) / h - 1.0
+    xs, ys = _cell_centres(h, w, heatmaps.device)
     x = (probs.sum(dim=2) * xs).sum(dim=-1)
     y = (probs.sum(dim=3) * ys).sum(dim=-1)
     return torch.stack([x, y], dim=-1)
@@ -93,8 +99,7 @@ def heatmap_kl(
     if target_xy.shape != (b, k, 2):
         raise InputError(f"target_xy: expected shape {(b, k, 2)}, got {tuple(target_xy.shape)}")
     log_p = torch.log_softmax(heatmaps.float().reshape(b, k, h * w) / temperature, dim=-1)
-    xs = (2.0 * torch.arange(w, device=heatmaps.device, dtype=torch.float32) + 1.0) / w - 1.0
-    ys = (2.0 * torch.arange(h, device=heatmaps.device, dtype=torch.float32) + 1.0) / h - 1.0
+    xs, ys = _cell_centres(h, w, heatmaps.device)
     target = target_xy.float()
     dx = (xs.view(1, 1, 1, w) - target[..., 0, None, None]) * (w / 2.0)  # in cells
     dy = (ys.view(1, 1, h, 1) - target[..., 1, None, None]) * (h / 2.0)
@@ -290,9 +295,14 @@ class KeypointHead(nn.Module):
         """Heatmap logits. Shape: ``(B, C, h, w)`` -> ``(B, K, h, w)``."""
         return self.net(features)
 
+    @property
+    def temperature(self) -> torch.Tensor:
+        """The learnt softmax temperature (0-d tensor) of :func:`spatial_soft_argmax`."""
+        return self.log_temperature.exp()
+
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Normalised keypoint coordinates. Shape: ``(B, C, h, w)`` -> ``(B, K, 2)``."""
-        return spatial_soft_argmax(self.heatmaps(features), self.log_temperature.exp())
+        return spatial_soft_argmax(self.heatmaps(features), self.temperature)
 
     def config(self) -> dict[str, Any]:
         """Constructor arguments (JSON-serialisable)."""

@@ -371,12 +371,11 @@ class _Trainer:
                 outputs[geometry.POSITION_HEAD] = pred * head.target_std + head.target_mean
             if geometry.KEYPOINT_HEAD in enc.heads:
                 kp_head = enc.heads[geometry.KEYPOINT_HEAD]
-                heat = kp_head.heatmaps(fmap)
-                temperature = kp_head.log_temperature.exp()
-                pred = spatial_soft_argmax(heat, temperature).float()
+                heat = kp_head.heatmaps(fmap)  # one pass for the coordinates and the KL term
+                pred = spatial_soft_argmax(heat, kp_head.temperature).float()
                 losses.append(torch.nn.functional.l1_loss(pred[:, 0], uv))
                 if self.cfg.heatmap_weight > 0:
-                    kl = heatmap_kl(heat, uv[:, None], temperature, self.cfg.heatmap_sigma)
+                    kl = heatmap_kl(heat, uv[:, None], kp_head.temperature, self.cfg.heatmap_sigma)
                     losses.append(self.cfg.heatmap_weight * kl)
                 outputs[geometry.KEYPOINT_HEAD] = pred
         return torch.stack(losses).sum(), outputs
