@@ -45,7 +45,7 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def episode(env, encoder, route: str, source: str, seed: int) -> dict[str, float]:
+def episode(env, encoder, route: str | None, source: str, seed: int) -> dict[str, float]:
     from sim2real.envs.labels import world_to_base
     from sim2real.perception.geometry import predict_positions
 
@@ -95,7 +95,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     encoder = Encoder.load(args.encoder)
-    route = args.route or encoder.card.get("position_route") or "position_head"
+    route = args.route  # None: predict_positions takes the card's route
     env = gym.make(
         args.env,
         randomization=args.randomization,
@@ -105,7 +105,7 @@ def main() -> None:
     results = {}
     print(
         f"{args.env}, randomization {args.randomization}, {args.episodes} episodes, "
-        f"encoder {args.encoder} (route {route!r})"
+        f"encoder {args.encoder} (route {route or encoder.card.get('position_route')!r})"
     )
     print("| cube position from | success | final distance cm (median) | encoder xy error cm |")
     print("|---|---|---|---|")
