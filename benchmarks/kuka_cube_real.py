@@ -49,6 +49,12 @@ def main() -> None:
     ap.add_argument("--position-pool", default="mean", help="mean | mean+points")
     ap.add_argument("--heatmap-weight", type=float, default=0.0, help="keypoint heatmap KL term")
     ap.add_argument("--shift-px", type=int, default=0, help="random translation (keypoint)")
+    ap.add_argument(
+        "--keypoint-window", type=int, default=3, help="eval soft-argmax window (0: whole map)"
+    )
+    ap.add_argument(
+        "--spawn-near", type=float, default=0.0, help="fraction of cube spawns uniform per pixel"
+    )
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0, help="dataset seed (and training seed)")
@@ -67,6 +73,8 @@ def main() -> None:
 
     t0 = time.perf_counter()
     spec = scene_spec("kuka_cube", args.randomization, size=(width, height))
+    if args.spawn_near:
+        spec["scene"]["cube"]["spawn_near"] = args.spawn_near
     resume = (data / "manifest.json").is_file()
     if resume and read_manifest(data)["n"] != args.n:
         raise SystemExit(f"{data} holds another --n; pass --fresh or another --out")
@@ -87,6 +95,7 @@ def main() -> None:
         position_pool=args.position_pool,
         heatmap_weight=args.heatmap_weight,
         shift_px=args.shift_px,
+        keypoint_window=args.keypoint_window,
         epochs=10_000,  # the time budget ends training; the cosine schedule follows it
         batch_size=args.batch_size,
         lr=args.lr,

@@ -63,6 +63,13 @@ class ObjectConfig(BaseModel):
     spawn_x: tuple[float, float] = (0.35, 0.65)
     spawn_y: tuple[float, float] = (-0.25, 0.25)
     grid_step: float | None = Field(None, description="snap spawns to a grid (None: continuous)")
+    spawn_near: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="fraction of spawns drawn uniform over the image instead of the table "
+        "(density ~ 1/d^3 from the scene camera: near positions more often); 0: all uniform",
+    )
 
 
 class DistractorConfig(BaseModel):
@@ -253,10 +260,44 @@ class Scene:
         return np.asarray(pos, dtype=np.float64), np.asarray(orn, dtype=np.float64)
 
     def sample_cube_xy(self, rng: np.random.Generator) -> np.ndarray:
-        """A spawn position for the cube: uniform in the spawn box, or on its grid."""
-        c = self.cfg.cube
-        if c.grid_step:
-            xs = np.arange(c.spawn_x[0], c.spawn_x[1] + 1e-9, c.grid_step)
-            ys = np.arange(c.spawn_y[0], c.spawn_y[1] + 1e-9, c.grid_step)
-            return np.array([rng.choice(xs), rng.choice(ys)])
-        return np.array([rng.uniform(*c.spawn_x), rng.uniform(*c.spawn_y)])
+        """A spawn position for the cube (see :func:`sample_spawn`)."""
+        return sample_spawn(self.cfg, rng)
+
+
+def sample_spawn(cfg: SceneConfig, rng: np.random.Generator) -> np.ndarray:
+    """A cube spawn ``(x, y)``: uniform in the spawn box, or on its grid; with
+    ``cube.spawn_near`` > 0 that fraction of draws is uniform over the image instead.
+
+    Example:
+        >>> cfg = SceneConfig.load("kuka_cube")
+        >>> xy = sample_spawn(cfg, np.random.default_rng(0))
+        >>> bool(cfg.cube.spawn_x[0] <= xy[0] <= cfg.cube.spawn_x[1])
+        True
+    """
+    c = cfg.cube
+    if c.grid_step:
+        xs = np.arange(c.spawn_x[0], c.spawn_x[1] + 1e-9, c.grid_step)
+        ys = np.arange(c.spawn_y[0], c.spawn_y[1] + 1e-9, c.grid_step)
+        return np.array([rng.choice(xs), rng.choice(ys)])
+    if c.spawn_near > 0.0 and rng.uniform() < c.spawn_near:
+        return _sample_near(cfg, rng)
+    return np.array([rng.uniform(*c.spawn_x), rng.uniform(*c.spawn_y)])
+
+
+def _sample_near(cfg: SceneConfig, rng: np.random.Generator) -> np.ndarray:
+    """Uniform over the image area of the spawn box (nominal camera), by rejection.
+
+    A table patch at distance ``d`` from the camera covers image area ~ ``h / d^3`` (``h`` the
+    camera height above the plane), so accepting with ``(d_min / d)^3`` gives equal density
+    per pixel: camera-near positions, large in the image and rare under a uniform spawn, are
+    drawn as often as their pixels.
+    """
+    c, eye = cfg.cube, np.asarray(cfg.camera.eye, dtype=np.float64)
+    lo, hi = np.array([c.spawn_x[0], c.spawn_y[0]]), np.array([c.spawn_x[1], c.spawn_y[1]])
+    dz = eye[2] - cfg.cube_z
+    d_min = float(np.hypot(np.linalg.norm(np.clip(eye[:2], lo, hi) - eye[:2]), dz))
+    while True:
+        xy = rng.uniform(lo, hi)
+        d = float(np.hypot(np.linalg.norm(xy - eye[:2]), dz))
+        if rng.uniform() < (d_min / d) ** 3:
+            return xy

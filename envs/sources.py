@@ -59,9 +59,14 @@ def scene_spec(
 ) -> dict[str, Any]:
     """The JSON spec of a dataset: the full scene and randomisation configs are embedded, so
     the manifest describes the data even if the preset files change later."""
+    scene_json = SceneConfig.load(scene).model_dump(mode="json")
+    if not scene_json["cube"]["spawn_near"]:
+        # a field added after datasets were made: at its default the spec stays as it was, so
+        # those datasets still resume and compare equal
+        del scene_json["cube"]["spawn_near"]
     return {
         "source": "sim2real.envs.sources:make_source",
-        "scene": SceneConfig.load(scene).model_dump(mode="json"),
+        "scene": scene_json,
         "randomization": RandomizationConfig.load(randomization).model_dump(mode="json"),
         "size": list(size),
         "masks": bool(masks),

@@ -106,6 +106,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         position_pool=args.position_pool,
         heatmap_weight=args.heatmap_weight,
         shift_px=args.shift_px,
+        keypoint_window=args.keypoint_window,
         seed=args.seed,
         device=args.device,
         resume=args.resume,
@@ -127,7 +128,13 @@ def _print_errors(stats: dict) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from sim2real.perception.evaluate import evaluate
 
-    stats = evaluate(args.model, args.real, out_dir=args.out, route=args.route)
+    stats = evaluate(
+        args.model,
+        args.real,
+        out_dir=args.out,
+        route=args.route,
+        keypoint_window=args.keypoint_window,
+    )
     _print_errors(stats)
     for route, r in stats.get("routes", {}).items():
         print(
@@ -326,6 +333,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="random image translation up to N px, keypoint label moved along",
     )
+    pt.add_argument(
+        "--keypoint-window",
+        type=int,
+        default=3,
+        help="keypoint decoding at eval: soft-argmax over N cells around the peak (0: whole map)",
+    )
     pt.add_argument("--minutes", type=float, default=None, help="wall-clock budget")
     pt.add_argument("--seed", type=int, default=0)
     pt.add_argument("--device", default="auto")
@@ -337,6 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--real", required=True)
     ev.add_argument("--out", default=None, help="folder for the per-frame CSV and overlay PNG")
     ev.add_argument("--route", default=None, help="position_head|keypoint_plane (default: card's)")
+    ev.add_argument(
+        "--keypoint-window", type=int, default=None, help="override the card's keypoint window"
+    )
     ev.set_defaults(func=cmd_evaluate)
 
     pr = sub.add_parser("predict", help="positions for a folder of images -> CSV")

@@ -9,11 +9,12 @@ image of a folder, labelled or not. Neither prints: the CLI does.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 
 from sim2real.data.real import RealFrames, open_real
-from sim2real.errors import CheckpointError, DataError
+from sim2real.errors import CheckpointError, ConfigError, DataError
 from sim2real.perception import geometry
 from sim2real.perception.encoder import CARD_FILE, WEIGHTS_FILE, Encoder
 
@@ -52,6 +53,32 @@ def load_model(model: str | os.PathLike[str] | Encoder, device: str = "cpu") -> 
     if str(device) == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     return Encoder.load(folder, device=device)
+
+
+@contextlib.contextmanager
+def keypoint_window_set(encoder: Encoder, window: int | None) -> Iterator[None]:
+    """Decode the encoder's keypoint head with ``window`` inside the block (None: as it is).
+
+    Raises:
+        ConfigError: a window is given but the encoder has no keypoint head, or it is < 0.
+    """
+    if window is None:
+        yield
+        return
+    if geometry.KEYPOINT_HEAD not in encoder.heads:
+        raise ConfigError(
+            f"keypoint_window={window!r} given, but the encoder has no {geometry.KEYPOINT_HEAD!r} "
+            f"head (heads {sorted(encoder.heads)})"
+        )
+    if int(window) < 0:
+        raise ConfigError(f"keypoint_window={window!r}: expected an integer >= 0 (0: whole map)")
+    head = encoder.heads[geometry.KEYPOINT_HEAD]
+    before = head.window
+    head.window = int(window)
+    try:
+        yield
+    finally:
+        head.window = before
 
 
 def _predict_routes(encoder: Encoder, frames: RealFrames) -> tuple[list, dict[str, np.ndarray]]:
@@ -84,6 +111,7 @@ def evaluate(
     out_dir: str | os.PathLike[str] | None = None,
     route: str | None = None,
     device: str = "cpu",
+    keypoint_window: int | None = None,
 ) -> dict[str, Any]:
     """Position error of an encoder on the labelled frames of a real folder.
 
@@ -97,6 +125,8 @@ def evaluate(
             ``overlay.png``; nothing is written when ``None``.
         route: position route to report as the headline; default: the card's.
         device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
+        keypoint_window: decode the keypoint head with this soft-argmax window instead of
+            the card's (0: whole map); the encoder is left as it was.
 
     Returns:
         ``{"n", "route", "xy_cm": {"mean", "median", "p90"}, "xyz_cm": {...},
@@ -119,7 +149,8 @@ def evaluate(
             f"'{real_dir}' has no labelled frames: expected images listed in a labels.csv "
             "(file,x_m,y_m,z_m)"
         )
-    sources, routes = _predict_routes(encoder, frames)
+    with keypoint_window_set(encoder, keypoint_window):
+        sources, routes = _predict_routes(encoder, frames)
     labels = np.stack([np.asarray(pos, dtype=np.float64) for _, pos in sources])
     chosen = _default_route(encoder, routes, route)
     per_route = {}

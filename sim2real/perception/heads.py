@@ -32,13 +32,20 @@ def _cell_centres(h: int, w: int, device: torch.device) -> tuple[torch.Tensor, t
 
 
 def spatial_soft_argmax(
-    heatmaps: torch.Tensor, temperature: float | torch.Tensor = 1.0
+    heatmaps: torch.Tensor, temperature: float | torch.Tensor = 1.0, window: int = 0
 ) -> torch.Tensor:
     """Expected (x, y) location under a softmax over each heatmap, sub-pixel.
+
+    With ``window > 0`` the softmax is taken only over the ``(2 window + 1)^2`` cells around
+    each map's argmax (a local soft-argmax): when the mass is split between the object and
+    something else, the plain expectation lands between them, on neither; the local one stays
+    on the strongest peak and is still sub-pixel. Training uses the whole map (``window=0``)
+    so every cell gets a gradient.
 
     Args:
         heatmaps: logits, one map per keypoint.
         temperature: softmax temperature (scalar or 0-d tensor, may be learnable).
+        window: half-width in cells of the window around the argmax; 0: the whole map.
 
     Returns:
         Normalised coordinates in ``[-1, 1]`` (``align_corners=False``), x then y.
@@ -50,8 +57,17 @@ def spatial_soft_argmax(
         >>> spatial_soft_argmax(torch.zeros(1, 1, 4, 4)).tolist()
         [[[0.0, 0.0]]]
     """
+    if int(window) < 0:
+        raise ConfigError(f"window={window!r}: expected an integer >= 0 (0: the whole map)")
     b, k, h, w = heatmaps.shape
     logits = heatmaps.float().reshape(b, k, h * w) / temperature
+    if window > 0:
+        peak = logits.argmax(dim=-1)
+        py, px = (peak // w)[..., None, None], (peak % w)[..., None, None]
+        rows = torch.arange(h, device=heatmaps.device).view(1, 1, h, 1)
+        cols = torch.arange(w, device=heatmaps.device).view(1, 1, 1, w)
+        near = ((rows - py).abs() <= window) & ((cols - px).abs() <= window)
+        logits = logits.masked_fill(~near.reshape(b, k, h * w), float("-inf"))
     probs = torch.softmax(logits, dim=-1).reshape(b, k, h, w)
     xs, ys = _cell_centres(h, w, heatmaps.device)
     x = (probs.sum(dim=2) * xs).sum(dim=-1)
@@ -258,6 +274,9 @@ class KeypointHead(nn.Module):
     Returns normalised image coordinates in ``[-1, 1]`` (see module docstring); convert with
     :func:`normalised_to_pixels` for any image size (the resize is a stretch, so the same
     normalised coordinates hold for the original frame). The softmax temperature is learnt.
+    In eval mode the soft-argmax is local to ``window`` cells around the peak (see
+    :func:`spatial_soft_argmax`; 0, the default and what cards written before it mean: the
+    whole map); in train mode it is always the whole map.
 
     Shape:
         - features: ``(B, C, h, w)``; returns ``(B, K, 2)``.
@@ -276,11 +295,15 @@ class KeypointHead(nn.Module):
         names: Sequence[str] = ("keypoint",),
         hidden: int = 0,
         temperature: float = 1.0,
+        window: int = 0,
     ) -> None:
         super().__init__()
         if not names:
             raise ConfigError("KeypointHead: names must list at least one keypoint")
+        if int(window) < 0:
+            raise ConfigError(f"KeypointHead: window={window!r}, expected an integer >= 0")
         self.in_channels, self.names, self.hidden = in_channels, list(names), hidden
+        self.window = int(window)
         self.initial_temperature = float(temperature)
         layers: list[nn.Module] = []
         channels = in_channels
@@ -300,9 +323,17 @@ class KeypointHead(nn.Module):
         """The learnt softmax temperature (0-d tensor) of :func:`spatial_soft_argmax`."""
         return self.log_temperature.exp()
 
+    def decode(self, heatmaps: torch.Tensor) -> torch.Tensor:
+        """Heatmap logits -> normalised coordinates (local soft-argmax in eval mode).
+
+        Shape: ``(B, K, h, w)`` -> ``(B, K, 2)``.
+        """
+        window = 0 if self.training else self.window
+        return spatial_soft_argmax(heatmaps, self.temperature, window)
+
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Normalised keypoint coordinates. Shape: ``(B, C, h, w)`` -> ``(B, K, 2)``."""
-        return spatial_soft_argmax(self.heatmaps(features), self.temperature)
+        return self.decode(self.heatmaps(features))
 
     def config(self) -> dict[str, Any]:
         """Constructor arguments (JSON-serialisable)."""
@@ -311,6 +342,7 @@ class KeypointHead(nn.Module):
             "names": self.names,
             "hidden": self.hidden,
             "temperature": self.initial_temperature,
+            "window": self.window,
         }
 
     def schema(self) -> dict[str, Any]:

@@ -42,7 +42,7 @@ from sim2real.errors import ConfigError, DataError
 from sim2real.perception import geometry
 from sim2real.perception.device import autocast, resolve_device
 from sim2real.perception.encoder import Encoder
-from sim2real.perception.heads import heatmap_kl, spatial_soft_argmax
+from sim2real.perception.heads import heatmap_kl
 from sim2real.perception.train_config import DEFAULT_STRIDES as DEFAULT_STRIDES
 from sim2real.perception.train_config import HEAD_CHOICES as HEAD_CHOICES
 from sim2real.perception.train_config import METRIC_FIELDS, PretrainConfig
@@ -81,6 +81,7 @@ def pretrain(
     heatmap_weight: float = 0.0,
     heatmap_sigma: float = 1.0,
     shift_px: int = 0,
+    keypoint_window: int = 3,
     weight_decay: float = 1e-4,
     pretrained: bool = True,
     progress: bool = True,
@@ -117,6 +118,10 @@ def pretrain(
         shift_px: random translation of the training images by up to this many pixels (at
             network size), keypoint label moved along (:class:`~sim2real.perception.
             train_data.SimSamples`); the position label is not, so it is for the keypoint route.
+        keypoint_window: the keypoint head's decoding in eval mode (validation, the card):
+            soft-argmax over this many cells around the heatmap's peak, 0 over the whole map
+            (:func:`~sim2real.perception.heads.spatial_soft_argmax`). Training always uses
+            the whole map.
         weight_decay: AdamW weight decay.
         pretrained: start from the backbone's ImageNet weights.
         progress: show a tqdm bar (images/s, loss).
@@ -142,6 +147,7 @@ def pretrain(
         heatmap_weight=float(heatmap_weight),
         heatmap_sigma=float(heatmap_sigma),
         shift_px=int(shift_px),
+        keypoint_window=int(keypoint_window),
         epochs=int(epochs),
         size=tuple(int(v) for v in size) if size is not None else None,  # type: ignore[arg-type]
         batch_size=int(batch_size),
@@ -372,7 +378,7 @@ class _Trainer:
             if geometry.KEYPOINT_HEAD in enc.heads:
                 kp_head = enc.heads[geometry.KEYPOINT_HEAD]
                 heat = kp_head.heatmaps(fmap)  # one pass for the coordinates and the KL term
-                pred = spatial_soft_argmax(heat, kp_head.temperature).float()
+                pred = kp_head.decode(heat).float()  # whole map in training, local in eval
                 losses.append(torch.nn.functional.l1_loss(pred[:, 0], uv))
                 if self.cfg.heatmap_weight > 0:
                     kl = heatmap_kl(heat, uv[:, None], kp_head.temperature, self.cfg.heatmap_sigma)

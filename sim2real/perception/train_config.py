@@ -32,6 +32,7 @@ class PretrainConfig:
     heatmap_weight: float = 0.0
     heatmap_sigma: float = 1.0
     shift_px: int = 0
+    keypoint_window: int = 3
     epochs: int = 10
     size: tuple[int, int] | None = None
     batch_size: int = 64
@@ -55,6 +56,11 @@ class PretrainConfig:
             raise ConfigError(f"heatmap_sigma={self.heatmap_sigma!r}: expected a number > 0")
         if int(self.shift_px) < 0:
             raise ConfigError(f"shift_px={self.shift_px!r}: expected an integer >= 0")
+        if int(self.keypoint_window) < 0:
+            raise ConfigError(
+                f"keypoint_window={self.keypoint_window!r}: expected an integer >= 0 "
+                "(0: soft-argmax over the whole map)"
+            )
         if self.head not in HEAD_CHOICES:
             raise ConfigError(f"head={self.head!r}: expected one of {list(HEAD_CHOICES)}")
         for name in ("heatmap_weight", "shift_px"):
@@ -77,7 +83,12 @@ class PretrainConfig:
         """Head specs for :class:`Encoder`."""
         specs: dict[str, dict[str, Any]] = {}
         if "keypoint" in self.head:
-            specs[geometry.KEYPOINT_HEAD] = {"type": "keypoints", "names": ["cube"], "hidden": 64}
+            specs[geometry.KEYPOINT_HEAD] = {
+                "type": "keypoints",
+                "names": ["cube"],
+                "hidden": 64,
+                "window": self.keypoint_window,
+            }
         if "position" in self.head:
             specs[geometry.POSITION_HEAD] = {"type": "position", "frame": "robot_base"}
             if self.position_pool != "mean":

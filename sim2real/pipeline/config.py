@@ -75,6 +75,9 @@ class PretrainSection(Section):
     position_pool: str = Field("mean", description="position head input: mean | mean+points")
     heatmap_weight: float = Field(0.0, ge=0.0, description="keypoint heatmap KL term weight")
     shift_px: int = Field(0, ge=0, description="random image translation (keypoint route)")
+    keypoint_window: int = Field(
+        3, ge=0, description="eval-time soft-argmax window around the peak, cells (0: whole map)"
+    )
     max_minutes: float | None = Field(None, gt=0.0)
     pretrained: bool = True
 

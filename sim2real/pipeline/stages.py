@@ -71,6 +71,7 @@ def run_pretrain(ctx: Context) -> dict[str, Any]:
         position_pool=sec.position_pool,
         heatmap_weight=sec.heatmap_weight,
         shift_px=sec.shift_px,
+        keypoint_window=sec.keypoint_window,
         pretrained=sec.pretrained,
         resume=ctx.resume,
         progress=ctx.progress,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -14,7 +15,7 @@ import sim2real.envs
 from sim2real.envs.camera import CameraGeometry
 from sim2real.envs.core import TabletopEnv
 from sim2real.envs.randomization import RandomizationConfig, apply_world, sample_all
-from sim2real.envs.scene import SceneConfig
+from sim2real.envs.scene import SceneConfig, sample_spawn
 from sim2real.errors import ConfigError, InputError
 
 ENV_IDS = sorted(sim2real.envs.ENV_IDS)
@@ -110,6 +111,35 @@ def test_known_object_colour_preset_keeps_the_cube_nominal() -> None:
     assert all("cube" not in d.colors and "cube" not in d.textures for d in draws)
     assert len({d.colors["table"] for d in draws}) == 4
     assert white.model_dump(exclude={"visual"}) == full.model_dump(exclude={"visual"})
+
+
+def test_spawn_near_draws_per_pixel_and_leaves_the_uniform_stream_alone(tmp_path: Path) -> None:
+    base = SceneConfig.load("kuka_cube")
+    near = base.model_copy(update={"cube": base.cube.model_copy(update={"spawn_near": 1.0})})
+    # spawn_near = 0 consumes the generator exactly as before (old datasets reproduce)
+    rng_a, rng_b = np.random.default_rng(3), np.random.default_rng(3)
+    c = base.cube
+    for _ in range(5):
+        expected = np.array([rng_b.uniform(*c.spawn_x), rng_b.uniform(*c.spawn_y)])
+        np.testing.assert_array_equal(sample_spawn(base, rng_a), expected)
+    rng = np.random.default_rng(0)
+    xy = np.array([sample_spawn(near, rng) for _ in range(20_000)])
+    assert (xy[:, 0] >= c.spawn_x[0]).all() and (xy[:, 0] <= c.spawn_x[1]).all()
+    assert (xy[:, 1] >= c.spawn_y[0]).all() and (xy[:, 1] <= c.spawn_y[1]).all()
+    # density ~ d^-3: the nearest x strip holds (d_far / d_near)^3 times the farthest strip
+    eye, z = np.asarray(base.camera.eye), base.cube_z
+    lo, hi = c.spawn_x
+    strip = 0.075
+    n_near = np.sum(xy[:, 0] < lo + strip)
+    n_far = np.sum(xy[:, 0] > hi - strip)
+    dist = lambda x: np.mean(np.hypot(np.hypot(x - eye[0], xy[:, 1] - eye[1]), eye[2] - z))  # noqa: E731
+    expected_ratio = (dist(hi - strip / 2) / dist(lo + strip / 2)) ** 3
+    assert expected_ratio > 2.5  # the kuka camera: a real difference to detect
+    assert n_near / n_far == pytest.approx(expected_ratio, rel=0.2)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(base.to_yaml().replace("spawn_near: 0.0", "spawn_near: 1.5"))
+    with pytest.raises(ConfigError, match="spawn_near"):
+        SceneConfig.load(bad)
 
 
 @pytest.mark.parametrize("scene", ["tabletop_panda", "kuka_cube"])

@@ -88,6 +88,42 @@ def test_heatmap_kl_wants_one_peak_at_the_target() -> None:
     assert heatmap_kl(logits.detach(), target) < 0.01
 
 
+def test_local_soft_argmax_stays_on_the_strongest_peak() -> None:
+    h, w = 12, 16
+    strong, weak = _blob(h, w, 0.3, 0.2), _blob(h, w, -0.6, -0.5) - 0.5
+    maps = torch.logsumexp(torch.stack([strong, weak]), dim=0)[None, None]
+    plain = spatial_soft_argmax(maps)[0, 0]
+    local = spatial_soft_argmax(maps, window=2)[0, 0]
+    # the whole-map expectation lands between the blobs, on neither; the local one on the
+    # stronger blob, still sub-cell (0.3, 0.2 is not a cell centre)
+    assert float(torch.linalg.norm(plain - torch.tensor([0.3, 0.2]))) > 0.3
+    assert torch.allclose(local, torch.tensor([0.3, 0.2]), atol=0.02)
+    # a window covering the map is the plain soft-argmax; one peak: any window finds it
+    assert torch.allclose(spatial_soft_argmax(maps, window=max(h, w)), plain.view(1, 1, 2))
+    one = _blob(h, w, 0.3, 0.2)[None, None]
+    assert torch.allclose(spatial_soft_argmax(one, window=1), spatial_soft_argmax(one), atol=0.02)
+    with pytest.raises(ConfigError, match="window=-1"):
+        spatial_soft_argmax(maps, window=-1)
+
+
+def test_keypoint_head_window_only_in_eval() -> None:
+    torch.manual_seed(0)
+    head = build_head("keypoints", 8, names=["cube"], window=1)
+    assert head.config()["window"] == 1
+    assert build_head("keypoints", 8, **{**head.config(), "window": 0}).window == 0
+    heat = torch.randn(2, 1, 6, 8) * 3
+    head.train()
+    assert torch.equal(head.decode(heat), spatial_soft_argmax(heat, head.temperature))
+    head.eval()
+    assert torch.equal(head.decode(heat), spatial_soft_argmax(heat, head.temperature, 1))
+    assert not torch.equal(head.decode(heat), spatial_soft_argmax(heat, head.temperature))
+    config = head.config()
+    del config["window"]  # a card written before the option: the whole map, as then
+    assert build_head("keypoints", 8, **config).window == 0
+    with pytest.raises(ConfigError, match="window"):
+        build_head("keypoints", 8, names=["cube"], window=-2)
+
+
 def test_heatmap_kl_bad_inputs() -> None:
     maps = torch.zeros(2, 1, 6, 8)
     with pytest.raises(ConfigError, match="sigma_cells"):

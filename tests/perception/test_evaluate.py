@@ -12,7 +12,7 @@ import pytest
 from sim2real.data.generate import generate_dataset
 from sim2real.data.shards import ShardedDataset
 from sim2real.envs.sources import scene_spec
-from sim2real.errors import CheckpointError, DataError
+from sim2real.errors import CheckpointError, ConfigError, DataError
 from sim2real.perception import Encoder
 from sim2real.perception.evaluate import FRAME_COLUMNS, PREDICT_COLUMNS, evaluate, predict_folder
 from sim2real.perception.geometry import PlaneCamera, nominal_camera, predict_positions
@@ -97,6 +97,21 @@ def test_evaluate_writes_nothing_without_out_dir(model: Path, real_dir: Path) ->
     stats = evaluate(Encoder.load(model), real_dir)
     assert stats["csv"] is None and stats["overlay"] is None
     assert sorted(p.name for p in real_dir.iterdir()) == before
+
+
+def test_evaluate_keypoint_window_override(model: Path, real_dir: Path) -> None:
+    enc = Encoder.load(model)
+    head = enc.heads["keypoint"]
+    assert head.window == 3 == enc.card["training"]["keypoint_window"]  # pretrain's default
+    got = evaluate(enc, real_dir, keypoint_window=1)["routes"]["keypoint_plane"]
+    assert head.window == 3  # left as it was
+    head.window = 1
+    assert evaluate(enc, real_dir)["routes"]["keypoint_plane"] == got
+    position_only = Encoder("nature_cnn", {"position": {"type": "position"}}, pretrained=False)
+    with pytest.raises(ConfigError, match="no 'keypoint' head"):
+        evaluate(position_only, real_dir, keypoint_window=2)
+    with pytest.raises(ConfigError, match="keypoint_window=-1"):
+        evaluate(enc, real_dir, keypoint_window=-1)
 
 
 def test_predict_folder_rows_match_predict_positions(

@@ -127,6 +127,8 @@ def test_output_and_resume_checks(sim_data: Path, trained: Path) -> None:
         pretrain(sim_data, trained.parent / "x", head="pose", **TINY)
     with pytest.raises(ConfigError, match=r"heatmap_weight=-1\.0"):
         pretrain(sim_data, trained.parent / "x", heatmap_weight=-1.0, **TINY)
+    with pytest.raises(ConfigError, match="keypoint_window=-1"):
+        pretrain(sim_data, trained.parent / "x", keypoint_window=-1, **TINY)
     with pytest.raises(ConfigError, match="acts on the keypoint head, but head='position'"):
         pretrain(sim_data, trained.parent / "x", head="position", heatmap_weight=0.1, **TINY)
     with pytest.raises(ConfigError, match="shift_px=4 acts on the keypoint head"):
