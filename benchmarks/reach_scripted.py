@@ -38,6 +38,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--env", default="Sim2Real/ReachCube-v0")
     parser.add_argument("--episodes", type=int, default=50)
     parser.add_argument("--randomization", default="default")
+    parser.add_argument(
+        "--no-camera-jitter",
+        action="store_true",
+        help="the preset with its camera ranges zeroed (a calibrated, fixed camera)",
+    )
     parser.add_argument("--image-size", type=int, default=84)
     parser.add_argument("--seed", type=int, default=1000, help="first episode seed")
     parser.add_argument("--threads", type=int, default=2)
@@ -91,20 +96,25 @@ def main() -> None:
     import torch
 
     import sim2real.envs  # noqa: F401  (registers the ids)
+    from sim2real.envs.randomization import CameraRanges, RandomizationConfig
     from sim2real.perception.encoder import Encoder
 
     torch.set_num_threads(args.threads)
     encoder = Encoder.load(args.encoder)
     route = args.route  # None: predict_positions takes the card's route
+    randomization = RandomizationConfig.load(args.randomization)
+    if args.no_camera_jitter:
+        randomization = randomization.model_copy(update={"camera": CameraRanges()})
     env = gym.make(
         args.env,
-        randomization=args.randomization,
+        randomization=randomization,
         image_size=args.image_size,
         labels="pose",
     )
     results = {}
     print(
-        f"{args.env}, randomization {args.randomization}, {args.episodes} episodes, "
+        f"{args.env}, randomization {args.randomization}"
+        f"{' without camera jitter' if args.no_camera_jitter else ''}, {args.episodes} episodes, "
         f"encoder {args.encoder} (route {route or encoder.card.get('position_route')!r})"
     )
     print("| cube position from | success | final distance cm (median) | encoder xy error cm |")
