@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 ARMS = ("pretrained-frozen", "same-arch-scratch", "nature_cnn-scratch")
 FRACTIONS = (0.0, 0.25, 0.5, 1.0)
@@ -47,6 +48,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--eval-episodes", type=int, default=20)
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
     parser.add_argument("--randomization", default="default")
+    parser.add_argument(
+        "--no-camera-jitter",
+        action="store_true",
+        help="the preset with its camera ranges at 0 (a diagnostic; written as OUT/"
+        "randomization.yaml, which the runs train and evaluate on)",
+    )
     parser.add_argument("--torch-threads", type=int, default=None)
     parser.add_argument("--ppo", default="{}", help='JSON overrides of PPO, e.g. {"n_steps": 128}')
     parser.add_argument(
@@ -147,6 +154,15 @@ def main() -> None:
     encoder = args.encoder
     if encoder == "imagenet":
         encoder = str(imagenet_encoder(out, args.image_size))
+    randomization = args.randomization
+    if args.no_camera_jitter:
+        from sim2real.envs.randomization import CameraRanges, RandomizationConfig
+
+        fixed = RandomizationConfig.load(args.randomization)
+        fixed = fixed.model_copy(update={"camera": CameraRanges()})
+        path = out / "randomization.yaml"
+        path.write_text(yaml.safe_dump(fixed.model_dump(mode="json"), sort_keys=False))
+        randomization = str(path)
     eval_every = max(1, args.steps // args.eval_points)
     metre_scale = METRE_SCALE if args.metre_scale is None else args.metre_scale
     results: dict[str, list[dict[str, Any]]] = {}
@@ -161,7 +177,7 @@ def main() -> None:
                 "n_envs": args.n_envs,
                 "seed": seed,
                 "image_size": args.image_size,
-                "randomization": args.randomization,
+                "randomization": randomization,
                 "eval_every": eval_every,
                 "eval_episodes": args.eval_episodes,
                 "save_sb3": False,
@@ -185,7 +201,8 @@ def main() -> None:
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     meta = (
         f"env {args.env}, {args.steps} env steps, {args.n_envs} envs, encoder {encoder}, "
-        f"metre_scale {metre_scale}, PPO overrides {args.ppo}"
+        f"metre_scale {metre_scale}, PPO overrides {args.ppo}, randomization "
+        f"{args.randomization}{' without camera jitter' if args.no_camera_jitter else ''}"
     )
     (out / "report.md").write_text(f"# reach_transfer\n\n{meta}\n\n{text}\n")
     print(meta)

@@ -133,7 +133,13 @@ class TabletopEnv(gym.Env):
         self.labels = labels
         self.render_mode = render_mode
         self.client, self._renderer = connect(renderer)
-        self.scene = Scene(self.client, self.scene_cfg, with_goal=self.task.needs_goal)
+        self.scene = Scene(
+            self.client,
+            self.scene_cfg,
+            with_goal=self.task.needs_goal,
+            patches=self.rand_cfg.distractors.flat_count[1],
+            patch_size=self.rand_cfg.distractors.flat_size,
+        )
         self.robot = self.scene.robot
         self._augment = ImageAugmenter()
         self._substeps = max(1, self.scene_cfg.physics_hz // self.scene_cfg.control_hz)

@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sim2real.envs.camera import CameraConfig
-from sim2real.envs.scene import PARKED, Scene, SceneConfig
+from sim2real.envs.scene import PARKED, PATCH_THICKNESS, Scene, SceneConfig
 from sim2real.errors import ConfigError
 from sim2real.paths import preset_path
 
@@ -53,6 +53,36 @@ class LightRanges(_Ranges):
 
 class DistractorRanges(_Ranges):
     count: tuple[int, int] = (0, 0)
+    flat_count: tuple[int, int] = Field(
+        (0, 0),
+        description="thin square patches lying on the table (paper markers, tape): how many; "
+        "the upper bound is the size of the scene's patch pool",
+    )
+    flat_size: Pair = Field(
+        (0.02, 0.05), description="side of a patch, metres (spread over the pool)"
+    )
+    flat_light_prob: float = Field(
+        0.0, ge=0, le=1, description="chance a patch is paper-white instead of a random colour"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> DistractorRanges:
+        for name in ("count", "flat_count"):
+            lo, hi = getattr(self, name)
+            if not 0 <= lo <= hi:
+                raise ValueError(f"{name}: expected 0 <= low <= high, got {(lo, hi)}")
+        if not 0 < self.flat_size[0] <= self.flat_size[1]:
+            raise ValueError(f"flat_size: expected 0 < low <= high metres, got {self.flat_size}")
+        return self
+
+    def spec(self) -> dict[str, Any]:
+        """JSON form; the flat-patch keys (added after datasets were made) are left out while
+        patches are off, so the specs of those datasets stay as they were."""
+        data = self.model_dump(mode="json")
+        if not self.flat_count[1]:
+            for key in ("flat_count", "flat_size", "flat_light_prob"):
+                del data[key]
+        return data
 
 
 class ImageRanges(_Ranges):
@@ -114,6 +144,10 @@ class RandomizationConfig(_Ranges):
         except ValidationError as exc:
             raise ConfigError(f"{where}: {exc}") from exc
 
+    def spec(self) -> dict[str, Any]:
+        """JSON form for dataset specs (fields at their pre-existing defaults left out)."""
+        return {**self.model_dump(mode="json"), "distractors": self.distractors.spec()}
+
     def with_strength(self, strength: float) -> RandomizationConfig:
         if not 0.0 <= strength <= 1.0:
             raise ConfigError(f"randomization strength must be in [0, 1], got {strength}")
@@ -153,6 +187,8 @@ class LightParams:
 class DistractorParams:
     placed: tuple[tuple[int, float, float, float, tuple[float, float, float, float]], ...]
     """(pool slot, x, y, yaw, rgba) for each shown distractor."""
+    flat: tuple[tuple[int, float, float, float, tuple[float, float, float, float]], ...] = ()
+    """(patch pool slot, x, y, yaw, rgba) for each shown flat patch."""
 
 
 @dataclass(frozen=True)
@@ -296,7 +332,28 @@ def sample_distractors(
         )
         for slot in slots
     )
-    return DistractorParams(placed=placed)
+    return DistractorParams(placed=placed, flat=_sample_flat(rng, r, area, s))
+
+
+def _sample_flat(
+    rng: np.random.Generator, r: DistractorRanges, area: Any, s: float
+) -> tuple[tuple[int, float, float, float, tuple[float, float, float, float]], ...]:
+    """Flat patches; draws nothing from ``rng`` while they are off (older streams unchanged)."""
+    pool = r.flat_count[1]
+    if not pool:
+        return ()
+    lo, hi = round(r.flat_count[0] * s), round(pool * s)
+    n = int(rng.integers(lo, hi + 1)) if hi > 0 else 0
+    placed = []
+    for slot in rng.permutation(pool)[:n]:
+        x, y = float(rng.uniform(*area.area_x)), float(rng.uniform(*area.area_y))
+        yaw = float(rng.uniform(0, np.pi / 2))
+        if rng.uniform() < r.flat_light_prob:
+            rgb = np.clip(rng.uniform(0.75, 1.0) + rng.uniform(-0.04, 0.04, 3), 0.0, 1.0)
+        else:
+            rgb = rng.uniform(0.05, 1.0, 3)
+        placed.append((int(slot), x, y, yaw, (*(float(v) for v in rgb), 1.0)))
+    return tuple(placed)
 
 
 def sample_image(rng: np.random.Generator, r: ImageRanges, s: float) -> ImageParams:
@@ -389,6 +446,22 @@ def apply_distractors(scene: Scene, p: DistractorParams, textures: VisualParams 
         c.changeVisualShape(
             body, -1, rgbaColor=list(rgba), textureUniqueId=scene.textures.ids[tex_index]
         )
+    if len(p.flat) and len(scene.patches) < max(slot for slot, *_ in p.flat) + 1:
+        raise ConfigError(
+            f"flat distractors: the draw uses patch slot {max(s for s, *_ in p.flat)} but the "
+            f"scene was built with {len(scene.patches)} patches; build it with "
+            "Scene(..., patches=randomization.distractors.flat_count[1])"
+        )
+    shown_flat = {slot for slot, *_ in p.flat}
+    for slot, body in enumerate(scene.patches):
+        if slot not in shown_flat:
+            c.resetBasePositionAndOrientation(body, PARKED, [0, 0, 0, 1])
+    for slot, x, y, yaw, rgba in p.flat:
+        body = scene.patches[slot]
+        z = scene.cfg.table_top + PATCH_THICKNESS / 2
+        orn = c.getQuaternionFromEuler([0.0, 0.0, yaw])
+        c.resetBasePositionAndOrientation(body, [x, y, z], orn)
+        c.changeVisualShape(body, -1, rgbaColor=list(rgba), textureUniqueId=scene.textures.ids[0])
 
 
 def apply_physics(scene: Scene, p: PhysicsParams) -> None:

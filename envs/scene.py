@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 RGBA = tuple[float, float, float, float]
 PARKED = (0.0, 0.0, 60.0)  # far above: outside every camera's view, culled cheaply
+PATCH_THICKNESS = 0.002  # flat distractors: paper markers / tape lying on the table
 
 
 class TableConfig(BaseModel):
@@ -149,7 +150,25 @@ class Scene:
         colorable: name -> list of (body, link) pairs that randomisation recolours.
     """
 
-    def __init__(self, client: Any, cfg: SceneConfig, *, with_goal: bool = False) -> None:
+    def __init__(
+        self,
+        client: Any,
+        cfg: SceneConfig,
+        *,
+        with_goal: bool = False,
+        patches: int = 0,
+        patch_size: tuple[float, float] = (0.02, 0.05),
+    ) -> None:
+        """Build the world.
+
+        Args:
+            client: a connected PyBullet client.
+            cfg: the scene config.
+            with_goal: add the goal disc (push tasks).
+            patches: size of the pool of flat square patches (randomisation's
+                ``distractors.flat_count`` upper bound); their sides spread evenly over
+                ``patch_size`` (metres).
+        """
         self.client = client
         self.cfg = cfg
         client.setGravity(0, 0, -9.81)
@@ -170,6 +189,7 @@ class Scene:
         if with_goal:
             self.goal = self._disc("goal", cfg.goal_radius, (0.1, 0.8, 0.2, 1.0))
         self.distractors = self._build_distractors()
+        self.patches = self._build_patches(patches, patch_size)
         self._build_static()
         self.textures = TexturePool(client, cfg.texture_pool_size, cfg.texture_folder)
 
@@ -240,6 +260,16 @@ class Scene:
                 body = c.createMultiBody(0.0, -1, vis, PARKED)
             bodies.append(body)
             self.colorable[f"distractor{i}"] = [(body, -1)]
+        return bodies
+
+    def _build_patches(self, n: int, size: tuple[float, float]) -> list[int]:
+        if n < 0 or not 0 < size[0] <= size[1]:
+            raise ConfigError(f"patches: expected n >= 0 and 0 < size low <= high, got {n}, {size}")
+        c, bodies = self.client, []
+        for side in np.linspace(size[0], size[1], n):
+            half = [float(side) / 2, float(side) / 2, PATCH_THICKNESS / 2]
+            vis = c.createVisualShape(c.GEOM_BOX, halfExtents=half, rgbaColor=[1, 1, 1, 1])
+            bodies.append(c.createMultiBody(0.0, -1, vis, PARKED))
         return bodies
 
     # -- state --------------------------------------------------------------------------

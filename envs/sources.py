@@ -67,7 +67,7 @@ def scene_spec(
     return {
         "source": "sim2real.envs.sources:make_source",
         "scene": scene_json,
-        "randomization": RandomizationConfig.load(randomization).model_dump(mode="json"),
+        "randomization": RandomizationConfig.load(randomization).spec(),
         "size": list(size),
         "masks": bool(masks),
         "depth": bool(depth),
@@ -98,7 +98,12 @@ class LabelledFrameSource:
         self.arm_jitter = float(spec.get("arm_jitter", 0.35))
         self.seed = int(spec.get("seed", 0))
         self.client, self.renderer = connect(spec.get("renderer", "tiny"))
-        self.scene = Scene(self.client, self.scene_cfg)
+        self.scene = Scene(
+            self.client,
+            self.scene_cfg,
+            patches=self.rand_cfg.distractors.flat_count[1],
+            patch_size=self.rand_cfg.distractors.flat_size,
+        )
         self.scene.robot.reset()
         self.initial = self.client.saveState()
         self.augment = ImageAugmenter()

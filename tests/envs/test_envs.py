@@ -142,6 +142,74 @@ def test_spawn_near_draws_per_pixel_and_leaves_the_uniform_stream_alone(tmp_path
         SceneConfig.load(bad)
 
 
+def test_flat_patches_are_drawn_placed_and_off_by_default(tmp_path: Path) -> None:
+    scene = SceneConfig.load("kuka_cube")
+    plain, markers = (
+        RandomizationConfig.load("kuka_cube"),
+        RandomizationConfig.load("kuka_cube_markers"),
+    )
+    # off (the old presets): no key in the dataset spec, no draw from the generator
+    assert "flat_count" not in plain.spec()["distractors"]
+    assert markers.spec()["distractors"]["flat_count"] == [0, 30]
+    explicit = plain.model_copy(
+        update={"distractors": plain.distractors.model_copy(update={"flat_light_prob": 0.9})}
+    )
+    assert sample_all(np.random.default_rng(5), plain, scene, 24) == sample_all(
+        np.random.default_rng(5), explicit, scene, 24
+    )
+    assert markers.model_dump(exclude={"distractors"}) == plain.model_dump(exclude={"distractors"})
+    draws = [
+        sample_all(np.random.default_rng(s), markers, scene, 24).distractors for s in range(40)
+    ]
+    counts = [len(d.flat) for d in draws]
+    assert min(counts) >= 0 and max(counts) <= 30 and len(set(counts)) > 5
+    patches = [patch for d in draws for patch in d.flat]
+    slots = [slot for slot, *_ in patches]
+    assert all(len(set(s for s, *_ in d.flat)) == len(d.flat) for d in draws)  # no slot twice
+    area = scene.distractors
+    xs, ys = np.array([p[1] for p in patches]), np.array([p[2] for p in patches])
+    assert xs.min() >= area.area_x[0] and xs.max() <= area.area_x[1]
+    assert ys.min() >= area.area_y[0] and ys.max() <= area.area_y[1]
+    light = np.mean([min(p[4][:3]) >= 0.71 for p in patches])
+    assert 0.4 < light < 0.7  # flat_light_prob 0.5, plus random colours that happen to be light
+    assert max(slots) <= 29
+    # strength 0: none shown
+    assert (
+        sample_all(np.random.default_rng(1), markers.with_strength(0.0), scene, 24).distractors.flat
+        == ()
+    )
+    # in the world: shown patches lie flat on the table, the others are parked
+    env = TabletopEnv(scene="kuka_cube", randomization=markers, image_size=48)
+    env.reset(seed=0)
+    assert len(env.scene.patches) == 30
+    params = next(
+        sample_all(np.random.default_rng(s), markers, scene, len(env.scene.textures))
+        for s in range(100)
+        if len(sample_all(np.random.default_rng(s), markers, scene, 1).distractors.flat) >= 3
+    )
+    apply_world(env.scene, params)
+    client = env.scene.client
+    shown = {slot: (x, y) for slot, x, y, *_ in params.distractors.flat}
+    for slot, body in enumerate(env.scene.patches):
+        pos = np.asarray(client.getBasePositionAndOrientation(body)[0])
+        if slot in shown:
+            np.testing.assert_allclose(pos[:2], shown[slot])
+            assert pos[2] == pytest.approx(scene.table.top_height + 0.001)
+        else:
+            assert pos[2] > 50  # parked out of view
+    env.close()
+    # a scene built with too small a pool says how to build it
+    small = TabletopEnv(scene="kuka_cube", randomization=plain, image_size=48)
+    small.reset(seed=0)
+    with pytest.raises(ConfigError, match="flat_count"):
+        apply_world(small.scene, params)
+    small.close()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("distractors:\n  flat_count: [5, 2]\n")
+    with pytest.raises(ConfigError, match="flat_count"):
+        RandomizationConfig.load(bad)
+
+
 @pytest.mark.parametrize("scene", ["tabletop_panda", "kuka_cube"])
 def test_labels_agree(scene: str) -> None:
     env = TabletopEnv(scene=scene, randomization="default", image_size=(96, 72), labels="full")
