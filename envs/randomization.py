@@ -446,10 +446,11 @@ def apply_distractors(scene: Scene, p: DistractorParams, textures: VisualParams 
         c.changeVisualShape(
             body, -1, rgbaColor=list(rgba), textureUniqueId=scene.textures.ids[tex_index]
         )
-    if len(p.flat) and len(scene.patches) < max(slot for slot, *_ in p.flat) + 1:
+    top = max((slot for slot, *_ in p.flat), default=-1)
+    if top >= len(scene.patches):
         raise ConfigError(
-            f"flat distractors: the draw uses patch slot {max(s for s, *_ in p.flat)} but the "
-            f"scene was built with {len(scene.patches)} patches; build it with "
+            f"flat distractors: the draw uses patch slot {top} but the scene was built with "
+            f"{len(scene.patches)} patches; build it with "
             "Scene(..., patches=randomization.distractors.flat_count[1])"
         )
     shown_flat = {slot for slot, *_ in p.flat}
