@@ -33,6 +33,15 @@ def _stats(s: dict[str, float]) -> str:
     return f"mean {s['mean']:6.2f}  median {s['median']:6.2f}  p90 {s['p90']:6.2f}"
 
 
+def _crop(text: str | None) -> tuple[int, ...] | str | None:
+    if text is None or text == "table":
+        return text
+    parts = [int(v) for v in text.split(",")]
+    if len(parts) != 4:
+        raise SystemExit(f"--crop {text!r}: expected X0,Y0,X1,Y1 or 'table'")
+    return tuple(parts)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--real", required=True, help="kuka_cube real folder (labelled/ inside)")
@@ -60,6 +69,12 @@ def main() -> None:
         type=int,
         default=0,
         help="keep the first N backbone blocks at their ImageNet weights (faster on CPU)",
+    )
+    ap.add_argument(
+        "--crop",
+        default=None,
+        help="X0,Y0,X1,Y1 region of interest in pixels of --size, or 'table' (the scene's "
+        "table through the nominal camera); default: the whole frame",
     )
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=1e-3)
@@ -103,6 +118,7 @@ def main() -> None:
         shift_px=args.shift_px,
         keypoint_window=args.keypoint_window,
         freeze_blocks=args.freeze_blocks,
+        crop=_crop(args.crop),
         epochs=10_000,  # the time budget ends training; the cosine schedule follows it
         batch_size=args.batch_size,
         lr=args.lr,
@@ -123,7 +139,8 @@ def main() -> None:
     train = card["training"]
     print(f"\nkuka_cube sim-only benchmark  ({args.backbone}, {width}x{height}, "
           f"stride {stride}{dilated}, heatmap weight {heat}, shift {shift} px, "
-          f"first {train.get('freeze_blocks', 0)} blocks frozen)")  # fmt: skip
+          f"first {train.get('freeze_blocks', 0)} blocks frozen, "
+          f"crop {card['preprocessing'].get('crop')})")  # fmt: skip
     print(f"  sim images generated       {args.n} in {gen_seconds:.0f} s "
           f"({train['train_samples']} train / {train['val_samples']} val)")  # fmt: skip
     speed = float(rows[-1]["images_per_s"])

@@ -87,6 +87,17 @@ def cmd_label_pixels(args: argparse.Namespace) -> int:
     return 0
 
 
+def _crop(text: str) -> tuple[int, int, int, int]:
+    """``"X0,Y0,X1,Y1"`` -> four ints; :class:`ConfigError` naming the expected form."""
+    from sim2real.errors import ConfigError
+
+    parts = text.replace(" ", "").split(",")
+    if len(parts) != 4 or not all(p.lstrip("-").isdigit() for p in parts):
+        raise ConfigError(f"--crop {text!r}: expected X0,Y0,X1,Y1 (four integers, pixels)")
+    x0, y0, x1, y1 = (int(p) for p in parts)
+    return x0, y0, x1, y1
+
+
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from sim2real.perception.train import pretrain
 
@@ -98,6 +109,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         head=args.head,
         epochs=args.epochs,
         size=size,
+        crop=(args.crop if args.crop == "table" else _crop(args.crop)) if args.crop else None,
         batch_size=args.batch_size,
         lr=args.lr,
         freeze_blocks=args.freeze_blocks,
@@ -309,6 +321,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pt.add_argument("--epochs", type=int, default=10)
     pt.add_argument("--size", default=None, help="WxH (default: the dataset's)")
+    pt.add_argument(
+        "--crop",
+        default=None,
+        help="X0,Y0,X1,Y1 region of interest in pixels of the --size frame, or 'table' "
+        "(the scene's table seen by the nominal camera); default: the whole frame",
+    )
     pt.add_argument("--batch-size", type=int, default=64)
     pt.add_argument("--lr", type=float, default=1e-3)
     pt.add_argument("--freeze-blocks", type=int, default=0, help="freeze the first N blocks")

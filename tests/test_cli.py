@@ -55,3 +55,9 @@ def test_bench_render_prints_frames_per_second(capsys: pytest.CaptureFixture[str
 
 def test_bad_scene_exits_with_code_2() -> None:
     assert main(["preview", "--scene", "no_such_scene", "--out", "x.png"]) == 2
+
+
+def test_bad_crop_exits_with_code_2(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    args = ["pretrain", "--data", str(tmp_path), "--out", str(tmp_path / "m"), "--crop"]
+    assert main([*args, "0,8,64"]) == 2
+    assert "expected X0,Y0,X1,Y1" in caplog.text

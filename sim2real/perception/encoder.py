@@ -44,13 +44,17 @@ class Encoder(nn.Module):
     Args:
         backbone: registry name (see ``available_backbones()``).
         heads: ``{name: {"type": "position" | "keypoints" | "box" | "mask", **options}}``.
-        input_size: network input ``(W, H)``.
+        input_size: frame size ``(W, H)`` frames are resized to (the network input without
+            ``crop``).
         colour: channel order of the frames it is trained on.
         mean: normalisation mean (0-1 units); default: the backbone's.
         std: normalisation std; default: the backbone's.
         resize: resize policy (``stretch``).
         backbone_kwargs: backbone options, e.g. ``{"feature_stride": 16}``.
         pretrained: load the backbone's ImageNet weights.
+        crop: region of interest ``(x0, y0, x1, y1)`` in pixels of the ``input_size`` frame
+            (see :class:`Preprocessing`); ``forward`` gives keypoints in the crop's normalised
+            coordinates, :meth:`predict` in the whole frame's.
 
     Example:
         >>> enc = Encoder("nature_cnn", {"position": {"type": "position"}}, input_size=(84, 84))
@@ -69,6 +73,7 @@ class Encoder(nn.Module):
         resize: str = "stretch",
         backbone_kwargs: Mapping[str, Any] | None = None,
         pretrained: bool = True,
+        crop: tuple[int, int, int, int] | None = None,
     ) -> None:
         super().__init__()
         self._n_frozen = 0
@@ -82,6 +87,7 @@ class Encoder(nn.Module):
             mean=self.backbone.default_mean if mean is None else mean,
             std=self.backbone.default_std if std is None else std,
             resize=resize,
+            crop=crop,
         )
         self.heads = nn.ModuleDict()
         for name, spec in (heads or {}).items():
@@ -111,6 +117,9 @@ class Encoder(nn.Module):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Run every head on preprocessed input.
 
+        Keypoints are in normalised coordinates of ``x`` (the crop, when the preprocessing has
+        one); :meth:`Preprocessing.to_frame` maps them to the whole frame.
+
         Shape:
             - x: ``(B, 3, H, W)`` normalised; returns ``{name: (B, ...)}``.
         """
@@ -133,7 +142,8 @@ class Encoder(nn.Module):
             colour: channel order of ``frames`` (``RGB``/``BGR``); default: the encoder's.
 
         Shape:
-            - returns ``(N, 3, H, W)`` float32, ``(W, H) = input_size``.
+            - returns ``(N, 3, h, w)`` float32, ``(w, h)`` the preprocessing's ``input_size``
+              (the crop's size, or the frame size without a crop).
         """
         return self.preprocessing(frames, colour=colour, device=self.device)
 
@@ -143,7 +153,8 @@ class Encoder(nn.Module):
     ) -> dict[str, np.ndarray]:
         """Predict every head on raw frames, in eval mode, in batches.
 
-        Keypoint heads also give ``"<name>_px"``: pixel coordinates in the given frames.
+        Keypoints are normalised coordinates of the whole frame (a crop is undone), and
+        keypoint heads also give ``"<name>_px"``: pixel coordinates in the given frames.
 
         Args:
             frames: uint8 ``(H, W, 3)`` or ``(N, H, W, 3)``.
@@ -172,6 +183,7 @@ class Encoder(nn.Module):
         height, width = batch.shape[1], batch.shape[2]
         for name, head in self.heads.items():
             if getattr(head, "kind", None) == "keypoints":
+                out[name] = self.preprocessing.to_frame(out[name])
                 out[f"{name}_px"] = normalised_to_pixels(out[name], width, height)
         return {k: v.numpy() for k, v in out.items()}
 
@@ -283,6 +295,7 @@ class Encoder(nn.Module):
                 resize=pre.resize,
                 backbone_kwargs=card["backbone"].get("kwargs", {}),
                 pretrained=pretrained,
+                crop=pre.crop,
             )
         except (KeyError, TypeError) as exc:
             raise CheckpointError(f"encoder card is missing or has a bad entry: {exc!r}") from exc

@@ -173,6 +173,55 @@ def nominal_camera(manifest: Mapping[str, Any], width: int, height: int) -> Plan
     )
 
 
+def table_crop(
+    manifest: Mapping[str, Any], width: int, height: int, multiple: int = 8
+) -> tuple[int, int, int, int]:
+    """The region of interest around the scene's table, in pixels of a ``width x height`` frame.
+
+    Projects the table top's corners, and the same corners raised by the cube's height,
+    through the nominal camera (:func:`nominal_camera`): a cube resting anywhere on the table
+    lies inside, whole. The bounding box is widened outward to multiples of ``multiple``
+    pixels (a CNN's feature stride, so the feature map tiles the crop) and clipped to the
+    frame. It is computed from the scene description only, never from real frames.
+
+    Raises:
+        DataError: the manifest has no scene with a camera, table and cube.
+
+    Example:
+        >>> table_crop(ShardedDataset("data/kuka").manifest, 160, 120)  # doctest: +SKIP
+        (0, 32, 160, 120)
+    """
+    cam = nominal_camera(manifest, width, height)
+    scene = manifest["spec"]["scene"]
+    try:
+        cx, cy = (float(v) for v in scene["table"]["center"][:2])
+        sx, sy = (float(v) for v in scene["table"]["size"][:2])
+        top = float(scene["table"]["top_height"])
+        cube = float(np.atleast_1d(np.asarray(scene["cube"]["size"], dtype=np.float64))[-1])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataError(
+            f"dataset manifest: expected spec.scene.table with center, size, top_height; {exc!r}"
+        ) from exc
+    robot = scene.get("robot", {})
+    base = np.asarray(robot.get("base_position", (0.0, 0.0, 0.0)), dtype=np.float64)
+    yaw = np.radians(float(robot.get("base_yaw_deg", 0.0)))
+    c, s = np.cos(yaw), np.sin(yaw)
+    world_to_base = np.array([[c, s, 0.0], [-s, c, 0.0], [0.0, 0.0, 1.0]])
+    corners = np.array(
+        [
+            [cx + dx * sx / 2, cy + dy * sy / 2, z]
+            for dx in (-1, 1)
+            for dy in (-1, 1)
+            for z in (top, top + cube)
+        ]
+    )
+    uv = cam.project((corners - base) @ world_to_base.T)
+    m = max(int(multiple), 1)
+    x0, y0 = (int(np.floor(v / m)) * m for v in uv.min(axis=0))
+    x1, y1 = (int(np.ceil(v / m)) * m for v in uv.max(axis=0))
+    return max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
+
+
 def route_positions(outputs: Mapping[str, np.ndarray], card: Mapping[str, Any]) -> dict:
     """Positions ``(N, 3)`` for every route the heads and card allow.
 

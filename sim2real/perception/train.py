@@ -29,7 +29,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,7 @@ def pretrain(
     head: str = "keypoint+position",
     epochs: int = 10,
     size: tuple[int, int] | None = None,
+    crop: tuple[int, int, int, int] | str | None = None,
     batch_size: int = 64,
     lr: float = 1e-3,
     freeze_blocks: int = 0,
@@ -94,7 +95,13 @@ def pretrain(
         backbone: backbone registry name.
         head: ``"position"``, ``"keypoint"`` or ``"keypoint+position"``.
         epochs: passes over the training split (upper bound when ``max_minutes`` is set).
-        size: network input ``(W, H)``; default: the dataset's image size.
+        size: frame size ``(W, H)`` images are resized to; default: the dataset's image size.
+        crop: region of interest ``(x0, y0, x1, y1)`` in pixels of the ``size`` frame (x1, y1
+            exclusive) that the network sees, e.g. the table; stored in the card and applied
+            to every frame at inference (:class:`~sim2real.perception.preprocessing.
+            Preprocessing`). Keypoint labels and outputs stay whole-frame coordinates.
+            ``"table"``: the scene's table as the nominal camera sees it
+            (:func:`~sim2real.perception.geometry.table_crop`).
         batch_size: images per step.
         lr: peak AdamW learning rate (heads; backbone blocks get the same).
         freeze_blocks: freeze the first N backbone blocks (faster on CPU).
@@ -150,6 +157,7 @@ def pretrain(
         keypoint_window=int(keypoint_window),
         epochs=int(epochs),
         size=tuple(int(v) for v in size) if size is not None else None,  # type: ignore[arg-type]
+        crop=None if crop is None or crop == "table" else tuple(int(v) for v in crop),  # type: ignore[arg-type]
         batch_size=int(batch_size),
         lr=float(lr),
         weight_decay=float(weight_decay),
@@ -165,6 +173,10 @@ def pretrain(
     ds = ShardedDataset(data, fields=["image", "position", "uv"], verify="lazy")
     h, w = ds.fields["image"]["shape"][:2]
     width, height = cfg.size or (w, h)
+    if crop == "table":
+        multiple = max(int(cfg.feature_stride or 8), 8)
+        cfg = replace(cfg, crop=geometry.table_crop(ds.manifest, width, height, multiple))
+        logger.info("crop 'table' -> %s (pixels of the %dx%d frame)", cfg.crop, width, height)
     train_idx, val_idx = ds.split(cfg.val_fraction, seed=cfg.seed)
     if len(train_idx) < 1 or len(val_idx) < 1:
         raise ConfigError(
@@ -204,6 +216,7 @@ def _build_encoder(
             input_size=(width, height),
             backbone_kwargs=kwargs,
             pretrained=cfg.pretrained,
+            crop=cfg.crop,
         )
     encoder.freeze_blocks(cfg.freeze_blocks)
     labels = ShardedDataset(ds.path, fields=["position"], verify=False)
@@ -379,11 +392,14 @@ class _Trainer:
                 kp_head = enc.heads[geometry.KEYPOINT_HEAD]
                 heat = kp_head.heatmaps(fmap)  # one pass for the coordinates and the KL term
                 pred = kp_head.decode(heat).float()  # whole map in training, local in eval
-                losses.append(torch.nn.functional.l1_loss(pred[:, 0], uv))
+                uv_in = enc.preprocessing.to_input(uv)  # the crop's coordinates (no crop: uv)
+                losses.append(torch.nn.functional.l1_loss(pred[:, 0], uv_in))
                 if self.cfg.heatmap_weight > 0:
-                    kl = heatmap_kl(heat, uv[:, None], kp_head.temperature, self.cfg.heatmap_sigma)
+                    kl = heatmap_kl(
+                        heat, uv_in[:, None], kp_head.temperature, self.cfg.heatmap_sigma
+                    )
                     losses.append(self.cfg.heatmap_weight * kl)
-                outputs[geometry.KEYPOINT_HEAD] = pred
+                outputs[geometry.KEYPOINT_HEAD] = enc.preprocessing.to_frame(pred)
         return torch.stack(losses).sum(), outputs
 
     @torch.no_grad()

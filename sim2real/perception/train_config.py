@@ -35,6 +35,7 @@ class PretrainConfig:
     keypoint_window: int = 3
     epochs: int = 10
     size: tuple[int, int] | None = None
+    crop: tuple[int, int, int, int] | None = None
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -61,6 +62,11 @@ class PretrainConfig:
                 f"keypoint_window={self.keypoint_window!r}: expected an integer >= 0 "
                 "(0: soft-argmax over the whole map)"
             )
+        if self.crop is not None:
+            crop = tuple(int(c) for c in self.crop)
+            if len(crop) != 4:
+                raise ConfigError(f"crop={self.crop!r}: expected 4 integers x0, y0, x1, y1")
+            object.__setattr__(self, "crop", crop)  # a JSON list (resume) compares equal
         if self.head not in HEAD_CHOICES:
             raise ConfigError(f"head={self.head!r}: expected one of {list(HEAD_CHOICES)}")
         for name in ("heatmap_weight", "shift_px"):

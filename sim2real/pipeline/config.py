@@ -78,6 +78,9 @@ class PretrainSection(Section):
     keypoint_window: int = Field(
         3, ge=0, description="eval-time soft-argmax window around the peak, cells (0: whole map)"
     )
+    crop: list[int] | None = Field(
+        None, min_length=4, max_length=4, description="x0, y0, x1, y1 region of interest, px"
+    )
     max_minutes: float | None = Field(None, gt=0.0)
     pretrained: bool = True
 

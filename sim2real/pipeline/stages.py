@@ -72,6 +72,7 @@ def run_pretrain(ctx: Context) -> dict[str, Any]:
         heatmap_weight=sec.heatmap_weight,
         shift_px=sec.shift_px,
         keypoint_window=sec.keypoint_window,
+        crop=tuple(sec.crop) if sec.crop else None,
         pretrained=sec.pretrained,
         resume=ctx.resume,
         progress=ctx.progress,

@@ -196,6 +196,9 @@ def task_loss(
 ) -> torch.Tensor:
     """The pretraining loss on a feature map: position (smooth L1) + keypoint (L1).
 
+    ``uv`` is in normalised coordinates of the whole frame; the keypoint head works in the
+    network input's (the crop's), so the target is mapped there.
+
     Shape:
         - fmap: ``(B, C, h, w)``; position: ``(B, 3)`` metres; uv: ``(B, 2)`` or ``None``.
     """
@@ -206,7 +209,7 @@ def task_loss(
         losses.append(F.smooth_l1_loss(pred, head.normalise(position)))
     if geometry.KEYPOINT_HEAD in encoder.heads and uv is not None:
         pred = encoder.heads[geometry.KEYPOINT_HEAD](fmap)[:, 0].float()
-        losses.append(F.l1_loss(pred, uv))
+        losses.append(F.l1_loss(pred, encoder.preprocessing.to_input(uv)))
     assert losses, "no head to train; checked by the caller"
     return torch.stack(losses).sum()
 

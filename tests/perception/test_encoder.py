@@ -365,3 +365,73 @@ def test_freeze_and_param_groups(encoder: Encoder) -> None:
     assert all(p.requires_grad for p in encoder.parameters())
     with pytest.raises(ConfigError, match="outside"):
         encoder.freeze_blocks(n + 1)
+
+
+# ---------------------------------------------------------------------------- crop
+def test_crop_cuts_the_frame_and_maps_keypoints_both_ways() -> None:
+    from sim2real.perception.preprocessing import Preprocessing
+
+    pre = Preprocessing(160, 120, crop=(8, 40, 152, 120))
+    assert pre.input_size == (144, 80)
+    big = np.random.default_rng(3).integers(0, 256, (2, 480, 640, 3), dtype=np.uint8)
+    x = pre(big)
+    assert x.shape == (2, 3, 80, 144)
+    resized = resize_frames(big, 160, 120)
+    whole = Preprocessing(160, 120).normalise(resized)
+    torch.testing.assert_close(x, whole[:, :, 40:120, 8:152])
+    # The crop's corners are the frame's pixels (8, 40) and (152, 120), normalised.
+    corners = pre.to_frame(np.array([[-1.0, -1.0], [1.0, 1.0]]))
+    np.testing.assert_allclose(corners, [[8 / 80 - 1, 40 / 60 - 1], [152 / 80 - 1, 1.0]])
+    xy = torch.tensor([[0.3, -0.2], [-0.9, 0.95]], dtype=torch.float64)
+    torch.testing.assert_close(pre.to_input(pre.to_frame(xy)), xy)
+    assert Preprocessing.from_dict(pre.to_dict()) == pre
+    old_card = {k: v for k, v in Preprocessing(64, 48).to_dict().items() if k != "crop"}
+    assert Preprocessing.from_dict(old_card).crop is None  # cards written before crop
+    assert Preprocessing(64, 48).to_frame(xy) is xy
+
+
+@pytest.mark.parametrize(
+    ("crop", "match"),
+    [
+        ((0, 40, 170, 120), r"0 <= x0 < x1 <= 160"),
+        ((10, 40, 10, 120), r"0 <= x0 < x1"),
+        ((0, 0, 4, 120), "at least 8x8"),
+        ((0, 0, 16), "4 integers"),
+        (("a", 0, 1, 2), "4 integers"),
+    ],
+)
+def test_bad_crop(crop: tuple, match: str) -> None:
+    from sim2real.perception.preprocessing import Preprocessing
+
+    with pytest.raises(ConfigError, match=match):
+        Preprocessing(160, 120, crop=crop)
+
+
+def test_encoder_crop_sees_only_the_crop_and_predicts_whole_frame_keypoints(
+    tmp_path: Path,
+) -> None:
+    torch.manual_seed(0)
+    enc = Encoder(
+        "nature_cnn",
+        {"kp": {"type": "keypoints", "names": ["cube"]}},
+        input_size=(96, 80),
+        crop=(0, 24, 96, 80),
+        pretrained=False,
+    ).eval()
+    frames = np.random.default_rng(4).integers(0, 256, (2, 80, 96, 3), dtype=np.uint8)
+    out = enc.predict(frames)
+    with torch.no_grad():
+        raw = enc(enc.preprocess(frames))["kp"]
+    np.testing.assert_allclose(out["kp"], enc.preprocessing.to_frame(raw).numpy(), atol=1e-6)
+    assert (out["kp"][..., 1] >= 24 / 40 - 1 - 1e-6).all()  # below the crop's top edge
+    above, inside = frames.copy(), frames.copy()
+    above[:, :24] = 0  # outside the crop: no effect
+    inside[:, 40:] = 0  # inside the crop: an effect
+    np.testing.assert_array_equal(enc.predict(above)["kp"], out["kp"])
+    assert not np.array_equal(enc.predict(inside)["kp"], out["kp"])
+    loaded = Encoder.load(enc.save(tmp_path / "enc"))
+    assert loaded.preprocessing.crop == (0, 24, 96, 80)
+    assert json.loads((tmp_path / "enc" / "card.json").read_text())["preprocessing"]["crop"] == [
+        0, 24, 96, 80,
+    ]  # fmt: skip
+    np.testing.assert_array_equal(loaded.predict(frames)["kp"], out["kp"])
