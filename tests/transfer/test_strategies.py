@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from sim2real.data.real import open_real
+from sim2real.data.shards import ShardedDataset
 from sim2real.errors import ConfigError, DataError
 from sim2real.perception import Encoder
 from sim2real.transfer import (
@@ -255,3 +256,23 @@ def test_bad_strategy_and_settings() -> None:
     with pytest.raises(ConfigError, match="epochs"):
         FinetuneConfig.from_overrides(epochs="many")
     assert FinetuneConfig.from_overrides(lr="none", augment="no").augment is False
+
+
+def test_task_loss_maps_whole_frame_keypoints_into_the_crop(sim_dir: Path) -> None:
+    from sim2real.transfer.training import task_loss
+
+    torch.manual_seed(0)
+    enc = Encoder(
+        "nature_cnn",
+        {"keypoint": {"type": "keypoints", "names": ["cube"]}},
+        input_size=(64, 48),
+        crop=(0, 8, 64, 48),
+        pretrained=False,
+    ).eval()
+    images = np.stack([ShardedDataset(sim_dir, fields=["image"])[i]["image"] for i in range(3)])
+    with torch.no_grad():
+        fmap = enc.backbone(enc.preprocess(images))
+        own = enc.heads["keypoint"](fmap)[:, 0]  # the crop's coordinates
+        frame_uv = enc.preprocessing.to_frame(own)  # the labels' coordinates
+        assert float(task_loss(enc, fmap, torch.zeros(3, 3), frame_uv)) < 1e-6
+        assert float(task_loss(enc, fmap, torch.zeros(3, 3), own)) > 1e-3
