@@ -144,6 +144,8 @@ def pretrain(
     """
     if feature_stride is None:
         feature_stride = DEFAULT_STRIDES.get(backbone)
+    if isinstance(crop, str) and crop != "table":
+        raise ConfigError(f"crop={crop!r}: expected (x0, y0, x1, y1) pixels, 'table' or None")
     cfg = PretrainConfig(
         data=str(Path(data).resolve()),
         backbone=backbone,

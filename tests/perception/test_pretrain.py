@@ -225,3 +225,5 @@ def test_table_crop_trains_and_holds_every_cube(sim_data: Path, tmp_path: Path) 
     assert predict_positions(enc, frames).shape == (4, 3)
     with pytest.raises(ConfigError, match="0 <= y0 < y1 <= 48"):
         pretrain(sim_data, tmp_path / "bad", crop=(0, 40, 64, 60), **TINY)
+    with pytest.raises(ConfigError, match="'table' or None"):
+        pretrain(sim_data, tmp_path / "bad", crop="tabel", **TINY)
