@@ -97,6 +97,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES))
     ap.add_argument("--outer-folds", type=int, default=4, help="k=all CV folds; 0 = LOO")
+    ap.add_argument(
+        "--no-baselines", action="store_true", help="skip the real-only baselines (faster)"
+    )
     ap.add_argument("--final", help="strategy of the final model (default: best at k=all)")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                     help="FinetuneConfig overrides, e.g. epochs=30 sim_batch_size=8")  # fmt: skip
@@ -120,7 +123,8 @@ def main() -> None:
     t0 = time.perf_counter()
     report = run_curve(
         model, args.real, out / "curve", args.unlabelled, sim, ks=ks, repeats=args.repeats,
-        strategies=args.strategies.split(","), outer_folds=args.outer_folds, **overrides,
+        strategies=args.strategies.split(","), outer_folds=args.outer_folds,
+        baselines=not args.no_baselines, **overrides,
     )  # fmt: skip
     results = json.loads((out / "curve" / "curve.json").read_text())
     print(f"k-shot curve: {Path(model)} on {args.real} ({time.perf_counter() - t0:.0f} s)")
