@@ -12,12 +12,21 @@ point is the model before any labelled training: zero-shot, after AdaBN, or DANN
 labels), ``real-only (ImageNet)`` and ``real-only (scratch)`` (the same architecture trained
 on the ``k`` real frames only, ``full`` strategy). :func:`run_curve` writes ``curve.json``,
 ``curve.png``, ``best.png`` and ``report.md`` (see :mod:`sim2real.transfer.report`).
+
+A curve takes tens of minutes to hours, so every finished run is appended to
+``runs.jsonl`` in the output folder as it ends (one JSON line, flushed and fsynced). Run the
+same command again after a kill and it resumes: runs already in the journal are read back,
+not trained again. The journal's first line records what the runs depend on (model weights,
+frames, settings, seed); a rerun with anything different stops with a ``ConfigError`` rather
+than mixing the two.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -28,6 +37,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from sim2real.data.label_pixels import write_text_atomic
 from sim2real.data.real import open_real
 from sim2real.errors import CheckpointError, ConfigError, DataError
 from sim2real.perception.encoder import Encoder
@@ -46,6 +56,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_KS: tuple[int | str, ...] = (0, 1, 2, 4, 8, "all")
 DEFAULT_STRATEGIES = ("probe", "top-k", "full", "adabn", "dann", "adabn+top-k")
+JOURNAL = "runs.jsonl"
 ZERO_SHOT = "zero-shot"
 IMAGENET = "real-only (ImageNet)"
 SCRATCH = "real-only (scratch)"
@@ -61,6 +72,7 @@ class _Setup:
     cfg: FinetuneConfig
     outer_folds: int
     seed: int
+    journal: _Journal | None = None
 
 
 def run_curve(
@@ -130,6 +142,18 @@ def run_curve(
         outer_folds=outer_folds,
         seed=seed,
     )
+    out = Path(out_dir)
+    fingerprint = {
+        "model_sha256": _weights_digest(model_path),
+        "labelled": list(labelled.sources),
+        "positions": np.round(np.asarray(labelled.positions), 6).tolist(),
+        "unlabelled": list(setup.unlabelled.sources) if setup.unlabelled else [],
+        "sim": setup.sim,
+        "outer_folds": outer_folds,
+        "seed": seed,
+        "config": cfg.to_dict(),
+    }
+    setup.journal = _Journal(out / JOURNAL, fingerprint)
     started = time.time()
     entries = measure(setup, ks, repeats, list(strategies), baselines, progress)
     results = {
@@ -148,12 +172,11 @@ def run_curve(
             "backbone": encoder.card.get("backbone", {}),
             "position_route": encoder.card.get("position_route"),
             "seconds": round(time.time() - started, 1),
+            "resumed_runs": setup.journal.reused,
         },
         "entries": entries,
     }
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "curve.json").write_text(json.dumps(results, indent=1) + "\n")
+    write_text_atomic(out / "curve.json", json.dumps(results, indent=1) + "\n")
     return write_report(results, out)
 
 
@@ -278,7 +301,12 @@ def measure(
                 runs = []
                 for r, (train, test) in enumerate(plan_runs[(job.name, str(k))]):
                     bar.set_postfix_str(f"{job.name} k={k} #{r + 1}")
-                    runs.append(_one_run(setup, job, train, test, r))
+                    done = setup.journal.get(job.name, k, r, train) if setup.journal else None
+                    if done is None:
+                        done = _one_run(setup, job, train, test, r)
+                        if setup.journal:
+                            setup.journal.add(job.name, k, r, done)
+                    runs.append(done)
                     bar.update(1)
                 entries[job.name]["points"][str(k)] = _point(len(runs[0][0]), runs, zero, n)
                 logger.info(
@@ -348,3 +376,97 @@ def _point(
         "errors": [float(x) for x in pooled],
         "train_sets": [[int(i) for i in t] for t, _, _ in runs],
     }
+
+
+def _weights_digest(model_path: str | Path) -> str:
+    """SHA-256 of the encoder folder's weight files (the journal's guard against a new model)."""
+    h = hashlib.sha256()
+    for f in sorted(Path(model_path).glob("*.safetensors")):
+        h.update(f.name.encode())
+        with f.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+class _Journal:
+    """Finished curve runs, one JSON line each, so that a killed curve resumes where it was.
+
+    The first line is ``{"fingerprint": ...}``; each further line is one run
+    ``{"entry", "k", "repeat", "train", "errors", "epochs"}``. A torn last line (killed while
+    writing) is cut off when the journal is opened.
+    """
+
+    def __init__(self, path: Path, fingerprint: dict[str, Any]) -> None:
+        self.path = path
+        self.fingerprint = json.loads(json.dumps(fingerprint))  # as it reads back
+        self.runs: dict[tuple[str, str, int], dict[str, Any]] = {}
+        self.reused = 0
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists() and path.stat().st_size:
+            self._load()
+        else:
+            self._append({"fingerprint": self.fingerprint})
+
+    def _load(self) -> None:
+        raw = self.path.read_bytes()
+        complete = raw[: raw.rfind(b"\n") + 1]
+        if len(complete) < len(raw):
+            logger.warning("%s: cut off a torn last line (the run was killed mid-write)", self.path)
+            with self.path.open("r+b") as f:
+                f.truncate(len(complete))
+        lines = complete.decode("utf-8").splitlines()
+        try:
+            head = json.loads(lines[0])["fingerprint"] if lines else None
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise DataError(
+                f"{self.path}: not a curve journal ({exc}); delete it or use another --out"
+            ) from exc
+        if head is None:
+            self._append({"fingerprint": self.fingerprint})
+            return
+        if head != self.fingerprint:
+            keys = sorted(
+                k for k in {*head, *self.fingerprint} if head.get(k) != self.fingerprint.get(k)
+            )
+            raise ConfigError(
+                f"{self.path} holds runs of a different curve (differs in: {', '.join(keys)}); "
+                "expected the same model, frames and settings to resume; "
+                "delete it or use another --out"
+            )
+        for line in lines[1:]:
+            run = json.loads(line)
+            self.runs[(run["entry"], run["k"], run["repeat"])] = run
+        if self.runs:
+            logger.info("%s: resuming, %d finished runs read back", self.path, len(self.runs))
+
+    def _append(self, record: dict[str, Any]) -> None:
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def get(
+        self, entry: str, k: int | str, repeat: int, train: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, int | None] | None:
+        """The finished run, or ``None`` if it is not in the journal (or used other frames)."""
+        run = self.runs.get((entry, str(k), repeat))
+        if run is None or run["train"] != [int(i) for i in train]:
+            return None
+        self.reused += 1
+        return train, np.asarray(run["errors"], dtype=np.float64), run["epochs"]
+
+    def add(
+        self, entry: str, k: int | str, repeat: int, run: tuple[np.ndarray, np.ndarray, int | None]
+    ) -> None:
+        train, errors, epochs = run
+        record = {
+            "entry": entry,
+            "k": str(k),
+            "repeat": repeat,
+            "train": [int(i) for i in train],
+            "errors": [float(e) for e in errors],
+            "epochs": None if epochs is None else int(epochs),
+        }
+        self.runs[(entry, str(k), repeat)] = record
+        self._append(record)

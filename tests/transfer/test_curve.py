@@ -10,7 +10,15 @@ import pytest
 
 from sim2real.errors import ConfigError, DataError
 from sim2real.perception import Encoder
-from sim2real.transfer.curve import IMAGENET, SCRATCH, ZERO_SHOT, check_ks, run_curve, splits
+from sim2real.transfer.curve import (
+    IMAGENET,
+    JOURNAL,
+    SCRATCH,
+    ZERO_SHOT,
+    check_ks,
+    run_curve,
+    splits,
+)
 from sim2real.transfer.report import summary
 
 TINY = {"epochs": 1, "steps_per_epoch": 1, "batch_size": 4, "cv_folds": 2, "device": "cpu"}
@@ -124,3 +132,42 @@ def test_curve_needs_two_labelled_frames(encoder: Encoder, real_dir: Path, tmp_p
         run_curve(tmp_path / "model", real_dir / "unlabelled", tmp_path / "c", progress=False)
     with pytest.raises(ConfigError, match="repeats"):
         run_curve(tmp_path / "model", real_dir, tmp_path / "c", repeats=0)
+
+
+def test_curve_resumes_from_its_journal(
+    encoder: Encoder, real_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sim2real.transfer.curve as curve_module
+
+    encoder.save(tmp_path / "model")
+    out = tmp_path / "curve"
+    args = dict(ks=(0, 1, 2), repeats=2, strategies=("probe",), baselines=False, progress=False)
+    run_curve(tmp_path / "model", real_dir, out, **args, **TINY)
+    first = json.loads((out / "curve.json").read_text())
+    journal = (out / JOURNAL).read_text().splitlines()
+    assert "fingerprint" in json.loads(journal[0]) and len(journal) == 1 + 5  # k=0, k=1,2 x 2
+
+    trained: list[tuple[str, int]] = []
+    real_one_run = curve_module._one_run
+
+    def counting(setup, job, train, test, repeat):  # type: ignore[no-untyped-def]
+        trained.append((job.name, len(train)))
+        return real_one_run(setup, job, train, test, repeat)
+
+    monkeypatch.setattr(curve_module, "_one_run", counting)
+    # killed after three runs, while writing the fourth: the torn line is cut, two retrained
+    (out / JOURNAL).write_text("\n".join(journal[:4]) + '\n{"entry": "probe", "k": "2", "rep')
+    (out / "curve.json").unlink()
+    run_curve(tmp_path / "model", real_dir, out, **args, **TINY)
+    assert trained == [("probe", 2), ("probe", 2)]
+    again = json.loads((out / "curve.json").read_text())
+    assert again["meta"]["resumed_runs"] == 3
+    for k in ("0", "1", "2"):
+        assert again["entries"]["probe"]["points"][k] == first["entries"]["probe"]["points"][k]
+    assert len((out / JOURNAL).read_text().splitlines()) == 1 + 5
+
+    trained.clear()
+    run_curve(tmp_path / "model", real_dir, out, **args, **TINY)  # all done: nothing trains
+    assert trained == []
+    with pytest.raises(ConfigError, match="differs in: config"):
+        run_curve(tmp_path / "model", real_dir, out, **args, **{**TINY, "epochs": 2})
