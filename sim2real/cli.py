@@ -119,6 +119,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         heatmap_weight=args.heatmap_weight,
         shift_px=args.shift_px,
         keypoint_window=args.keypoint_window,
+        mixstyle=args.mixstyle,
         seed=args.seed,
         device=args.device,
         resume=args.resume,
@@ -330,6 +331,13 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--batch-size", type=int, default=64)
     pt.add_argument("--lr", type=float, default=1e-3)
     pt.add_argument("--freeze-blocks", type=int, default=0, help="freeze the first N blocks")
+    pt.add_argument(
+        "--mixstyle",
+        type=float,
+        default=0.0,
+        help="probability of MixStyle (feature statistics mixed across the batch after the "
+        "first 3 blocks) per step; training only; 0: off",
+    )
     pt.add_argument(
         "--feature-stride", type=int, default=None, help="8|16|32 (default: 16 for lite0/resnet18)"
     )

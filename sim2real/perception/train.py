@@ -43,6 +43,7 @@ from sim2real.perception import geometry
 from sim2real.perception.device import autocast, resolve_device
 from sim2real.perception.encoder import Encoder
 from sim2real.perception.heads import heatmap_kl
+from sim2real.perception.mixstyle import mix_style
 from sim2real.perception.train_config import DEFAULT_STRIDES as DEFAULT_STRIDES
 from sim2real.perception.train_config import HEAD_CHOICES as HEAD_CHOICES
 from sim2real.perception.train_config import METRIC_FIELDS, PretrainConfig
@@ -83,6 +84,9 @@ def pretrain(
     heatmap_sigma: float = 1.0,
     shift_px: int = 0,
     keypoint_window: int = 3,
+    mixstyle: float = 0.0,
+    mixstyle_alpha: float = 0.1,
+    mixstyle_blocks: int = 3,
     weight_decay: float = 1e-4,
     pretrained: bool = True,
     progress: bool = True,
@@ -129,6 +133,12 @@ def pretrain(
             soft-argmax over this many cells around the heatmap's peak, 0 over the whole map
             (:func:`~sim2real.perception.heads.spatial_soft_argmax`). Training always uses
             the whole map.
+        mixstyle: probability per step and block that the feature statistics after each of
+            the first ``mixstyle_blocks`` backbone blocks are mixed across the batch
+            (:func:`~sim2real.perception.mixstyle.mix_style`, Beta(``mixstyle_alpha``)
+            weights); training only, inference is unchanged. 0: off.
+        mixstyle_alpha: the Beta distribution's concentration.
+        mixstyle_blocks: how many leading backbone blocks get MixStyle after them.
         weight_decay: AdamW weight decay.
         pretrained: start from the backbone's ImageNet weights.
         progress: show a tqdm bar (images/s, loss).
@@ -157,6 +167,9 @@ def pretrain(
         heatmap_sigma=float(heatmap_sigma),
         shift_px=int(shift_px),
         keypoint_window=int(keypoint_window),
+        mixstyle=float(mixstyle),
+        mixstyle_alpha=float(mixstyle_alpha),
+        mixstyle_blocks=int(mixstyle_blocks),
         epochs=int(epochs),
         size=tuple(int(v) for v in size) if size is not None else None,  # type: ignore[arg-type]
         crop=None if crop is None or crop == "table" else tuple(int(v) for v in crop),  # type: ignore[arg-type]
@@ -219,6 +232,11 @@ def _build_encoder(
             backbone_kwargs=kwargs,
             pretrained=cfg.pretrained,
             crop=cfg.crop,
+        )
+    if cfg.mixstyle and cfg.mixstyle_blocks >= len(encoder.backbone.blocks):
+        raise ConfigError(
+            f"mixstyle_blocks={cfg.mixstyle_blocks}: expected fewer than the backbone's "
+            f"{len(encoder.backbone.blocks)} blocks (MixStyle goes after early blocks)"
         )
     encoder.freeze_blocks(cfg.freeze_blocks)
     labels = ShardedDataset(ds.path, fields=["position"], verify=False)
@@ -371,6 +389,18 @@ class _Trainer:
                 bar.set_postfix(loss=f"{value:.4f}", lr=f"{group['lr']:.2e}")
         return total / max(images, 1), images
 
+    def backbone_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The backbone's feature map; in training with ``mixstyle``, mixed after early blocks."""
+        backbone, cfg = self.encoder.backbone, self.cfg
+        if not (cfg.mixstyle and backbone.training):
+            return backbone(x)
+        rng = np.random.default_rng([cfg.seed, self.state.step, 0x5717])
+        for i, block in enumerate(backbone.blocks):
+            x = block(x)
+            if i < cfg.mixstyle_blocks:
+                x = mix_style(x, rng, p=cfg.mixstyle, alpha=cfg.mixstyle_alpha)
+        return x
+
     def loss(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Summed head losses and the head outputs (position in metres, keypoint normalised).
 
@@ -384,7 +414,7 @@ class _Trainer:
             x = x.contiguous(memory_format=torch.channels_last)
         losses, outputs = [], {}
         with autocast(self.device):
-            fmap = enc.backbone(x)
+            fmap = self.backbone_features(x)
             if geometry.POSITION_HEAD in enc.heads:
                 head = enc.heads[geometry.POSITION_HEAD]
                 pred = head.forward_normalised(fmap).float()

@@ -33,6 +33,9 @@ class PretrainConfig:
     heatmap_sigma: float = 1.0
     shift_px: int = 0
     keypoint_window: int = 3
+    mixstyle: float = 0.0
+    mixstyle_alpha: float = 0.1
+    mixstyle_blocks: int = 3
     epochs: int = 10
     size: tuple[int, int] | None = None
     crop: tuple[int, int, int, int] | None = None
@@ -62,6 +65,12 @@ class PretrainConfig:
                 f"keypoint_window={self.keypoint_window!r}: expected an integer >= 0 "
                 "(0: soft-argmax over the whole map)"
             )
+        if not 0.0 <= self.mixstyle <= 1.0:
+            raise ConfigError(f"mixstyle={self.mixstyle!r}: expected a probability in [0, 1]")
+        if not self.mixstyle_alpha > 0:
+            raise ConfigError(f"mixstyle_alpha={self.mixstyle_alpha!r}: expected a number > 0")
+        if int(self.mixstyle_blocks) < 1:
+            raise ConfigError(f"mixstyle_blocks={self.mixstyle_blocks!r}: expected an integer >= 1")
         if self.crop is not None:
             crop = tuple(int(c) for c in self.crop)
             if len(crop) != 4:

@@ -227,3 +227,24 @@ def test_table_crop_trains_and_holds_every_cube(sim_data: Path, tmp_path: Path) 
         pretrain(sim_data, tmp_path / "bad", crop=(0, 40, 64, 60), **TINY)
     with pytest.raises(ConfigError, match="'table' or None"):
         pretrain(sim_data, tmp_path / "bad", crop="tabel", **TINY)
+
+
+def test_mixstyle_changes_training_not_inference(sim_data: Path, tmp_path: Path) -> None:
+    mixed = [
+        pretrain(sim_data, tmp_path / f"m{i}", epochs=1, mixstyle=1.0, mixstyle_blocks=1, **TINY)
+        for i in range(2)
+    ]
+    plain = pretrain(sim_data, tmp_path / "plain", epochs=1, **TINY)
+    w0, w1, wp = (load_file(str(r / "model.safetensors")) for r in (*mixed, plain))
+    assert all(torch.equal(w0[k], w1[k]) for k in w0)  # seeded
+    assert any(not torch.equal(w0[k], wp[k]) for k in w0)  # it acted on the training
+    training = json.loads((mixed[0] / "card.json").read_text())["training"]
+    assert (training["mixstyle"], training["mixstyle_blocks"]) == (1.0, 1)
+    assert set(w0) == set(wp)  # no module or buffer added: the saved encoder is a plain one
+    frames = np.random.default_rng(0).integers(0, 256, (2, 48, 64, 3), dtype=np.uint8)
+    out = Encoder.load(mixed[0]).predict(frames)
+    assert all(np.isfinite(v).all() for v in out.values())
+    with pytest.raises(ConfigError, match="mixstyle="):
+        pretrain(sim_data, tmp_path / "bad", mixstyle=1.5, **TINY)
+    with pytest.raises(ConfigError, match="mixstyle_blocks=99"):
+        pretrain(sim_data, tmp_path / "bad", mixstyle=0.5, mixstyle_blocks=99, **TINY)
