@@ -79,6 +79,9 @@ def main() -> None:
     ap.add_argument(
         "--mixstyle", type=float, default=0.0, help="MixStyle probability per step (0: off)"
     )
+    ap.add_argument(
+        "--randconv", type=float, default=0.0, help="RandConv probability per step (0: off)"
+    )
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0, help="dataset seed (and training seed)")
@@ -123,6 +126,7 @@ def main() -> None:
         freeze_blocks=args.freeze_blocks,
         crop=_crop(args.crop),
         mixstyle=args.mixstyle,
+        randconv=args.randconv,
         epochs=10_000,  # the time budget ends training; the cosine schedule follows it
         batch_size=args.batch_size,
         lr=args.lr,
@@ -145,7 +149,8 @@ def main() -> None:
           f"stride {stride}{dilated}, heatmap weight {heat}, shift {shift} px, "
           f"first {train.get('freeze_blocks', 0)} blocks frozen, "
           f"crop {card['preprocessing'].get('crop')}, "
-          f"mixstyle {train.get('mixstyle', 0.0)})")  # fmt: skip
+          f"mixstyle {train.get('mixstyle', 0.0)}, "
+          f"randconv {train.get('randconv', 0.0)})")  # fmt: skip
     print(f"  sim images generated       {args.n} in {gen_seconds:.0f} s "
           f"({train['train_samples']} train / {train['val_samples']} val)")  # fmt: skip
     speed = float(rows[-1]["images_per_s"])

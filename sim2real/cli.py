@@ -120,6 +120,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         shift_px=args.shift_px,
         keypoint_window=args.keypoint_window,
         mixstyle=args.mixstyle,
+        randconv=args.randconv,
         seed=args.seed,
         device=args.device,
         resume=args.resume,
@@ -337,6 +338,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="probability of MixStyle (feature statistics mixed across the batch after the "
         "first 3 blocks) per step; training only; 0: off",
+    )
+    pt.add_argument(
+        "--randconv",
+        type=float,
+        default=0.0,
+        help="probability of a random convolution over the training images per step; 0: off",
     )
     pt.add_argument(
         "--feature-stride", type=int, default=None, help="8|16|32 (default: 16 for lite0/resnet18)"

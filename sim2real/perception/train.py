@@ -43,7 +43,7 @@ from sim2real.perception import geometry
 from sim2real.perception.device import autocast, resolve_device
 from sim2real.perception.encoder import Encoder
 from sim2real.perception.heads import heatmap_kl
-from sim2real.perception.mixstyle import mix_style
+from sim2real.perception.style import mix_style, rand_conv
 from sim2real.perception.train_config import DEFAULT_STRIDES as DEFAULT_STRIDES
 from sim2real.perception.train_config import HEAD_CHOICES as HEAD_CHOICES
 from sim2real.perception.train_config import METRIC_FIELDS, PretrainConfig
@@ -87,6 +87,7 @@ def pretrain(
     mixstyle: float = 0.0,
     mixstyle_alpha: float = 0.1,
     mixstyle_blocks: int = 3,
+    randconv: float = 0.0,
     weight_decay: float = 1e-4,
     pretrained: bool = True,
     progress: bool = True,
@@ -135,10 +136,12 @@ def pretrain(
             the whole map.
         mixstyle: probability per step and block that the feature statistics after each of
             the first ``mixstyle_blocks`` backbone blocks are mixed across the batch
-            (:func:`~sim2real.perception.mixstyle.mix_style`, Beta(``mixstyle_alpha``)
+            (:func:`~sim2real.perception.style.mix_style`, Beta(``mixstyle_alpha``)
             weights); training only, inference is unchanged. 0: off.
         mixstyle_alpha: the Beta distribution's concentration.
         mixstyle_blocks: how many leading backbone blocks get MixStyle after them.
+        randconv: probability per step that the training images pass through a random
+            convolution (:func:`~sim2real.perception.style.rand_conv`); training only. 0: off.
         weight_decay: AdamW weight decay.
         pretrained: start from the backbone's ImageNet weights.
         progress: show a tqdm bar (images/s, loss).
@@ -170,6 +173,7 @@ def pretrain(
         mixstyle=float(mixstyle),
         mixstyle_alpha=float(mixstyle_alpha),
         mixstyle_blocks=int(mixstyle_blocks),
+        randconv=float(randconv),
         epochs=int(epochs),
         size=tuple(int(v) for v in size) if size is not None else None,  # type: ignore[arg-type]
         crop=None if crop is None or crop == "table" else tuple(int(v) for v in crop),  # type: ignore[arg-type]
@@ -390,11 +394,15 @@ class _Trainer:
         return total / max(images, 1), images
 
     def backbone_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The backbone's feature map; in training with ``mixstyle``, mixed after early blocks."""
+        """The backbone's feature map; in training, with the style augmentations switched on."""
         backbone, cfg = self.encoder.backbone, self.cfg
-        if not (cfg.mixstyle and backbone.training):
+        if not backbone.training or not (cfg.mixstyle or cfg.randconv):
             return backbone(x)
         rng = np.random.default_rng([cfg.seed, self.state.step, 0x5717])
+        if cfg.randconv:
+            x = rand_conv(x, rng, p=cfg.randconv)
+        if not cfg.mixstyle:
+            return backbone(x)
         for i, block in enumerate(backbone.blocks):
             x = block(x)
             if i < cfg.mixstyle_blocks:

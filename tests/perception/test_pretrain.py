@@ -248,3 +248,13 @@ def test_mixstyle_changes_training_not_inference(sim_data: Path, tmp_path: Path)
         pretrain(sim_data, tmp_path / "bad", mixstyle=1.5, **TINY)
     with pytest.raises(ConfigError, match="mixstyle_blocks=99"):
         pretrain(sim_data, tmp_path / "bad", mixstyle=0.5, mixstyle_blocks=99, **TINY)
+
+
+def test_randconv_changes_training_and_is_recorded(sim_data: Path, tmp_path: Path) -> None:
+    root = pretrain(sim_data, tmp_path / "rc", epochs=1, randconv=1.0, **TINY)
+    plain = pretrain(sim_data, tmp_path / "plain", epochs=1, **TINY)
+    wr, wp = (load_file(str(r / "model.safetensors")) for r in (root, plain))
+    assert set(wr) == set(wp) and any(not torch.equal(wr[k], wp[k]) for k in wr)
+    assert json.loads((root / "card.json").read_text())["training"]["randconv"] == 1.0
+    with pytest.raises(ConfigError, match="randconv="):
+        pretrain(sim_data, tmp_path / "bad", randconv=-0.1, **TINY)
