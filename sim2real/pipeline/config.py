@@ -81,6 +81,8 @@ class PretrainSection(Section):
     crop: list[int] | None = Field(
         None, min_length=4, max_length=4, description="x0, y0, x1, y1 region of interest, px"
     )
+    mixstyle: float = Field(0.0, ge=0.0, le=1.0, description="MixStyle probability per step")
+    randconv: float = Field(0.0, ge=0.0, le=1.0, description="RandConv probability per step")
     max_minutes: float | None = Field(None, gt=0.0)
     pretrained: bool = True
 

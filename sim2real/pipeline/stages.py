@@ -73,6 +73,8 @@ def run_pretrain(ctx: Context) -> dict[str, Any]:
         shift_px=sec.shift_px,
         keypoint_window=sec.keypoint_window,
         crop=tuple(sec.crop) if sec.crop else None,
+        mixstyle=sec.mixstyle,
+        randconv=sec.randconv,
         pretrained=sec.pretrained,
         resume=ctx.resume,
         progress=ctx.progress,
