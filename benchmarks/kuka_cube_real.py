@@ -82,6 +82,9 @@ def main() -> None:
     ap.add_argument(
         "--randconv", type=float, default=0.0, help="RandConv probability per step (0: off)"
     )
+    ap.add_argument(
+        "--exposure", type=float, default=0.0, help="overexposure gain up to 1+E, clipped (0: off)"
+    )
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0, help="dataset seed (and training seed)")
@@ -127,6 +130,7 @@ def main() -> None:
         crop=_crop(args.crop),
         mixstyle=args.mixstyle,
         randconv=args.randconv,
+        exposure=args.exposure,
         epochs=10_000,  # the time budget ends training; the cosine schedule follows it
         batch_size=args.batch_size,
         lr=args.lr,
@@ -150,7 +154,8 @@ def main() -> None:
           f"first {train.get('freeze_blocks', 0)} blocks frozen, "
           f"crop {card['preprocessing'].get('crop')}, "
           f"mixstyle {train.get('mixstyle', 0.0)}, "
-          f"randconv {train.get('randconv', 0.0)})")  # fmt: skip
+          f"randconv {train.get('randconv', 0.0)}, "
+          f"exposure {train.get('exposure', 0.0)})")  # fmt: skip
     print(f"  sim images generated       {args.n} in {gen_seconds:.0f} s "
           f"({train['train_samples']} train / {train['val_samples']} val)")  # fmt: skip
     speed = float(rows[-1]["images_per_s"])

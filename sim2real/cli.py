@@ -121,6 +121,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         keypoint_window=args.keypoint_window,
         mixstyle=args.mixstyle,
         randconv=args.randconv,
+        exposure=args.exposure,
         seed=args.seed,
         device=args.device,
         resume=args.resume,
@@ -344,6 +345,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.0,
         help="probability of a random convolution over the training images per step; 0: off",
+    )
+    pt.add_argument(
+        "--exposure",
+        type=float,
+        default=0.0,
+        help="overexposure: half the training images get a gain up to 1+E, clipped; 0: off",
     )
     pt.add_argument(
         "--feature-stride", type=int, default=None, help="8|16|32 (default: 16 for lite0/resnet18)"

@@ -88,6 +88,7 @@ def pretrain(
     mixstyle_alpha: float = 0.1,
     mixstyle_blocks: int = 3,
     randconv: float = 0.0,
+    exposure: float = 0.0,
     weight_decay: float = 1e-4,
     pretrained: bool = True,
     progress: bool = True,
@@ -142,6 +143,8 @@ def pretrain(
         mixstyle_blocks: how many leading backbone blocks get MixStyle after them.
         randconv: probability per step that the training images pass through a random
             convolution (:func:`~sim2real.perception.style.rand_conv`); training only. 0: off.
+        exposure: half of the training images get a gain of up to ``1 + exposure``, clipped
+            (overexposure; :func:`~sim2real.perception.train_data.photometric_augmentation`).
         weight_decay: AdamW weight decay.
         pretrained: start from the backbone's ImageNet weights.
         progress: show a tqdm bar (images/s, loss).
@@ -174,6 +177,7 @@ def pretrain(
         mixstyle_alpha=float(mixstyle_alpha),
         mixstyle_blocks=int(mixstyle_blocks),
         randconv=float(randconv),
+        exposure=float(exposure),
         epochs=int(epochs),
         size=tuple(int(v) for v in size) if size is not None else None,  # type: ignore[arg-type]
         crop=None if crop is None or crop == "table" else tuple(int(v) for v in crop),  # type: ignore[arg-type]
@@ -289,7 +293,13 @@ class _Trainer:
         self.encoder.card["training"]["val_samples"] = len(val_idx)
         size = (encoder.preprocessing.width, encoder.preprocessing.height)
         self.train_set = SimSamples(
-            ds, train_idx, size, augment=True, seed=cfg.seed, shift_px=cfg.shift_px
+            ds,
+            train_idx,
+            size,
+            augment=True,
+            seed=cfg.seed,
+            shift_px=cfg.shift_px,
+            exposure=cfg.exposure,
         )
         self.val_set = SimSamples(ds, val_idx, size, augment=False, seed=cfg.seed)
         cpus = os.cpu_count() or 1

@@ -37,6 +37,7 @@ class PretrainConfig:
     mixstyle_alpha: float = 0.1
     mixstyle_blocks: int = 3
     randconv: float = 0.0
+    exposure: float = 0.0
     epochs: int = 10
     size: tuple[int, int] | None = None
     crop: tuple[int, int, int, int] | None = None
@@ -72,6 +73,8 @@ class PretrainConfig:
             raise ConfigError(f"mixstyle_alpha={self.mixstyle_alpha!r}: expected a number > 0")
         if not 0.0 <= self.randconv <= 1.0:
             raise ConfigError(f"randconv={self.randconv!r}: expected a probability in [0, 1]")
+        if not 0.0 <= self.exposure <= 3.0:
+            raise ConfigError(f"exposure={self.exposure!r}: expected an extra gain in [0, 3]")
         if int(self.mixstyle_blocks) < 1:
             raise ConfigError(f"mixstyle_blocks={self.mixstyle_blocks!r}: expected an integer >= 1")
         if self.crop is not None:

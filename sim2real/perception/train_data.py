@@ -18,13 +18,18 @@ from sim2real.data.shards import ShardedDataset
 from sim2real.perception.encoder import resize_frames
 
 
-def photometric_augmentation() -> A.Compose:
+def photometric_augmentation(exposure: float = 0.0) -> A.Compose:
     """Colour jitter, blur, noise and JPEG on top of the simulator's randomisation.
 
+    ``exposure > 0`` first multiplies half of the images by a gain drawn from
+    ``[1, 1 + exposure]``, clipped at 255: overexposure, which flattens white surfaces (the
+    cube, paper) to saturated white as a real camera's auto-exposure does on a bright scene.
     Photometric only: labels (pixel centre, 3-D position) stay valid without transforming.
     """
+    gain = [A.MultiplicativeNoise(multiplier=(1.0, 1.0 + exposure), p=0.5)] if exposure else []
     return A.Compose(
         [
+            *gain,
             A.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.04, p=0.8),
             A.OneOf(
                 [A.GaussianBlur(blur_limit=(3, 5), sigma_limit=(0.2, 1.2)), A.MotionBlur((3, 5))],
@@ -70,12 +75,13 @@ class SimSamples(Dataset):
         augment: bool,
         seed: int,
         shift_px: int = 0,
+        exposure: float = 0.0,
     ) -> None:
         self.ds, self.indices, self.size, self.seed = ds, np.asarray(indices), size, seed
         self.shift_px = int(shift_px)
         h, w = ds.fields["image"]["shape"][:2]
         self.image_wh = np.array([w, h], dtype=np.float32)
-        self.transform = photometric_augmentation() if augment else None
+        self.transform = photometric_augmentation(exposure) if augment else None
 
     def __len__(self) -> int:
         return len(self.indices)

@@ -83,6 +83,7 @@ class PretrainSection(Section):
     )
     mixstyle: float = Field(0.0, ge=0.0, le=1.0, description="MixStyle probability per step")
     randconv: float = Field(0.0, ge=0.0, le=1.0, description="RandConv probability per step")
+    exposure: float = Field(0.0, ge=0.0, le=3.0, description="overexposure gain up to 1+E")
     max_minutes: float | None = Field(None, gt=0.0)
     pretrained: bool = True
 

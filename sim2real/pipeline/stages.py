@@ -75,6 +75,7 @@ def run_pretrain(ctx: Context) -> dict[str, Any]:
         crop=tuple(sec.crop) if sec.crop else None,
         mixstyle=sec.mixstyle,
         randconv=sec.randconv,
+        exposure=sec.exposure,
         pretrained=sec.pretrained,
         resume=ctx.resume,
         progress=ctx.progress,

@@ -258,3 +258,21 @@ def test_randconv_changes_training_and_is_recorded(sim_data: Path, tmp_path: Pat
     assert json.loads((root / "card.json").read_text())["training"]["randconv"] == 1.0
     with pytest.raises(ConfigError, match="randconv="):
         pretrain(sim_data, tmp_path / "bad", randconv=-0.1, **TINY)
+
+
+def test_exposure_saturates_bright_pixels_and_keeps_labels(sim_data: Path) -> None:
+    ds = ShardedDataset(sim_data, fields=["image", "position", "uv"], verify=False)
+    idx = np.arange(len(ds))
+    plain = SimSamples(ds, idx, (64, 48), augment=True, seed=0)
+    exposed = SimSamples(ds, idx, (64, 48), augment=True, seed=0, exposure=1.5)
+    saturated = [0, 0]
+    for i in range(len(ds)):
+        img0, pos0, uv0 = plain[(0, i)]
+        img1, pos1, uv1 = exposed[(0, i)]
+        assert torch.equal(pos0, pos1) and torch.equal(uv0, uv1)  # photometric only
+        assert torch.equal(exposed[(0, i)][0], img1)  # seeded
+        saturated[0] += int((img0 == 255).sum())
+        saturated[1] += int((img1 == 255).sum())
+    assert saturated[1] > 2 * saturated[0] + 100  # gains up to 2.5 on half the images
+    with pytest.raises(ConfigError, match="exposure=-1"):
+        pretrain(sim_data, sim_data.parent / "neg", exposure=-1.0, **TINY)
