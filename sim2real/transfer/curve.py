@@ -151,7 +151,7 @@ def run_curve(
         "sim": setup.sim,
         "outer_folds": outer_folds,
         "seed": seed,
-        "config": cfg.to_dict(),
+        "config": {k: v for k, v in cfg.to_dict().items() if k != "progress"},
     }
     setup.journal = _Journal(out / JOURNAL, fingerprint)
     started = time.time()
