@@ -149,6 +149,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         out_dir=args.out,
         route=args.route,
         keypoint_window=args.keypoint_window,
+        batchnorm=args.batchnorm,
     )
     _print_errors(stats)
     for route, r in stats.get("routes", {}).items():
@@ -164,7 +165,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from sim2real.perception.evaluate import predict_folder
 
-    path = predict_folder(args.model, args.images, args.out, route=args.route)
+    path = predict_folder(
+        args.model, args.images, args.out, route=args.route, batchnorm=args.batchnorm
+    )
     print(f"wrote {path}")
     return 0
 
@@ -393,6 +396,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--keypoint-window", type=int, default=None, help="override the card's keypoint window"
     )
+    ev.add_argument(
+        "--batchnorm",
+        choices=("stored", "frame"),
+        default=None,
+        help="BatchNorm statistics: stored (running) or frame (each frame's own); default: card's",
+    )
     ev.set_defaults(func=cmd_evaluate)
 
     pr = sub.add_parser("predict", help="positions for a folder of images -> CSV")
@@ -400,6 +409,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--images", required=True)
     pr.add_argument("--out", required=True)
     pr.add_argument("--route", default=None)
+    pr.add_argument(
+        "--batchnorm",
+        choices=("stored", "frame"),
+        default=None,
+        help="BatchNorm statistics: stored (running) or frame (each frame's own); default: card's",
+    )
     pr.set_defaults(func=cmd_predict)
 
     ft = sub.add_parser("finetune", help="adapt an encoder to real frames")

@@ -11,9 +11,10 @@ both live in :mod:`sim2real.perception.preprocessing` and are re-exported here.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,27 @@ logger = logging.getLogger(__name__)
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "card.json"
 CARD_FORMAT = "sim2real.encoder/1"
+BATCHNORM_MODES = ("stored", "frame")
+
+
+@contextlib.contextmanager
+def frame_statistics(module: nn.Module) -> Iterator[None]:
+    """Inside the block, every BatchNorm layer of ``module`` normalises with the statistics of
+    the batch it is given instead of its running ones; nothing is updated or kept.
+
+    Fed one frame at a time, that is per-frame normalisation: each frame is normalised by
+    its own feature statistics (test-time BatchNorm, a single-frame AdaBN), a fixed function
+    of that frame alone. The running statistics are restored bit-identically on exit.
+    """
+    layers = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.running_mean, m.running_var) for m in layers]
+    try:
+        for m in layers:  # eval mode + no running buffers -> batch statistics, no update
+            m.running_mean, m.running_var = None, None
+        yield
+    finally:
+        for m, (mean, var) in zip(layers, saved, strict=True):
+            m.running_mean, m.running_var = mean, var
 
 
 class Encoder(nn.Module):
@@ -147,9 +169,30 @@ class Encoder(nn.Module):
         """
         return self.preprocessing(frames, colour=colour, device=self.device)
 
+    @property
+    def batchnorm(self) -> str:
+        """How :meth:`predict` normalises: ``"stored"`` (running statistics, the default) or
+        ``"frame"`` (each frame by its own statistics, see :func:`frame_statistics`); kept in
+        the card (``inference.batchnorm``)."""
+        return str(self.card.get("inference", {}).get("batchnorm", "stored"))
+
+    def set_batchnorm(self, mode: str) -> None:
+        """Set :attr:`batchnorm` (saved with the card).
+
+        Raises:
+            ConfigError: ``mode`` is not one of ``BATCHNORM_MODES``.
+        """
+        if mode not in BATCHNORM_MODES:
+            raise ConfigError(f"batchnorm={mode!r}: expected one of {list(BATCHNORM_MODES)}")
+        self.card.setdefault("inference", {})["batchnorm"] = mode
+
     @torch.no_grad()
     def predict(
-        self, frames: Frames, colour: str = "RGB", batch_size: int = 64
+        self,
+        frames: Frames,
+        colour: str = "RGB",
+        batch_size: int = 64,
+        batchnorm: str | None = None,
     ) -> dict[str, np.ndarray]:
         """Predict every head on raw frames, in eval mode, in batches.
 
@@ -159,7 +202,8 @@ class Encoder(nn.Module):
         Args:
             frames: uint8 ``(H, W, 3)`` or ``(N, H, W, 3)``.
             colour: channel order of ``frames``.
-            batch_size: frames per forward pass.
+            batch_size: frames per forward pass (1 with ``batchnorm="frame"``).
+            batchnorm: ``"stored"`` or ``"frame"``; default: :attr:`batchnorm`.
 
         Returns:
             ``{name: (N, ...) float32 array}``.
@@ -169,14 +213,19 @@ class Encoder(nn.Module):
             >>> sorted(enc.predict(np.zeros((2, 60, 80, 3), np.uint8)))
             ['kp', 'kp_px']
         """
+        mode = self.batchnorm if batchnorm is None else batchnorm
+        if mode not in BATCHNORM_MODES:
+            raise ConfigError(f"batchnorm={mode!r}: expected one of {list(BATCHNORM_MODES)}")
         batch = as_frames(frames)
+        step = 1 if mode == "frame" else batch_size
         was_training = self.training
         self.eval()
         try:
-            chunks = [
-                self(self.preprocess(batch[i : i + batch_size], colour))
-                for i in range(0, len(batch), batch_size)
-            ]
+            with frame_statistics(self) if mode == "frame" else contextlib.nullcontext():
+                chunks = [
+                    self(self.preprocess(batch[i : i + step], colour))
+                    for i in range(0, len(batch), step)
+                ]
         finally:
             self.train(was_training)
         out = {name: torch.cat([c[name] for c in chunks]).float().cpu() for name in self.heads}

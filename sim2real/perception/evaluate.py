@@ -81,13 +81,16 @@ def keypoint_window_set(encoder: Encoder, window: int | None) -> Iterator[None]:
         head.window = before
 
 
-def _predict_routes(encoder: Encoder, frames: RealFrames) -> tuple[list, dict[str, np.ndarray]]:
+def _predict_routes(
+    encoder: Encoder, frames: RealFrames, batchnorm: str | None = None
+) -> tuple[list, dict[str, np.ndarray]]:
     """All frames' records (without pixels kept) and ``{route: (N, 3)}`` predictions."""
     sources, chunks = [], []
     for start in range(0, len(frames), CHUNK):
         records = [frames[i] for i in range(start, min(start + CHUNK, len(frames)))]
         images = np.stack([r.image for r in records])
-        chunks.append(geometry.route_positions(encoder.predict(images), encoder.card))
+        out = encoder.predict(images, batchnorm=batchnorm)
+        chunks.append(geometry.route_positions(out, encoder.card))
         sources += [(r.source, r.position) for r in records]
     routes = {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
     if not routes:
@@ -112,6 +115,7 @@ def evaluate(
     route: str | None = None,
     device: str = "cpu",
     keypoint_window: int | None = None,
+    batchnorm: str | None = None,
 ) -> dict[str, Any]:
     """Position error of an encoder on the labelled frames of a real folder.
 
@@ -127,6 +131,8 @@ def evaluate(
         device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
         keypoint_window: decode the keypoint head with this soft-argmax window instead of
             the card's (0: whole map); the encoder is left as it was.
+        batchnorm: ``"stored"`` or ``"frame"`` (each frame normalised by its own statistics,
+            :func:`~sim2real.perception.encoder.frame_statistics`); default: the card's.
 
     Returns:
         ``{"n", "route", "xy_cm": {"mean", "median", "p90"}, "xyz_cm": {...},
@@ -150,7 +156,7 @@ def evaluate(
             "(file,x_m,y_m,z_m)"
         )
     with keypoint_window_set(encoder, keypoint_window):
-        sources, routes = _predict_routes(encoder, frames)
+        sources, routes = _predict_routes(encoder, frames, batchnorm)
     labels = np.stack([np.asarray(pos, dtype=np.float64) for _, pos in sources])
     chosen = _default_route(encoder, routes, route)
     per_route = {}
@@ -186,6 +192,7 @@ def predict_folder(
     out_csv: str | os.PathLike[str],
     route: str | None = None,
     device: str = "cpu",
+    batchnorm: str | None = None,
 ) -> Path:
     """Write ``file,x_m,y_m,z_m`` (robot-base frame, metres) for every image of a folder.
 
@@ -195,6 +202,7 @@ def predict_folder(
         out_csv: the CSV to write (its folder is created).
         route: position route; default: the card's ``position_route``.
         device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
+        batchnorm: ``"stored"`` or ``"frame"``; default: the card's.
 
     Returns:
         ``out_csv`` as a path.
@@ -209,7 +217,7 @@ def predict_folder(
     """
     encoder = load_model(model, device)
     frames = open_real(images_dir)
-    sources, routes = _predict_routes(encoder, frames)
+    sources, routes = _predict_routes(encoder, frames, batchnorm)
     pred = routes[_default_route(encoder, routes, route)]
     path = Path(out_csv)
     path.parent.mkdir(parents=True, exist_ok=True)

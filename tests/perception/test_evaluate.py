@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
+from sim2real.cli import main
 from sim2real.data.generate import generate_dataset
 from sim2real.data.shards import ShardedDataset
 from sim2real.envs.sources import scene_spec
@@ -140,3 +141,24 @@ def test_clear_errors(model: Path, real_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no labelled frames"):
         evaluate(model, unlabelled)
     assert predict_folder(model, unlabelled, tmp_path / "p.csv").is_file()
+
+
+def test_evaluate_and_predict_pass_the_batchnorm_mode(
+    model: Path, real_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[str | None] = []
+    real_predict = Encoder.predict
+
+    def spy(self, frames, colour="RGB", batch_size=64, batchnorm=None):  # type: ignore[no-untyped-def]
+        seen.append(batchnorm)
+        return real_predict(self, frames, colour, batch_size, batchnorm)
+
+    monkeypatch.setattr(Encoder, "predict", spy)
+    stored = evaluate(model, real_dir)
+    framed = evaluate(model, real_dir, batchnorm="frame")
+    predict_folder(model, real_dir, tmp_path / "p.csv", batchnorm="frame")
+    assert seen == [None, "frame", "frame"]
+    assert framed["xy_cm"] == stored["xy_cm"]  # nature_cnn: no BatchNorm to renormalise
+    argv = ["evaluate", "--model", str(model), "--real", str(real_dir), "--batchnorm", "frame"]
+    assert main(argv) == 0
+    assert seen[-1] == "frame"
