@@ -2,8 +2,9 @@
 
 Renders ``--n`` randomised kuka_cube frames (2 workers), pretrains the default encoder for
 ``--minutes`` of training wall time, and scores it on the 12 labelled real frames (never the
-unlabelled ones). The camera comes from the dataset manifest (the scene config at generation
-time), never from this script.
+unlabelled ones), with the BatchNorm running statistics of training and with per-frame
+statistics (each frame normalised by its own; no other real frame). The camera comes from the
+dataset manifest (the scene config at generation time), never from this script.
 
     .venv/bin/python benchmarks/kuka_cube_real.py --real ../shared/real/kuka_cube
     .venv/bin/python benchmarks/kuka_cube_real.py --real ../shared/real/kuka_cube \\
@@ -141,6 +142,9 @@ def main() -> None:
     train_seconds = time.perf_counter() - t0
     card = json.loads((model / "card.json").read_text())
     stats = evaluate(model, args.real, out_dir=out / "eval", device=args.device)
+    framed = evaluate(
+        model, args.real, out_dir=out / "eval_frame_bn", device=args.device, batchnorm="frame"
+    )
 
     with (model / "metrics.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
@@ -171,6 +175,9 @@ def main() -> None:
         print(f"    real xy  cm (n={stats['n']:2d})     {_stats(m['xy_cm'])}")
         print(f"    real xyz cm              {_stats(m['xyz_cm'])}")
     print(f"  per-frame CSV {stats['csv']}\n  overlay       {stats['overlay']}")
+    print(f"  [{framed['route']}, per-frame BatchNorm statistics at inference (--batchnorm frame)]")
+    print(f"    real xy  cm (n={framed['n']:2d})     {_stats(framed['xy_cm'])}")
+    print(f"    per-frame CSV {framed['csv']}")
 
 
 if __name__ == "__main__":
