@@ -4,7 +4,9 @@ It lives in its own module so that spawned generation workers can import it by n
 (``fake_source:make_source``; the tests put this folder on ``sys.path``). Environment
 variables inject faults without changing the spec, so a failed run can be resumed:
 ``FAKE_SOURCE_FAIL_AT`` raises from that sample index on, ``FAKE_SOURCE_DELAY`` sleeps that
-many seconds per sample.
+many seconds per sample, and from sample ``FAKE_SOURCE_SLOW_FROM`` on it sleeps
+``FAKE_SOURCE_SLOW_DELAY`` seconds instead (so a test can stop a run between its first shard
+and its last without racing it).
 """
 
 from __future__ import annotations
@@ -26,12 +28,17 @@ class FakeSource:
         fail_at = os.environ.get("FAKE_SOURCE_FAIL_AT")
         self.fail_at = int(fail_at) if fail_at else None
         self.delay = float(os.environ.get("FAKE_SOURCE_DELAY", "0"))
+        slow_from = os.environ.get("FAKE_SOURCE_SLOW_FROM")
+        self.slow_from = int(slow_from) if slow_from else None
+        self.slow_delay = float(os.environ.get("FAKE_SOURCE_SLOW_DELAY", "0"))
         self.closed = False
 
     def __call__(self, index: int) -> dict[str, np.ndarray | str]:
         if self.fail_at is not None and index >= self.fail_at:
             raise RuntimeError(f"fake source failure at sample {index}")
-        if self.delay:
+        if self.slow_from is not None and index >= self.slow_from:
+            time.sleep(self.slow_delay)
+        elif self.delay:
             time.sleep(self.delay)
         rng = np.random.default_rng([self.seed, index])
         return {

@@ -94,7 +94,16 @@ def _start_generator(out: Path, workers: int) -> subprocess.Popen[str]:
         f"generate_dataset({FACTORY!r}, {SPEC!r}, {N}, sys.argv[1], workers={workers}, "
         f"shard_size={SHARD}, progress=False)\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(HERE), "FAKE_SOURCE_DELAY": "0.15"}
+    # The first two shards come quickly; every later sample takes 2 s, so the run is still
+    # going (>= 10 s left) when the test stops it after its first shard, however loaded the
+    # machine is.
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(HERE),
+        "FAKE_SOURCE_DELAY": "0.15",
+        "FAKE_SOURCE_SLOW_FROM": str(2 * SHARD),
+        "FAKE_SOURCE_SLOW_DELAY": "2.0",
+    }
     return subprocess.Popen(
         [sys.executable, "-c", script, str(out)], env=env, stderr=subprocess.PIPE, text=True
     )
