@@ -22,39 +22,33 @@ import numpy as np
 import torch
 
 from sim2real.data.shards import ShardedDataset
+from sim2real.perception import geometry
 from sim2real.perception.encoder import BATCHNORM_MODES, Encoder
 from sim2real.perception.evaluate import evaluate
-from sim2real.perception.preprocessing import resize_frames
 
 
 def sim_keypoint_px(enc: Encoder, data: str, n: int, mode: str) -> tuple[np.ndarray, float]:
-    """Keypoint pixel errors on the first ``n`` validation images, and seconds per frame."""
+    """Keypoint pixel errors on the first ``n`` validation images, and seconds per frame.
+
+    ``Encoder.predict`` resizes and crops as in training and gives pixels of the frames it
+    is handed, so the rendered ``uv`` labels compare as they are.
+    """
+    if geometry.KEYPOINT_HEAD not in enc.heads:
+        raise SystemExit("the encoder has no keypoint head: nothing to score on sim frames")
     ds = ShardedDataset(data, fields=["image", "uv"], verify=False)
     training = enc.card.get("training", {})
     _, val = ds.split(float(training.get("val_fraction", 0.1)), seed=int(training.get("seed", 0)))
-    pre = enc.preprocessing
     errors, seconds = [], 0.0
     for start in range(0, min(n, len(val)), 64):
         items = [ds[int(i)] for i in val[start : min(start + 64, n)]]
-        images = np.stack([it["image"] for it in items])
-        h, w = images.shape[1:3]
-        if (w, h) != (pre.width, pre.height):
-            images = resize_frames(images, pre.width, pre.height).numpy()
         t0 = time.perf_counter()
-        px = enc.predict(images, batchnorm=mode)[f"{next(iter(_kp(enc)))}_px"][:, 0]
+        out = enc.predict(np.stack([it["image"] for it in items]), batchnorm=mode)
         seconds += time.perf_counter() - t0
+        px = out[f"{geometry.KEYPOINT_HEAD}_px"][:, 0]
         uv = np.stack([it["uv"] for it in items]).reshape(len(items), -1)[:, :2]
-        uv = uv * np.array([pre.width / w, pre.height / h])
         errors.append(np.linalg.norm(px - uv, axis=1))
-    out = np.concatenate(errors)
-    return out, seconds / len(out)
-
-
-def _kp(enc: Encoder) -> list[str]:
-    names = [k for k, h in enc.heads.items() if getattr(h, "kind", None) == "keypoints"]
-    if not names:
-        raise SystemExit("the encoder has no keypoint head: nothing to score on sim frames")
-    return names
+    out_px = np.concatenate(errors)
+    return out_px, seconds / len(out_px)
 
 
 def main() -> None:
@@ -74,8 +68,7 @@ def main() -> None:
         px, per_frame = sim_keypoint_px(enc, args.data, args.n, mode)
         real = evaluate(enc, args.real, batchnorm=mode)
         results[mode] = {
-            "sim_val_kp_px": {"n": len(px), "mean": float(px.mean()),
-                              "median": float(np.median(px)), "p90": float(np.percentile(px, 90))},
+            "sim_val_kp_px": {"n": len(px), **geometry.summarise(px)},
             "ms_per_frame": 1000 * per_frame,
             "real_xy_cm": real["xy_cm"],
             "real_n": real["n"],
