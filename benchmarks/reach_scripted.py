@@ -10,6 +10,10 @@ taking the cube position from one of three sources:
 - ``encoder-first-frame``: the encoder on the first frame only (before the arm can occlude
   the cube), then held.
 
+An encoder whose position head is end-effector-relative (``pretrain --position-target
+ee_relative``) gives the cube as the proprio's gripper position plus its predicted offset;
+its ``each-step`` row is then image-based servoing: the offset shrinks as the gripper closes in.
+
 A learned policy that sees only the image and proprioception cannot be expected to beat the
 better encoder row by much: this bounds what PPO on the frozen encoder can reach. Prints
 success rate, final distance and the encoder's xy error, over ``--episodes`` seeded episodes.
@@ -72,7 +76,10 @@ def episode(env, encoder, route: str | None, source: str, seed: int) -> dict[str
         else:
             if held is None or source == "encoder-each-step":
                 frame = obs["image"].transpose(1, 2, 0)
-                held = predict_positions(encoder, frame, colour="RGB", route=route)[0]
+                # the gripper's position as the policy sees it (proprio, with its noise): an
+                # end-effector-relative head adds its offset to it; other heads ignore it
+                seen_ee = obs["proprio"][None, -3:]
+                held = predict_positions(encoder, frame, "RGB", route, ee=seen_ee)[0]
                 errors.append(float(np.linalg.norm(held[:2] - true_cube[:2])))
             cube = held
         ee = world_to_base(core.robot.ee_position()[None], base, yaw)[0]

@@ -22,7 +22,7 @@ import numpy as np
 
 from sim2real.envs.camera import CameraGeometry, render
 from sim2real.envs.core import connect, image_size_tuple
-from sim2real.envs.labels import compute_labels
+from sim2real.envs.labels import compute_labels, world_to_base
 from sim2real.envs.randomization import (
     ImageAugmenter,
     RandomizationConfig,
@@ -30,6 +30,7 @@ from sim2real.envs.randomization import (
     sample_all,
 )
 from sim2real.envs.scene import Scene, SceneConfig
+from sim2real.errors import ConfigError
 
 #: Label schema written into dataset manifests.
 LABEL_SCHEMA = {
@@ -39,6 +40,7 @@ LABEL_SCHEMA = {
     "uv": "float32 (2,) projected cube centre, continuous pixels (pixel i covers [i, i+1))",
     "box": "float32 (4,) tight x0, y0, x1, y1 of the cube's mask (NaN when not visible)",
     "visible_pixels": "int32 () number of cube pixels in the frame",
+    "ee_position": "float32 (3,) end-effector position, robot-base frame, metres",
     "K": "float32 (3, 3) intrinsics at the image size",
     "R": "float32 (3, 3) world-to-camera rotation (OpenCV camera frame)",
     "t": "float32 (3,) world-to-camera translation",
@@ -56,15 +58,23 @@ def scene_spec(
     depth: bool = False,
     renderer: str = "tiny",
     arm_jitter: float = 0.35,
+    reach_poses: float = 0.0,
 ) -> dict[str, Any]:
     """The JSON spec of a dataset: the full scene and randomisation configs are embedded, so
-    the manifest describes the data even if the preset files change later."""
+    the manifest describes the data even if the preset files change later.
+
+    ``reach_poses`` is the fraction of samples whose arm is posed (by inverse kinematics)
+    with the end effector near and above the cube, as on the way in of a reach, instead of
+    the rest pose plus ``arm_jitter``: what a gripper-relative position head needs to learn
+    the last centimetres (see :class:`LabelledFrameSource`)."""
+    if not 0.0 <= reach_poses <= 1.0:
+        raise ConfigError(f"reach_poses {reach_poses!r}: expected a fraction in [0, 1]")
     scene_json = SceneConfig.load(scene).model_dump(mode="json")
     if not scene_json["cube"]["spawn_near"]:
         # a field added after datasets were made: at its default the spec stays as it was, so
         # those datasets still resume and compare equal
         del scene_json["cube"]["spawn_near"]
-    return {
+    spec = {
         "source": "sim2real.envs.sources:make_source",
         "scene": scene_json,
         "randomization": RandomizationConfig.load(randomization).spec(),
@@ -75,10 +85,28 @@ def scene_spec(
         "arm_jitter": float(arm_jitter),
         "label_schema": LABEL_SCHEMA,
     }
+    if reach_poses:
+        # absent at 0, so specs written before the option existed still compare equal
+        spec["reach_poses"] = float(reach_poses)
+    return spec
+
+
+#: Where ``reach_poses`` puts the end effector: cube top + hover + an offset drawn in this box
+#: (metres; x and y scaled by ``u ** 2`` for ``u ~ U(0, 1)`` so the last centimetres, where a
+#: reach succeeds or fails, are dense).
+REACH_OFFSET_XY = 0.20
+REACH_HEIGHT = (-0.02, 0.25)
+REACH_HOVER = 0.05
 
 
 class LabelledFrameSource:
-    """Renders randomised frames of a scene with the cube at a random spawn position."""
+    """Renders randomised frames of a scene with the cube at a random spawn position.
+
+    The arm is at its rest pose plus ``U(-arm_jitter, arm_jitter)`` per joint, or, for a
+    ``reach_poses`` fraction of samples, posed by inverse kinematics with the end effector at
+    the cube's top + ``REACH_HOVER`` + an offset (``REACH_OFFSET_XY``, ``REACH_HEIGHT``). The
+    ``ee_position`` label is read back from the posed arm, so it is exact whatever IK reached.
+    """
 
     def __init__(self, spec: dict[str, Any]) -> None:
         import cv2
@@ -96,6 +124,7 @@ class LabelledFrameSource:
         self.masks = bool(spec.get("masks", False))
         self.depth = bool(spec.get("depth", False))
         self.arm_jitter = float(spec.get("arm_jitter", 0.35))
+        self.reach_poses = float(spec.get("reach_poses", 0.0))
         self.seed = int(spec.get("seed", 0))
         self.client, self.renderer = connect(spec.get("renderer", "tiny"))
         self.scene = Scene(
@@ -116,8 +145,12 @@ class LabelledFrameSource:
         robot = self.scene.robot
         rest = np.asarray(robot.spec.rest_pose)
         joints = rest + rng.uniform(-1.0, 1.0, rest.shape) * self.arm_jitter
+        reach = self.reach_poses > 0.0 and rng.uniform() < self.reach_poses
+        xy = self.scene.sample_cube_xy(rng)
+        if reach:
+            joints = self._reach_joints(xy, rng)
         robot.reset(np.clip(joints, robot.lower, robot.upper))
-        self.scene.place_cube(self.scene.sample_cube_xy(rng), yaw=float(rng.uniform(-np.pi, np.pi)))
+        self.scene.place_cube(xy, yaw=float(rng.uniform(-np.pi, np.pi)))
         geom = CameraGeometry.from_config(params.camera.resized(self.width, self.height))
         frame = render(
             self.client,
@@ -141,6 +174,7 @@ class LabelledFrameSource:
         )
         record = params.to_dict()
         record["joints"] = [float(x) for x in joints]
+        record["reach_pose"] = bool(reach)
         sample: dict[str, np.ndarray | str] = {
             "image": frame.rgb,
             "position": lab.position_base.astype(np.float32),
@@ -148,6 +182,11 @@ class LabelledFrameSource:
             "uv": lab.uv.astype(np.float32),
             "box": lab.box.astype(np.float32),
             "visible_pixels": np.array(lab.visible_pixels, dtype=np.int32),
+            "ee_position": world_to_base(
+                robot.ee_position(),
+                robot.base_position,
+                np.radians(self.scene_cfg.robot.base_yaw_deg),
+            ).astype(np.float32),
             "K": geom.K.astype(np.float32),
             "R": geom.R.astype(np.float32),
             "t": geom.t.astype(np.float32),
@@ -158,6 +197,18 @@ class LabelledFrameSource:
         if self.depth:
             sample["depth"] = frame.depth
         return sample
+
+    def _reach_joints(self, cube_xy: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Joints (by IK from the rest pose) with the end effector near and above the cube."""
+        robot = self.scene.robot
+        robot.reset()
+        offset = rng.uniform(-1.0, 1.0, 2) * rng.uniform(0.0, 1.0) ** 2 * REACH_OFFSET_XY
+        top = self.scene.cfg.cube_z + self.scene.cfg.cube.size / 2 + REACH_HOVER
+        target = np.array([cube_xy[0] + offset[0], cube_xy[1] + offset[1], top])
+        target[2] += rng.uniform(*REACH_HEIGHT)
+        low = np.asarray(robot.cfg.workspace_low) + robot.base_position
+        high = np.asarray(robot.cfg.workspace_high) + robot.base_position
+        return robot.ik(np.clip(target, low, high))
 
     def close(self) -> None:
         if self.client is not None:

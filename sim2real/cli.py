@@ -55,7 +55,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from sim2real.envs.sources import scene_spec
 
     spec = scene_spec(
-        args.scene, args.randomization, _size(args.size), args.masks, args.depth, args.renderer
+        args.scene,
+        args.randomization,
+        _size(args.size),
+        args.masks,
+        args.depth,
+        args.renderer,
+        reach_poses=args.reach_poses,
     )
     path = generate_dataset(
         spec["source"],
@@ -116,6 +122,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         feature_stride=args.feature_stride,
         dilated=args.dilated,
         position_pool=args.position_pool,
+        position_target=args.position_target,
         heatmap_weight=args.heatmap_weight,
         shift_px=args.shift_px,
         keypoint_window=args.keypoint_window,
@@ -302,6 +309,13 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--masks", action="store_true", help="store instance masks")
     gen.add_argument("--depth", action="store_true", help="store metric depth")
     gen.add_argument("--renderer", default="tiny", choices=["tiny", "egl"])
+    gen.add_argument(
+        "--reach-poses",
+        type=float,
+        default=0.0,
+        help="fraction of samples with the gripper posed near and above the cube (for "
+        "pretrain --position-target ee_relative); the rest keep the jittered rest pose",
+    )
     gen.add_argument("--resume", action="store_true", help="finish an interrupted run")
     gen.set_defaults(func=cmd_generate)
 
@@ -363,6 +377,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pt.add_argument(
         "--position-pool", default="mean", help="position head input: mean | mean+points"
+    )
+    pt.add_argument(
+        "--position-target",
+        default="cube",
+        choices=["cube", "ee_relative"],
+        help="position head target: the cube (robot base frame) or the cube minus the "
+        "gripper's position (needs data from generate --reach-poses; for reaching policies)",
     )
     pt.add_argument(
         "--heatmap-weight",

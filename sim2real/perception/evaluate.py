@@ -94,9 +94,16 @@ def _predict_routes(
         sources += [(r.source, r.position) for r in records]
     routes = {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
     if not routes:
+        relative = geometry.position_frame(encoder.card) == "end_effector"
         raise CheckpointError(
             f"encoder has no route to a 3-D position (heads {sorted(encoder.heads)}): "
             "expected a 'position' head, or a 'keypoint' head with a camera in the card"
+            + (
+                "; its position head predicts the cube relative to the end effector, which "
+                "labelled frames without the gripper's position cannot score"
+                if relative
+                else ""
+            )
         )
     return sources, routes
 

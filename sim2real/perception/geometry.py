@@ -222,19 +222,36 @@ def table_crop(
     return max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
 
 
-def route_positions(outputs: Mapping[str, np.ndarray], card: Mapping[str, Any]) -> dict:
+def position_frame(card: Mapping[str, Any]) -> str | None:
+    """The frame of the card's position head: ``robot_base`` (the cube centre), or
+    ``end_effector`` (cube centre minus the end effector's position, robot-base axes: the
+    head of ``pretrain(position_target="ee_relative")``); None without a position head."""
+    head = card.get("heads", {}).get(POSITION_HEAD)
+    return None if head is None else head.get("frame", "robot_base")
+
+
+def route_positions(
+    outputs: Mapping[str, np.ndarray], card: Mapping[str, Any], ee: np.ndarray | None = None
+) -> dict:
     """Positions ``(N, 3)`` for every route the heads and card allow.
 
     Args:
         outputs: raw head outputs (``Encoder.predict`` or numpy of ``forward``).
         card: the encoder card (its ``camera`` enables ``keypoint_plane``).
+        ee: ``(N, 3)`` or ``(3,)`` end-effector positions (robot-base frame), which an
+            end-effector-relative position head needs; without them it offers no route.
 
     Returns:
         ``{route: (N, 3) float64}``.
     """
     routes: dict[str, np.ndarray] = {}
     if POSITION_HEAD in outputs:
-        routes["position_head"] = np.asarray(outputs[POSITION_HEAD], dtype=np.float64)
+        pred = np.asarray(outputs[POSITION_HEAD], dtype=np.float64)
+        if position_frame(card) == "end_effector":
+            if ee is not None:
+                routes["position_head"] = pred + np.asarray(ee, dtype=np.float64)
+        else:
+            routes["position_head"] = pred
     if KEYPOINT_HEAD in outputs and card.get("camera"):
         cam = PlaneCamera.from_card(card["camera"])
         routes["keypoint_plane"] = cam.backproject_normalised(outputs[KEYPOINT_HEAD][:, 0])
@@ -242,7 +259,11 @@ def route_positions(outputs: Mapping[str, np.ndarray], card: Mapping[str, Any]) 
 
 
 def predict_positions(
-    encoder: Any, frames: np.ndarray, colour: str = "RGB", route: str | None = None
+    encoder: Any,
+    frames: np.ndarray,
+    colour: str = "RGB",
+    route: str | None = None,
+    ee: np.ndarray | None = None,
 ) -> np.ndarray:
     """3-D positions in the card's frame (``robot_base``, metres) by the card's chosen route.
 
@@ -252,6 +273,8 @@ def predict_positions(
         colour: channel order of ``frames`` (``RGB`` or ``BGR``).
         route: ``"position_head"`` or ``"keypoint_plane"``; default: the card's
             ``position_route``.
+        ee: end-effector positions ``(N, 3)`` (robot-base frame, e.g. the proprio's last
+            three values): required by an end-effector-relative position head.
 
     Raises:
         ConfigError: the route is unknown or not available for this encoder.
@@ -268,7 +291,12 @@ def predict_positions(
     route = route or encoder.card.get("position_route") or _fallback_route(encoder.card)
     if route not in ROUTES:
         raise ConfigError(f"route={route!r}: expected one of {list(ROUTES)}")
-    routes = route_positions(encoder.predict(frames, colour=colour), encoder.card)
+    routes = route_positions(encoder.predict(frames, colour=colour), encoder.card, ee)
+    if route == "position_head" and route not in routes and ee is None:
+        raise ConfigError(
+            "this encoder's position head predicts the cube relative to the end effector "
+            "(frame 'end_effector'): expected ee=(N, 3) end-effector positions, got None"
+        )
     if route not in routes:
         raise ConfigError(
             f"route {route!r} is not available for this encoder: it offers {sorted(routes)} "

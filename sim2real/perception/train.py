@@ -80,6 +80,7 @@ def pretrain(
     feature_stride: int | None = None,
     dilated: bool = False,
     position_pool: str = "mean",
+    position_target: str = "cube",
     heatmap_weight: float = 0.0,
     heatmap_sigma: float = 1.0,
     shift_px: int = 0,
@@ -124,6 +125,11 @@ def pretrain(
             dilated (see :func:`~sim2real.perception.backbones.efficientnet_lite0`).
         position_pool: the position head's pooling, ``"mean"`` or ``"mean+points"`` (adds
             learnt feature points, see :class:`~sim2real.perception.heads.PositionHead`).
+        position_target: ``"cube"`` (the cube centre, robot-base frame) or ``"ee_relative"``
+            (cube centre minus the end effector's position: the card's position frame is then
+            ``end_effector``, and a position needs the gripper's position at inference; the
+            camera's pose cancels out of the offset, which is what a reaching policy needs).
+            Needs ``head="position"`` and a dataset with ``ee_position`` labels.
         heatmap_weight: weight of the keypoint heatmap term (:func:`~sim2real.perception.heads.
             heatmap_kl`, a Gaussian of ``heatmap_sigma`` cells at the label) added to the L1 on
             the soft-argmax; 0 trains the keypoint by the L1 alone.
@@ -169,6 +175,7 @@ def pretrain(
         feature_stride=feature_stride,
         dilated=bool(dilated),
         position_pool=str(position_pool),
+        position_target=str(position_target),
         heatmap_weight=float(heatmap_weight),
         heatmap_sigma=float(heatmap_sigma),
         shift_px=int(shift_px),
@@ -193,7 +200,16 @@ def pretrain(
     root = Path(out)
     _check_output(root, resume)
     dev = resolve_device(device)
-    ds = ShardedDataset(data, fields=["image", "position", "uv"], verify="lazy")
+    relative = cfg.position_target == "ee_relative"
+    fields = ["image", "position", "uv"] + ["ee_position"] * relative
+    probe = ShardedDataset(data, verify=False)
+    if relative and "ee_position" not in probe.fields:
+        raise DataError(
+            f"position_target='ee_relative' needs 'ee_position' labels, but {data} has "
+            f"{sorted(probe.fields)}: generate it again with this version (sim2real generate "
+            "... --reach-poses 0.5)"
+        )
+    ds = ShardedDataset(data, fields=fields, verify="lazy")
     h, w = ds.fields["image"]["shape"][:2]
     width, height = cfg.size or (w, h)
     if crop == "table":
@@ -247,13 +263,15 @@ def _build_encoder(
             f"{len(encoder.backbone.blocks)} blocks (MixStyle goes after early blocks)"
         )
     encoder.freeze_blocks(cfg.freeze_blocks)
-    labels = ShardedDataset(ds.path, fields=["position"], verify=False)
-    positions = np.stack([labels[int(i)]["position"] for i in train_idx])
+    relative = cfg.position_target == "ee_relative"
+    labels = ShardedDataset(ds.path, fields=["position"] + ["ee_position"] * relative, verify=False)
+    rows = [labels[int(i)] for i in train_idx]
+    positions = np.stack([r["position"] - (r["ee_position"] if relative else 0.0) for r in rows])
     if geometry.POSITION_HEAD in encoder.heads:
         std = positions.std(axis=0) if len(positions) > 1 else np.ones(3)
         encoder.heads[geometry.POSITION_HEAD].set_target_stats(positions.mean(axis=0), std)
     card = encoder.card
-    card["position_frame"] = "robot_base"
+    card["position_frame"] = "end_effector" if relative else "robot_base"
     card["training"] = {**asdict(cfg), "train_samples": len(train_idx), "val_samples": 0}
     card["dataset"] = {
         "path": str(ds.path.resolve()),
@@ -300,8 +318,16 @@ class _Trainer:
             seed=cfg.seed,
             shift_px=cfg.shift_px,
             exposure=cfg.exposure,
+            relative=cfg.position_target == "ee_relative",
         )
-        self.val_set = SimSamples(ds, val_idx, size, augment=False, seed=cfg.seed)
+        self.val_set = SimSamples(
+            ds,
+            val_idx,
+            size,
+            augment=False,
+            seed=cfg.seed,
+            relative=cfg.position_target == "ee_relative",
+        )
         cpus = os.cpu_count() or 1
         self.workers = workers if workers is not None else (0 if cpus <= 2 else min(4, cpus // 2))
         self.steps_per_epoch = math.ceil(len(train_idx) / cfg.batch_size)
@@ -474,7 +500,10 @@ class _Trainer:
             w, h = self.encoder.card["dataset"]["image_size"]
             err = (outputs[geometry.KEYPOINT_HEAD][:, 0] - np.concatenate(uvs)) / 2 * [w, h]
             row["val_kp_px"] = float(np.linalg.norm(err, axis=1).mean())
-        for route, pred in geometry.route_positions(outputs, self.encoder.card).items():
+        # an end-effector-relative head is scored on the offsets themselves (targets are
+        # offsets too): the same error as on positions with the true gripper position added
+        ee = np.zeros_like(target) if self.cfg.position_target == "ee_relative" else None
+        for route, pred in geometry.route_positions(outputs, self.encoder.card, ee).items():
             errors = geometry.position_errors_cm(pred, target)
             row[f"val_{route}_xy_cm"] = float(np.nanmean(errors["xy"]))
             row[f"val_{route}_xyz_cm"] = float(np.nanmean(errors["xyz"]))

@@ -11,6 +11,10 @@ from sim2real.perception.heads import POSITION_POOLS
 
 DEFAULT_STRIDES = {"efficientnet_lite0": 16, "resnet18": 16}
 HEAD_CHOICES = ("position", "keypoint", "keypoint+position")
+#: What the position head regresses: the cube centre (robot-base frame), or the cube centre
+#: minus the end effector's position (robot-base axes), which needs ``ee_position`` labels
+#: (``sim2real generate --reach-poses``) and the gripper's position at inference.
+POSITION_TARGETS = ("cube", "ee_relative")
 METRIC_FIELDS = (
     "epoch", "step", "lr", "train_loss", "val_loss", "val_kp_px",
     "val_position_head_xy_cm", "val_position_head_xyz_cm",
@@ -29,6 +33,7 @@ class PretrainConfig:
     feature_stride: int | None = None
     dilated: bool = False
     position_pool: str = "mean"
+    position_target: str = "cube"
     heatmap_weight: float = 0.0
     heatmap_sigma: float = 1.0
     shift_px: int = 0
@@ -84,6 +89,16 @@ class PretrainConfig:
             object.__setattr__(self, "crop", crop)  # a JSON list (resume) compares equal
         if self.head not in HEAD_CHOICES:
             raise ConfigError(f"head={self.head!r}: expected one of {list(HEAD_CHOICES)}")
+        if self.position_target not in POSITION_TARGETS:
+            raise ConfigError(
+                f"position_target={self.position_target!r}: expected one of "
+                f"{list(POSITION_TARGETS)}"
+            )
+        if self.position_target == "ee_relative" and self.head != "position":
+            raise ConfigError(
+                f"position_target='ee_relative' with head={self.head!r}: expected "
+                "head='position' (a keypoint locates the cube, not its offset from the gripper)"
+            )
         for name in ("heatmap_weight", "shift_px"):
             if getattr(self, name) and "keypoint" not in self.head:
                 raise ConfigError(
@@ -111,7 +126,8 @@ class PretrainConfig:
                 "window": self.keypoint_window,
             }
         if "position" in self.head:
-            specs[geometry.POSITION_HEAD] = {"type": "position", "frame": "robot_base"}
+            frame = "end_effector" if self.position_target == "ee_relative" else "robot_base"
+            specs[geometry.POSITION_HEAD] = {"type": "position", "frame": frame}
             if self.position_pool != "mean":
                 specs[geometry.POSITION_HEAD]["pool"] = self.position_pool
         return specs

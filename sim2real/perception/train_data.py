@@ -64,7 +64,8 @@ class SimSamples(Dataset):
     (at network size) by up to that many whole pixels per axis, edge-filled, and moves the
     keypoint label with it; the shift never takes the label closer than 2 pixels to the
     border. The 3-D position label does not move: to the position head the shift is noise
-    (a small camera rotation), so use it for the keypoint route.
+    (a small camera rotation), so use it for the keypoint route. ``relative=True`` returns
+    ``position - ee_position`` (the cube seen from the gripper) instead of the position.
     """
 
     def __init__(
@@ -76,8 +77,10 @@ class SimSamples(Dataset):
         seed: int,
         shift_px: int = 0,
         exposure: float = 0.0,
+        relative: bool = False,
     ) -> None:
         self.ds, self.indices, self.size, self.seed = ds, np.asarray(indices), size, seed
+        self.relative = bool(relative)
         self.shift_px = int(shift_px)
         h, w = ds.fields["image"]["shape"][:2]
         self.image_wh = np.array([w, h], dtype=np.float32)
@@ -100,9 +103,12 @@ class SimSamples(Dataset):
             seq = np.random.SeedSequence([self.seed, epoch, index])
             self.transform.set_random_seed(int(seq.generate_state(1)[0]))
             image = self.transform(image=image)["image"]
+        position = sample["position"].astype(np.float32)
+        if self.relative:
+            position = position - sample["ee_position"].astype(np.float32)
         return (
             torch.from_numpy(np.ascontiguousarray(image)),
-            torch.from_numpy(sample["position"].astype(np.float32)),
+            torch.from_numpy(position),
             torch.from_numpy(uv.astype(np.float32)),
         )
 

@@ -158,7 +158,10 @@ def test_evaluate_and_predict_pass_the_batchnorm_mode(
     framed = evaluate(model, real_dir, batchnorm="frame")
     predict_folder(model, real_dir, tmp_path / "p.csv", batchnorm="frame")
     assert seen == [None, "frame", "frame"]
-    assert framed["xy_cm"] == stored["xy_cm"]  # nature_cnn: no BatchNorm to renormalise
+    # nature_cnn has no BatchNorm to renormalise: the same up to the float rounding of one
+    # frame per pass against batches (it differed at 1e-9 relative on this machine)
+    for key, value in stored["xy_cm"].items():
+        assert framed["xy_cm"][key] == pytest.approx(value, rel=1e-6)
     argv = ["evaluate", "--model", str(model), "--real", str(real_dir), "--batchnorm", "frame"]
     assert main(argv) == 0
     assert seen[-1] == "frame"

@@ -276,3 +276,52 @@ def test_exposure_saturates_bright_pixels_and_keeps_labels(sim_data: Path) -> No
     assert saturated[1] > 2 * saturated[0] + 100  # gains up to 2.5 on half the images
     with pytest.raises(ConfigError, match="exposure=-1"):
         pretrain(sim_data, sim_data.parent / "neg", exposure=-1.0, **TINY)
+
+
+def test_ee_relative_head_learns_the_offset_and_needs_the_gripper(
+    sim_data: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from sim2real.errors import DataError
+
+    root = pretrain(
+        sim_data,
+        tmp_path / "rel",
+        epochs=3,
+        head="position",
+        position_target="ee_relative",
+        **TINY,
+    )
+    rows = _metrics(root)
+    assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
+    card = json.loads((root / "card.json").read_text())
+    assert card["position_frame"] == "end_effector"
+    assert card["heads"]["position"]["frame"] == "end_effector"
+    assert card["training"]["position_target"] == "ee_relative"
+    # the samples' targets are the cube minus the gripper
+    ds = ShardedDataset(sim_data)
+    rel = SimSamples(ds, np.arange(3), (64, 48), augment=False, seed=0, relative=True)
+    for i in range(3):
+        expected = ds[i]["position"] - ds[i]["ee_position"]
+        np.testing.assert_allclose(rel[(0, i)][1].numpy(), expected, atol=1e-6)
+    # a position is the gripper's position plus the predicted offset; without it: an error
+    enc = Encoder.load(root)
+    frames = np.stack([ds[i]["image"] for i in range(2)])
+    ee = np.stack([ds[i]["ee_position"] for i in range(2)])
+    offset = enc.predict(frames)["position"]
+    np.testing.assert_allclose(predict_positions(enc, frames, ee=ee), offset + ee, atol=1e-6)
+    with pytest.raises(ConfigError, match=r"relative to the end effector.*expected ee="):
+        predict_positions(enc, frames)
+    # a keypoint head cannot take an offset; a dataset without gripper labels is refused
+    with pytest.raises(ConfigError, match="expected head='position'"):
+        pretrain(sim_data, tmp_path / "x", epochs=1, position_target="ee_relative", **TINY)
+    with pytest.raises(ConfigError, match="position_target='gripper'"):
+        pretrain(sim_data, tmp_path / "y", epochs=1, head="position", position_target="gripper")
+    old = tmp_path / "old_data"
+    shutil.copytree(sim_data, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    del manifest["fields"]["ee_position"]
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match=r"needs 'ee_position' labels.*--reach-poses"):
+        pretrain(old, tmp_path / "z", epochs=1, head="position", position_target="ee_relative")
