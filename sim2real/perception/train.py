@@ -202,11 +202,11 @@ def pretrain(
     dev = resolve_device(device)
     relative = cfg.position_target == "ee_relative"
     fields = ["image", "position", "uv"] + ["ee_position"] * relative
-    probe = ShardedDataset(data, verify=False)
-    if relative and "ee_position" not in probe.fields:
+    available = ShardedDataset(data, verify=False).fields if relative else {}
+    if relative and "ee_position" not in available:
         raise DataError(
             f"position_target='ee_relative' needs 'ee_position' labels, but {data} has "
-            f"{sorted(probe.fields)}: generate it again with this version (sim2real generate "
+            f"{sorted(available)}: generate it again with this version (sim2real generate "
             "... --reach-poses 0.5)"
         )
     ds = ShardedDataset(data, fields=fields, verify="lazy")
