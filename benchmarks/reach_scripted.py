@@ -37,7 +37,9 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--encoder", required=True, help="encoder checkpoint")
     parser.add_argument(
-        "--route", default=None, help="position_head | keypoint_plane (default: the card's)"
+        "--route",
+        default=None,
+        help="position_head | keypoint_plane | keypoint_relative (default: the card's)",
     )
     parser.add_argument("--env", default="Sim2Real/ReachCube-v0")
     parser.add_argument("--episodes", type=int, default=50)

@@ -11,9 +11,14 @@ Nothing is pickled and nothing here imports Stable-Baselines3: :func:`load_bundl
 deterministic actor in plain torch. The computation, for a uint8 frame and proprioception::
 
     x        = encoder.preprocess(frame)                     # resize + normalise, (B, 3, H, W)
-    encoded  = [pool(backbone(x)) (E), position head (3)?]   # "features" layout, (B, E[+3])
+    encoded  = [pool(backbone(x)) (E), position (3)?]        # "features" layout, (B, E[+3])
     policy_in = [tanh(LayerNorm(Linear(pooled))) (T), position (3)?, proprio (P)]
     action   = squash(mu(pi(policy_in)))                     # "tanh" (SAC) or "clip" (PPO)
+
+The position is the encoder's ``position`` head, or, when the encoder card's route is
+``keypoint_relative``, the cube minus the gripper from the cube and gripper keypoints and the
+gripper's height in the proprio (:func:`keypoint_offset`; see
+:mod:`sim2real.perception.geometry`).
 
 Example:
     >>> encoder, actor, contract = load_bundle("runs/reach/bundle")  # doctest: +SKIP
@@ -34,6 +39,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from sim2real.errors import CheckpointError, ConfigError, InputError
+from sim2real.perception import geometry
 from sim2real.perception.encoder import Encoder
 
 logger = logging.getLogger(__name__)
@@ -47,15 +53,76 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "el
 SQUASHES = ("tanh", "clip")
 
 
-def encode(encoder: Encoder, x: torch.Tensor, pool: str, use_position: bool) -> torch.Tensor:
+def position_route(encoder: Encoder) -> str | None:
+    """Which position joins the policy features: ``"keypoint_relative"`` when the card chose
+    that route (cube and gripper keypoints, a camera in the card), else ``"position_head"``
+    for a 3-D ``position`` head, else None."""
+    card = encoder.card
+    heads = dict(encoder.heads.items())
+    names = getattr(heads.get(geometry.KEYPOINT_HEAD), "names", [])
+    if (
+        card.get("position_route") == "keypoint_relative"
+        and geometry.GRIPPER_KEYPOINT in names
+        and card.get("camera")
+    ):
+        return "keypoint_relative"
+    head = heads.get(geometry.POSITION_HEAD)
+    if getattr(head, "kind", None) == "position" and getattr(head, "out_dim", 0) == 3:
+        return "position_head"
+    return None
+
+
+def keypoint_offset(encoder: Encoder, fmap: torch.Tensor, ee: torch.Tensor) -> torch.Tensor:
+    """The cube minus the gripper (robot-base axes, metres) from the two keypoints.
+
+    Torch form of :func:`sim2real.perception.geometry.relative_position` minus ``ee``: the
+    cube's keypoint back-projected onto the cube's plane, the gripper's onto the plane at the
+    gripper's height ``ee[:, 2]``, through the card's nominal camera.
+
+    Shape:
+        - fmap ``(B, C, h, w)``, ee ``(B, 3)``; returns ``(B, 3)``.
+    """
+    head = encoder.heads[geometry.KEYPOINT_HEAD]
+    xy = encoder.preprocessing.to_frame(head(fmap).float())  # (B, K, 2), whole frame
+    cam = encoder.card["camera"]
+    kw = {"dtype": torch.float32, "device": fmap.device}
+    k_inv = torch.linalg.inv(torch.tensor(cam["K"], **kw))
+    rot, t = torch.tensor(cam["R"], **kw), torch.tensor(cam["t"], **kw)
+    size = torch.tensor([float(cam["width"]), float(cam["height"])], **kw)
+    eye = -(rot.T @ t)
+
+    def backproject(points: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        uv = (points + 1.0) * 0.5 * size
+        rays = torch.cat([uv, torch.ones_like(uv[:, :1])], dim=1) @ k_inv.T @ rot
+        return eye + ((z - eye[2]) / rays[:, 2])[:, None] * rays
+
+    ee = ee.float()
+    plane = torch.full_like(ee[:, 2], float(cam["plane_z"]))
+    gripper = head.names.index(geometry.GRIPPER_KEYPOINT)
+    return backproject(xy[:, 0], plane) - backproject(xy[:, gripper], ee[:, 2])
+
+
+def encode(
+    encoder: Encoder,
+    x: torch.Tensor,
+    pool: str,
+    use_position: bool,
+    proprio: torch.Tensor | None = None,
+) -> torch.Tensor:
     """The encoder part of the features: pooled backbone map, then the predicted position.
 
     One backbone pass serves both. ``pool="mean"`` is :meth:`Encoder.features` (global average);
-    ``"flatten"`` keeps the whole map (as SB3's NatureCNN).
+    ``"flatten"`` keeps the whole map (as SB3's NatureCNN). The position is the one
+    :func:`position_route` names; ``keypoint_relative`` reads the gripper's position from the
+    last three proprio values, so it needs ``proprio``.
+
+    Raises:
+        ConfigError: ``use_position`` with no route to a position, or the keypoint route
+            without ``proprio``.
 
     Shape:
-        - x: ``(B, 3, H, W)`` normalised; returns ``(B, E)`` or ``(B, E + 3)`` with
-          ``E = C`` (mean) or ``C * h * w`` (flatten).
+        - x: ``(B, 3, H, W)`` normalised, proprio ``(B, P)``; returns ``(B, E)`` or
+          ``(B, E + 3)`` with ``E = C`` (mean) or ``C * h * w`` (flatten).
 
     Example:
         >>> enc = Encoder("nature_cnn", {"position": {"type": "position"}}, input_size=(84, 84))
@@ -66,7 +133,22 @@ def encode(encoder: Encoder, x: torch.Tensor, pool: str, use_position: bool) -> 
     pooled = fmap.mean(dim=(2, 3)) if pool == "mean" else fmap.flatten(1)
     if not use_position:
         return pooled.float()
-    return torch.cat([pooled.float(), encoder.heads["position"](fmap).float()], dim=1)
+    route = position_route(encoder)
+    if route == "keypoint_relative":
+        if proprio is None:
+            raise ConfigError(
+                "the encoder's keypoint_relative position needs the gripper's position: "
+                "expected proprio (B, P) with the end effector last, got None"
+            )
+        position = keypoint_offset(encoder, fmap, proprio.flatten(1)[:, -3:])
+    elif route == "position_head":
+        position = encoder.heads[geometry.POSITION_HEAD](fmap).float()
+    else:
+        raise ConfigError(
+            "use_position=True but the encoder has no 3-D 'position' head and no "
+            f"keypoint_relative route (heads {sorted(encoder.heads)})"
+        )
+    return torch.cat([pooled.float(), position.float()], dim=1)
 
 
 METRE_SCALE = 10.0
@@ -234,7 +316,7 @@ class BundleActor(nn.Module):
         self.encoder, self.head, self.pool = encoder, head, pool
 
     def forward(self, x: torch.Tensor, proprio: torch.Tensor) -> torch.Tensor:
-        encoded = encode(self.encoder, x, self.pool, self.head.use_position)
+        encoded = encode(self.encoder, x, self.pool, self.head.use_position, proprio)
         return self.head(encoded, proprio)
 
     @torch.no_grad()

@@ -40,7 +40,14 @@ from torch import nn
 from sim2real.errors import ConfigError
 from sim2real.perception.encoder import Encoder
 from sim2real.policies.augment import RandomShift
-from sim2real.policies.bundle import METRE_SCALE, POOLS, encode, make_trunk, policy_input
+from sim2real.policies.bundle import (
+    METRE_SCALE,
+    POOLS,
+    encode,
+    make_trunk,
+    policy_input,
+    position_route,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -75,9 +82,10 @@ def build_encoder(source: EncoderSource) -> Encoder:
 
 
 def position_available(encoder: Encoder) -> bool:
-    """Whether the encoder has a 3-D ``position`` head whose output can join the features."""
-    head = encoder.heads["position"] if "position" in encoder.heads else None  # noqa: SIM401
-    return getattr(head, "kind", None) == "position" and getattr(head, "out_dim", 0) == 3
+    """Whether the encoder offers a position that can join the features: a 3-D ``position``
+    head, or the ``keypoint_relative`` route (see :func:`~sim2real.policies.bundle.
+    position_route`)."""
+    return position_route(encoder) is not None
 
 
 def encoded_dim(encoder: Encoder, pool: str, position: bool) -> int:
@@ -85,9 +93,10 @@ def encoded_dim(encoder: Encoder, pool: str, position: bool) -> int:
     pre = encoder.preprocessing
     with torch.no_grad():
         x = torch.zeros(1, 3, pre.height, pre.width, device=encoder.device)
+        proprio = torch.zeros(1, 3, device=encoder.device)
         was_training = encoder.training
         encoder.eval()
-        dim = encode(encoder, x, pool, position).shape[1]
+        dim = encode(encoder, x, pool, position, proprio).shape[1]
         encoder.train(was_training)
     return int(dim)
 
@@ -168,7 +177,10 @@ class EncoderExtractor(BaseFeaturesExtractor):
                 raise ConfigError("EncoderExtractor: encoder is required for image observations")
             built = build_encoder(encoder)
             if use_position and not position_available(built):
-                raise ConfigError("use_position=True but the encoder has no 3-D 'position' head")
+                raise ConfigError(
+                    "use_position=True but the encoder has no 3-D 'position' head and no "
+                    f"keypoint_relative route (heads {sorted(built.heads)})"
+                )
             enc_dim = encoded_dim(built, pool, use_position)
         pooled_dim = enc_dim - 3 * bool(use_position)
         super().__init__(observation_space, trunk_dim + 3 * bool(use_position) + proprio_dim)
@@ -201,20 +213,22 @@ class EncoderExtractor(BaseFeaturesExtractor):
                     m.eval()
         return self
 
-    def encode_images(self, image: torch.Tensor) -> torch.Tensor:
-        """Images (0-255, ``(B, 3, H, W)``) -> encoded features ``(B, E[+3])``."""
+    def encode_images(
+        self, image: torch.Tensor, proprio: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Images (0-255, ``(B, 3, H, W)``) [+ proprio] -> encoded features ``(B, E[+3])``."""
         assert self.encoder is not None
         x = images_to_input(self.encoder, image, self.image_colour)
         if self.augment is not None:
             x = self.augment(x)
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.mode != "frozen"):
-            return encode(self.encoder, x, self.pool, self.use_position)
+            return encode(self.encoder, x, self.pool, self.use_position, proprio)
 
     def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.cached:
             encoded = observations["features"].float()
         else:
-            encoded = self.encode_images(observations["image"])
+            encoded = self.encode_images(observations["image"], observations["proprio"])
         return policy_input(
             self.trunk,
             encoded,
@@ -267,7 +281,8 @@ class FrozenFeatures(VecEnvWrapper):
         """Batched observation dict -> the same dict with ``features`` instead of ``image``."""
         image = torch.from_numpy(np.ascontiguousarray(obs["image"])).to(self.encoder.device)
         x = images_to_input(self.encoder, image, self.colour)
-        encoded = encode(self.encoder, x, self.pool, self.use_position)
+        proprio = torch.from_numpy(np.asarray(obs["proprio"], dtype=np.float32))
+        encoded = encode(self.encoder, x, self.pool, self.use_position, proprio.to(x.device))
         out = {k: v for k, v in obs.items() if k != "image"}
         out["features"] = encoded.cpu().numpy().astype(np.float32)
         return out

@@ -36,7 +36,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv,
 
 from sim2real.errors import ConfigError
 from sim2real.perception.encoder import RESIZE_METHOD, Encoder
-from sim2real.policies.bundle import METRE_SCALE, save_bundle
+from sim2real.policies.bundle import METRE_SCALE, position_route, save_bundle
 from sim2real.policies.callbacks import (
     AuxPositionLoss,
     BundleCheckpoint,
@@ -156,7 +156,12 @@ def build_contract(
     n_joints = space["proprio"].shape[0] - 3
     encoded = [{"name": "encoder", "size": pooled_dim, "pool": cfg.pool}]
     policy_input = [{"name": "trunk", "size": cfg.trunk_dim}]
-    if use_position:
+    if use_position and position_route(encoder) == "keypoint_relative":
+        pos = {"name": "position", "size": 3, "frame": "end_effector", "units": "m"}
+        pos["route"] = "keypoint_relative"
+        encoded.append(pos)
+        policy_input.append(pos)
+    elif use_position:
         head = encoder.heads["position"]
         pos = {"name": "position", "size": 3, "frame": head.frame, "units": head.units}
         encoded.append(pos)

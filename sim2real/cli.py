@@ -382,8 +382,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--position-target",
         default="cube",
         choices=["cube", "ee_relative"],
-        help="position head target: the cube (robot base frame) or the cube minus the "
-        "gripper's position (needs data from generate --reach-poses; for reaching policies)",
+        help="what the routes locate: the cube (robot base frame) or the cube relative to "
+        "the gripper: the position head regresses the offset and the keypoint head finds "
+        "the cube and the gripper (route keypoint_relative). Needs data from generate "
+        "--reach-poses; for reaching policies",
     )
     pt.add_argument(
         "--heatmap-weight",

@@ -110,6 +110,12 @@ def _predict_routes(
 
 def _default_route(encoder: Encoder, routes: dict[str, np.ndarray], route: str | None) -> str:
     chosen = route or encoder.card.get("position_route") or next(iter(routes))
+    if chosen not in routes and chosen in geometry.EE_ROUTES:
+        raise CheckpointError(
+            f"route {chosen!r} needs the gripper's position for every frame, which labelled "
+            f"frames do not carry: expected route= one of {sorted(routes)} (e.g. --route "
+            "keypoint_plane)"
+        )
     if chosen not in routes:
         raise CheckpointError(f"route {chosen!r} not available: this encoder has {sorted(routes)}")
     return chosen
@@ -253,7 +259,11 @@ def _write_frames_csv(
     return path
 
 
-ROUTE_COLOURS = {"position_head": (255, 80, 0), "keypoint_plane": (230, 0, 230)}  # RGB
+ROUTE_COLOURS = {  # RGB
+    "position_head": (255, 80, 0),
+    "keypoint_plane": (230, 0, 230),
+    "keypoint_relative": (0, 200, 255),
+}
 
 
 def _write_overlay(

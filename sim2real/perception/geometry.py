@@ -10,9 +10,17 @@ Conventions: ``K`` is at the encoder's input size; pixels are continuous (pixel 
 ``[i, i+1)``, as in ``sim2real.envs.camera``); ``R, t`` map points of ``frame`` (the robot
 base frame) to the OpenCV camera frame; ``plane_z`` is in ``frame``.
 
-A *route* is a way to get a position from an encoder: ``"position_head"`` (3-D regression)
-or ``"keypoint_plane"`` (keypoint head + back-projection). The card's ``position_route``
-names the default, chosen on simulated validation error by the pretraining loop.
+A *route* is a way to get a position from an encoder: ``"position_head"`` (3-D regression),
+``"keypoint_plane"`` (keypoint head + back-projection) or ``"keypoint_relative"`` (two
+keypoints, the cube's and the gripper's, each back-projected, the cube's onto its plane and
+the gripper's onto the height the robot reports; their difference is added to the gripper's
+reported position). The card's ``position_route`` names the default, chosen on simulated
+validation error by the pretraining loop.
+
+Why ``keypoint_relative``: a camera whose pose is a few centimetres or degrees off moves both
+back-projected points by nearly the same amount when they are close, so their difference,
+which is what a reach acts on, keeps little of the calibration error (it vanishes as the
+gripper reaches the cube), while an absolute position keeps all of it.
 """
 
 from __future__ import annotations
@@ -30,7 +38,10 @@ logger = logging.getLogger(__name__)
 
 POSITION_HEAD = "position"
 KEYPOINT_HEAD = "keypoint"
-ROUTES = ("position_head", "keypoint_plane")
+ROUTES = ("position_head", "keypoint_plane", "keypoint_relative")
+#: Routes that need the gripper's position (``ee``) at inference.
+EE_ROUTES = ("keypoint_relative",)
+GRIPPER_KEYPOINT = "gripper"
 PIXEL_CONVENTION = "continuous: pixel i covers [i, i+1), principal point in these units"
 
 
@@ -85,19 +96,25 @@ class PlaneCamera:
         )
         return uv * scale
 
-    def backproject_normalised(self, xy: np.ndarray) -> np.ndarray:
+    def backproject_normalised(self, xy: np.ndarray, plane_z: Any = None) -> np.ndarray:
         """Normalised image coordinates (``[-1, 1]``, ``align_corners=False``) -> 3-D points.
+
+        Args:
+            xy: normalised coordinates.
+            plane_z: the height to intersect at instead of :attr:`plane_z`: a number, or one
+                per point (``(...)``, broadcast against ``xy``'s leading shape).
 
         Shape:
             - xy: ``(..., 2)``; returns ``(..., 3)`` points on ``z = plane_z`` in ``frame``.
         """
+        z = self.plane_z if plane_z is None else np.asarray(plane_z, dtype=np.float64)
         xy = np.asarray(xy, dtype=np.float64)
         uv = (xy + 1.0) * 0.5 * np.array([self.width, self.height])
         rays = np.concatenate([uv, np.ones((*uv.shape[:-1], 1))], axis=-1)
         rays = rays @ np.linalg.inv(self.K).T @ self.R  # camera rays rotated into ``frame``
         eye = self.eye
         with np.errstate(divide="ignore", invalid="ignore"):
-            s = (self.plane_z - eye[2]) / rays[..., 2]
+            s = (z - eye[2]) / rays[..., 2]
         return eye + s[..., None] * rays
 
     def to_card(self) -> dict[str, Any]:
@@ -254,8 +271,40 @@ def route_positions(
             routes["position_head"] = pred
     if KEYPOINT_HEAD in outputs and card.get("camera"):
         cam = PlaneCamera.from_card(card["camera"])
-        routes["keypoint_plane"] = cam.backproject_normalised(outputs[KEYPOINT_HEAD][:, 0])
+        keypoints = np.asarray(outputs[KEYPOINT_HEAD], dtype=np.float64)
+        routes["keypoint_plane"] = cam.backproject_normalised(keypoints[:, 0])
+        names = card.get("heads", {}).get(KEYPOINT_HEAD, {}).get("names", [])
+        if ee is not None and GRIPPER_KEYPOINT in names:
+            routes["keypoint_relative"] = relative_position(
+                cam, keypoints[:, 0], keypoints[:, names.index(GRIPPER_KEYPOINT)], ee
+            )
     return routes
+
+
+def relative_position(
+    cam: PlaneCamera, cube_xy: np.ndarray, gripper_xy: np.ndarray, ee: np.ndarray
+) -> np.ndarray:
+    """The cube's position from its keypoint, the gripper's keypoint and the gripper's position.
+
+    The cube's keypoint goes onto the cube's plane, the gripper's onto the plane at the
+    gripper's reported height; the cube is the reported gripper position plus the difference.
+    Its height is therefore the cube's plane whatever the keypoints say.
+
+    Shape:
+        - cube_xy, gripper_xy: ``(N, 2)`` normalised; ee: ``(N, 3)`` or ``(3,)`` robot-base
+          frame; returns ``(N, 3)``.
+
+    Example:
+        >>> cam = PlaneCamera(np.array([[50., 0, 32], [0, 50, 24], [0, 0, 1]]),
+        ...                   np.diag([1., -1, -1]), np.array([0., 0, 2]), 64, 48, 0.0)
+        >>> relative_position(cam, np.zeros((1, 2)), np.zeros((1, 2)),
+        ...                   np.array([0.1, 0.0, 0.5])).round(6).tolist()
+        [[0.1, 0.0, 0.0]]
+    """
+    ee = np.broadcast_to(np.asarray(ee, dtype=np.float64), (len(cube_xy), 3))
+    cube = cam.backproject_normalised(cube_xy)
+    gripper = cam.backproject_normalised(gripper_xy, plane_z=ee[:, 2])
+    return ee + cube - gripper
 
 
 def predict_positions(
@@ -271,7 +320,7 @@ def predict_positions(
         encoder: a loaded :class:`~sim2real.perception.encoder.Encoder`.
         frames: uint8 ``(H, W, 3)`` or ``(N, H, W, 3)`` at any resolution.
         colour: channel order of ``frames`` (``RGB`` or ``BGR``).
-        route: ``"position_head"`` or ``"keypoint_plane"``; default: the card's
+        route: one of :data:`ROUTES`; default: the card's
             ``position_route``.
         ee: end-effector positions ``(N, 3)`` (robot-base frame, e.g. the proprio's last
             three values): required by an end-effector-relative position head.
@@ -296,6 +345,11 @@ def predict_positions(
         raise ConfigError(
             "this encoder's position head predicts the cube relative to the end effector "
             "(frame 'end_effector'): expected ee=(N, 3) end-effector positions, got None"
+        )
+    if route in EE_ROUTES and ee is None:
+        raise ConfigError(
+            f"route {route!r} places the cube relative to the gripper: expected ee=(N, 3) "
+            "end-effector positions (robot-base frame), got None"
         )
     if route not in routes:
         raise ConfigError(

@@ -201,7 +201,8 @@ def pretrain(
     _check_output(root, resume)
     dev = resolve_device(device)
     relative = cfg.position_target == "ee_relative"
-    fields = ["image", "position", "uv"] + ["ee_position"] * relative
+    gripper = relative and "keypoint" in cfg.head
+    fields = ["image", "position", "uv"] + ["ee_position"] * relative + ["K", "R", "t"] * gripper
     available = ShardedDataset(data, verify=False).fields if relative else {}
     if relative and "ee_position" not in available:
         raise DataError(
@@ -271,6 +272,7 @@ def _build_encoder(
         std = positions.std(axis=0) if len(positions) > 1 else np.ones(3)
         encoder.heads[geometry.POSITION_HEAD].set_target_stats(positions.mean(axis=0), std)
     card = encoder.card
+    card.update(encoder.structure())  # the heads' names, which the routes read, from the start
     card["position_frame"] = "end_effector" if relative else "robot_base"
     card["training"] = {**asdict(cfg), "train_samples": len(train_idx), "val_samples": 0}
     card["dataset"] = {
@@ -319,6 +321,7 @@ class _Trainer:
             shift_px=cfg.shift_px,
             exposure=cfg.exposure,
             relative=cfg.position_target == "ee_relative",
+            gripper_keypoint=cfg.relative and geometry.KEYPOINT_HEAD in encoder.heads,
         )
         self.val_set = SimSamples(
             ds,
@@ -327,6 +330,7 @@ class _Trainer:
             augment=False,
             seed=cfg.seed,
             relative=cfg.position_target == "ee_relative",
+            gripper_keypoint=cfg.relative and geometry.KEYPOINT_HEAD in encoder.heads,
         )
         cpus = os.cpu_count() or 1
         self.workers = workers if workers is not None else (0 if cpus <= 2 else min(4, cpus // 2))
@@ -452,7 +456,7 @@ class _Trainer:
         ``heatmap_weight`` times :func:`~sim2real.perception.heads.heatmap_kl` when set.
         """
         enc = self.encoder
-        images, position, uv = (t.to(self.device, non_blocking=True) for t in batch)
+        images, position, uv = (t.to(self.device, non_blocking=True) for t in batch[:3])
         x = enc.preprocessing.normalise(images)
         if self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
@@ -468,11 +472,15 @@ class _Trainer:
                 kp_head = enc.heads[geometry.KEYPOINT_HEAD]
                 heat = kp_head.heatmaps(fmap)  # one pass for the coordinates and the KL term
                 pred = kp_head.decode(heat).float()  # whole map in training, local in eval
-                uv_in = enc.preprocessing.to_input(uv)  # the crop's coordinates (no crop: uv)
-                losses.append(torch.nn.functional.l1_loss(pred[:, 0], uv_in))
+                # (B, K, 2) in the crop's coordinates (no crop: uv); labels outside the frame
+                # (a gripper above the image) are left out of the loss
+                uv_in = enc.preprocessing.to_input(uv if uv.dim() == 3 else uv[:, None])
+                inside = (uv_in.abs() <= 1.0).all(dim=-1).float()  # (B, K)
+                l1 = (pred - uv_in).abs().mean(dim=-1)
+                losses.append((l1 * inside).sum() / inside.sum().clamp(min=1.0))
                 if self.cfg.heatmap_weight > 0:
                     kl = heatmap_kl(
-                        heat, uv_in[:, None], kp_head.temperature, self.cfg.heatmap_sigma
+                        heat, uv_in.clamp(-1.0, 1.0), kp_head.temperature, self.cfg.heatmap_sigma
                     )
                     losses.append(self.cfg.heatmap_weight * kl)
                 outputs[geometry.KEYPOINT_HEAD] = enc.preprocessing.to_frame(pred)
@@ -484,7 +492,7 @@ class _Trainer:
         enc.eval()
         loader = epoch_loader(self.val_set, self.cfg.batch_size, 0, self.workers, False)
         outs: dict[str, list[np.ndarray]] = {}
-        targets, uvs, total = [], [], 0.0
+        targets, uvs, ees, total = [], [], [], 0.0
         for batch in loader:
             loss, out = self.loss(batch)
             total += float(loss) * len(batch[0])
@@ -492,17 +500,25 @@ class _Trainer:
                 outs.setdefault(name, []).append(value.float().cpu().numpy())
             targets.append(batch[1].numpy())
             uvs.append(batch[2].numpy())
+            if len(batch) > 3:
+                ees.append(batch[3].numpy())
         enc.train()
         outputs = {name: np.concatenate(v) for name, v in outs.items()}
         target = np.concatenate(targets)
         row: dict[str, float] = {"val_loss": total / len(target)}
         if geometry.KEYPOINT_HEAD in outputs:
             w, h = self.encoder.card["dataset"]["image_size"]
-            err = (outputs[geometry.KEYPOINT_HEAD][:, 0] - np.concatenate(uvs)) / 2 * [w, h]
-            row["val_kp_px"] = float(np.linalg.norm(err, axis=1).mean())
-        # an end-effector-relative head is scored on the offsets themselves (targets are
-        # offsets too): the same error as on positions with the true gripper position added
-        ee = np.zeros_like(target) if self.cfg.position_target == "ee_relative" else None
+            uv = np.concatenate(uvs).reshape(len(target), -1, 2)
+            err = np.linalg.norm((outputs[geometry.KEYPOINT_HEAD] - uv) / 2 * [w, h], axis=-1)
+            row["val_kp_px"] = float(err[:, 0].mean())
+            if uv.shape[1] > 1:  # the gripper, where it is in the frame
+                inside = (np.abs(uv[:, 1]) <= 1.0).all(axis=-1)
+                row["val_kp_gripper_px"] = float(err[inside, 1].mean()) if inside.any() else np.nan
+        # end-effector-relative routes are scored on the cube's position, with the true
+        # gripper position as the robot would report it (the targets here are offsets)
+        ee = np.concatenate(ees) if ees else None
+        if ee is not None:
+            target = target + ee
         for route, pred in geometry.route_positions(outputs, self.encoder.card, ee).items():
             errors = geometry.position_errors_cm(pred, target)
             row[f"val_{route}_xy_cm"] = float(np.nanmean(errors["xy"]))

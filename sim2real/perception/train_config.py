@@ -11,14 +11,17 @@ from sim2real.perception.heads import POSITION_POOLS
 
 DEFAULT_STRIDES = {"efficientnet_lite0": 16, "resnet18": 16}
 HEAD_CHOICES = ("position", "keypoint", "keypoint+position")
-#: What the position head regresses: the cube centre (robot-base frame), or the cube centre
-#: minus the end effector's position (robot-base axes), which needs ``ee_position`` labels
-#: (``sim2real generate --reach-poses``) and the gripper's position at inference.
+#: What the position routes locate: the cube centre (robot-base frame), or the cube centre
+#: relative to the end effector (robot-base axes), which needs ``ee_position`` labels
+#: (``sim2real generate --reach-poses``) and the gripper's position at inference. With
+#: ``ee_relative`` the position head regresses the offset and the keypoint head finds two
+#: points, the cube and the gripper (route ``keypoint_relative``).
 POSITION_TARGETS = ("cube", "ee_relative")
 METRIC_FIELDS = (
-    "epoch", "step", "lr", "train_loss", "val_loss", "val_kp_px",
+    "epoch", "step", "lr", "train_loss", "val_loss", "val_kp_px", "val_kp_gripper_px",
     "val_position_head_xy_cm", "val_position_head_xyz_cm",
     "val_keypoint_plane_xy_cm", "val_keypoint_plane_xyz_cm",
+    "val_keypoint_relative_xy_cm", "val_keypoint_relative_xyz_cm",
     "images_per_s", "train_seconds",
 )  # fmt: skip
 
@@ -94,11 +97,6 @@ class PretrainConfig:
                 f"position_target={self.position_target!r}: expected one of "
                 f"{list(POSITION_TARGETS)}"
             )
-        if self.position_target == "ee_relative" and self.head != "position":
-            raise ConfigError(
-                f"position_target='ee_relative' with head={self.head!r}: expected "
-                "head='position' (a keypoint locates the cube, not its offset from the gripper)"
-            )
         for name in ("heatmap_weight", "shift_px"):
             if getattr(self, name) and "keypoint" not in self.head:
                 raise ConfigError(
@@ -115,13 +113,18 @@ class PretrainConfig:
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"val_fraction={self.val_fraction!r}: expected in (0, 1)")
 
+    @property
+    def relative(self) -> bool:
+        """Whether the routes locate the cube relative to the gripper (``ee_relative``)."""
+        return self.position_target == "ee_relative"
+
     def heads(self) -> dict[str, dict[str, Any]]:
         """Head specs for :class:`Encoder`."""
         specs: dict[str, dict[str, Any]] = {}
         if "keypoint" in self.head:
             specs[geometry.KEYPOINT_HEAD] = {
                 "type": "keypoints",
-                "names": ["cube"],
+                "names": ["cube", "gripper"] if self.relative else ["cube"],
                 "hidden": 64,
                 "window": self.keypoint_window,
             }

@@ -65,7 +65,13 @@ class SimSamples(Dataset):
     keypoint label with it; the shift never takes the label closer than 2 pixels to the
     border. The 3-D position label does not move: to the position head the shift is noise
     (a small camera rotation), so use it for the keypoint route. ``relative=True`` returns
-    ``position - ee_position`` (the cube seen from the gripper) instead of the position.
+    ``position - ee_position`` (the cube seen from the gripper) instead of the position, and
+    the gripper's position ``ee_position`` (3,) as a fourth item.
+
+    ``gripper_keypoint=True`` makes ``uv`` ``(2, 2)``: the cube's centre, then the end
+    effector's, projected through the sample's own camera (``K``, ``R``, ``t``; the dataset
+    needs those and ``ee_position``). A gripper outside the frame keeps its coordinates
+    (beyond +-1); the loss leaves such labels out.
     """
 
     def __init__(
@@ -78,9 +84,15 @@ class SimSamples(Dataset):
         shift_px: int = 0,
         exposure: float = 0.0,
         relative: bool = False,
+        gripper_keypoint: bool = False,
     ) -> None:
         self.ds, self.indices, self.size, self.seed = ds, np.asarray(indices), size, seed
-        self.relative = bool(relative)
+        self.relative, self.gripper_keypoint = bool(relative), bool(gripper_keypoint)
+        robot = ds.manifest.get("spec", {}).get("scene", {}).get("robot", {})
+        self.base = np.asarray(robot.get("base_position", (0.0, 0.0, 0.0)), dtype=np.float64)
+        yaw = np.radians(float(robot.get("base_yaw_deg", 0.0)))
+        c, s = np.cos(yaw), np.sin(yaw)
+        self.base_to_world = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
         self.shift_px = int(shift_px)
         h, w = ds.fields["image"]["shape"][:2]
         self.image_wh = np.array([w, h], dtype=np.float32)
@@ -97,6 +109,8 @@ class SimSamples(Dataset):
         if (image.shape[1], image.shape[0]) != self.size:
             image = resize_frames(image, *self.size)[0].numpy()
         uv = 2.0 * sample["uv"].astype(np.float32) / self.image_wh - 1.0  # continuous pixels
+        if self.gripper_keypoint:
+            uv = np.stack([uv, 2.0 * self.gripper_uv(sample) / self.image_wh - 1.0])
         if self.shift_px > 0:
             image, uv = self._shift(image, uv, np.random.SeedSequence([self.seed, epoch, index, 1]))
         if self.transform is not None:
@@ -104,20 +118,30 @@ class SimSamples(Dataset):
             self.transform.set_random_seed(int(seq.generate_state(1)[0]))
             image = self.transform(image=image)["image"]
         position = sample["position"].astype(np.float32)
-        if self.relative:
-            position = position - sample["ee_position"].astype(np.float32)
-        return (
+        items = [
             torch.from_numpy(np.ascontiguousarray(image)),
             torch.from_numpy(position),
             torch.from_numpy(uv.astype(np.float32)),
-        )
+        ]
+        if self.relative:
+            ee = sample["ee_position"].astype(np.float32)
+            items[1] = torch.from_numpy(position - ee)
+            items.append(torch.from_numpy(ee))
+        return tuple(items)
+
+    def gripper_uv(self, sample: dict[str, np.ndarray]) -> np.ndarray:
+        """The end effector's continuous pixel position through the sample's camera, ``(2,)``."""
+        world = self.base + self.base_to_world @ sample["ee_position"].astype(np.float64)
+        cam = sample["R"].astype(np.float64) @ world + sample["t"].astype(np.float64)
+        uvw = sample["K"].astype(np.float64) @ cam
+        return (uvw[:2] / uvw[2]).astype(np.float32)
 
     def _shift(
         self, image: np.ndarray, uv: np.ndarray, seq: np.random.SeedSequence
     ) -> tuple[np.ndarray, np.ndarray]:
         rng = np.random.default_rng(seq)
         size = np.array(self.size, dtype=np.float32)
-        pixel = (uv + 1.0) / 2.0 * size  # continuous pixel position at network size
+        pixel = (np.reshape(uv, (-1, 2))[0] + 1.0) / 2.0 * size  # the cube's, at network size
         step = []
         for axis in range(2):
             lo = max(-self.shift_px, int(np.ceil(2.0 - pixel[axis])))

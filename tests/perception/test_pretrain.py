@@ -16,7 +16,7 @@ from sim2real.data.shards import ShardedDataset
 from sim2real.envs.sources import scene_spec
 from sim2real.errors import ConfigError, InputError
 from sim2real.perception import Encoder, train
-from sim2real.perception.geometry import ROUTES, predict_positions
+from sim2real.perception.geometry import ROUTES, PlaneCamera, predict_positions
 from sim2real.perception.train import pretrain
 from sim2real.perception.train_data import SimSamples
 
@@ -71,7 +71,7 @@ def test_pretrain_lowers_loss_and_writes_outputs(trained: Path) -> None:
     assert card["training"]["backbone"] == "nature_cnn" and card["training"]["seed"] == 0
     assert card["preprocessing"]["width"] == 64 and card["preprocessing"]["colour"] == "RGB"
     sim_val = card["metrics"]["sim_val"]
-    for route in ROUTES:
+    for route in ("position_head", "keypoint_plane"):  # keypoint_relative needs a gripper
         assert sim_val[route]["xy_cm_mean"] >= 0 and sim_val[route]["xyz_cm_mean"] >= 0
     camera = card["camera"]
     assert (camera["width"], camera["height"]) == (64, 48)
@@ -313,9 +313,7 @@ def test_ee_relative_head_learns_the_offset_and_needs_the_gripper(
     np.testing.assert_allclose(predict_positions(enc, frames, ee=ee), offset + ee, atol=1e-6)
     with pytest.raises(ConfigError, match=r"relative to the end effector.*expected ee="):
         predict_positions(enc, frames)
-    # a keypoint head cannot take an offset; a dataset without gripper labels is refused
-    with pytest.raises(ConfigError, match="expected head='position'"):
-        pretrain(sim_data, tmp_path / "x", epochs=1, position_target="ee_relative", **TINY)
+    # an unknown target, or a dataset without gripper labels, is refused
     with pytest.raises(ConfigError, match="position_target='gripper'"):
         pretrain(sim_data, tmp_path / "y", epochs=1, head="position", position_target="gripper")
     old = tmp_path / "old_data"
@@ -325,3 +323,59 @@ def test_ee_relative_head_learns_the_offset_and_needs_the_gripper(
     (old / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(DataError, match=r"needs 'ee_position' labels.*--reach-poses"):
         pretrain(old, tmp_path / "z", epochs=1, head="position", position_target="ee_relative")
+
+
+def test_gripper_keypoint_labels_project_the_end_effector(sim_data: Path) -> None:
+    ds = ShardedDataset(sim_data)
+    samples = SimSamples(
+        ds, np.arange(4), (64, 48), augment=False, seed=0, relative=True, gripper_keypoint=True
+    )
+    for i in range(4):
+        _, offset, uv, ee = samples[(0, i)]
+        assert uv.shape == (2, 2)
+        row = ds[i]
+        np.testing.assert_allclose(ee.numpy(), row["ee_position"], atol=1e-6)
+        np.testing.assert_allclose(offset.numpy(), row["position"] - row["ee_position"], atol=1e-6)
+        # the same base -> world -> pixel chain applied to the cube reproduces its uv label
+        cube = samples.gripper_uv({**row, "ee_position": row["position"]})
+        np.testing.assert_allclose(cube, row["uv"], atol=1e-3)
+        expected = 2.0 * samples.gripper_uv(row) / np.array([64.0, 48.0]) - 1.0
+        np.testing.assert_allclose(uv[1].numpy(), expected, atol=1e-5)
+        np.testing.assert_allclose(uv[0].numpy(), 2.0 * row["uv"] / [64.0, 48.0] - 1.0, atol=1e-5)
+
+
+def test_keypoint_relative_route_trains_and_needs_the_gripper(
+    sim_data: Path, tmp_path: Path
+) -> None:
+    root = pretrain(
+        sim_data,
+        tmp_path / "kprel",
+        epochs=3,
+        head="keypoint",
+        position_target="ee_relative",
+        heatmap_weight=0.1,
+        **TINY,
+    )
+    rows = _metrics(root)
+    assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
+    assert float(rows[-1]["val_kp_gripper_px"]) >= 0
+    assert float(rows[-1]["val_keypoint_relative_xy_cm"]) >= 0
+    card = json.loads((root / "card.json").read_text())
+    assert card["heads"]["keypoint"]["names"] == ["cube", "gripper"]
+    assert set(card["metrics"]["sim_val"]) >= {"keypoint_plane", "keypoint_relative"}
+    ds = ShardedDataset(sim_data)
+    enc = Encoder.load(root)
+    frames = np.stack([ds[i]["image"] for i in range(3)])
+    ee = np.stack([ds[i]["ee_position"] for i in range(3)])
+    got = predict_positions(enc, frames, route="keypoint_relative", ee=ee)
+    # the gripper's reported position plus the difference of the two back-projections
+    keypoints = enc.predict(frames)["keypoint"]
+    cam = PlaneCamera.from_card(card["camera"])
+    cube = cam.backproject_normalised(keypoints[:, 0])
+    grip = cam.backproject_normalised(keypoints[:, 1], plane_z=ee[:, 2])
+    np.testing.assert_allclose(got, ee + cube - grip, atol=1e-9)
+    np.testing.assert_allclose(got[:, 2], cam.plane_z, atol=1e-9)  # on the cube's plane
+    with pytest.raises(ConfigError, match=r"keypoint_relative.*expected ee=\(N, 3\)"):
+        predict_positions(enc, frames, route="keypoint_relative")
+    # the absolute route on the cube keypoint stays available without the gripper
+    assert predict_positions(enc, frames, route="keypoint_plane").shape == (3, 3)

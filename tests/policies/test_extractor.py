@@ -17,13 +17,21 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 
 from sim2real.errors import CheckpointError, ConfigError
 from sim2real.perception.encoder import Encoder
+from sim2real.perception.geometry import PlaneCamera, relative_position
 from sim2real.policies.augment import RandomShift, shift_images
-from sim2real.policies.bundle import METRE_SCALE, BundleActor, load_bundle, save_bundle
+from sim2real.policies.bundle import (
+    METRE_SCALE,
+    BundleActor,
+    load_bundle,
+    position_route,
+    save_bundle,
+)
 from sim2real.policies.extractor import (
     LR_SCALE_ATTR,
     EncoderExtractor,
     FrozenFeatures,
     images_to_input,
+    position_available,
 )
 from sim2real.policies.models import (
     ScaledAdam,
@@ -296,3 +304,58 @@ def test_randomization_curriculum_ramps_strength() -> None:
         model.num_timesteps = t
         cb.on_step()
         assert venv.get_attr("rand_cfg")[1].strength == pytest.approx(want)
+
+
+def _keypoint_relative_encoder(tmp_path: Path) -> str:
+    """Cube and gripper keypoints, a camera 1 m above the table, the keypoint_relative route."""
+    heads = {"keypoint": {"type": "keypoints", "names": ["cube", "gripper"], "hidden": 8}}
+    enc = Encoder("nature_cnn", heads, input_size=(40, 40), pretrained=False)
+    cam = PlaneCamera(
+        np.array([[40.0, 0, 20], [0, 40.0, 20], [0, 0, 1]]),
+        np.diag([1.0, -1, -1]),
+        np.array([-0.5, 0.0, 1.0]),
+        40,
+        40,
+        0.025,
+    )
+    enc.card["camera"] = cam.to_card()
+    enc.card["position_route"] = "keypoint_relative"
+    return str(enc.save(tmp_path / "kp_encoder"))
+
+
+def test_keypoint_relative_position_joins_the_features(tmp_path: Path) -> None:
+    """The policy sees cube minus gripper from the two keypoints and the proprio's height."""
+    path = _keypoint_relative_encoder(tmp_path)
+    encoder = Encoder.load(path).eval()
+    assert position_route(encoder) == "keypoint_relative" and position_available(encoder)
+    obs = _obs_batch()
+    obs["proprio"][:, -3:] = [[0.4, 0.1, 0.2], [0.6, -0.1, 0.1], [0.5, 0.0, 0.3], [0.45, 0.2, 0.08]]
+    ex = EncoderExtractor(_venv().observation_space, path, "frozen", use_position=True, trunk_dim=8)
+    image, proprio = torch.from_numpy(obs["image"]).float(), torch.from_numpy(obs["proprio"])
+    with torch.no_grad():
+        out = ex({"image": image, "proprio": proprio})
+    ee = obs["proprio"][:, -3:].astype(np.float64)
+    keypoints = encoder.predict(obs["image"].transpose(0, 2, 3, 1))["keypoint"]
+    cam = PlaneCamera.from_card(encoder.card["camera"])
+    expected = relative_position(cam, keypoints[:, 0], keypoints[:, 1], ee) - ee
+    np.testing.assert_allclose(out[:, 8:11].numpy() / METRE_SCALE, expected, atol=2e-5)
+    np.testing.assert_allclose(expected[:, 2], 0.025 - ee[:, 2], atol=1e-9)
+    cached = FrozenFeatures(_venv(4), encoder, use_position=True)
+    feats = cached.transform(obs)["features"]
+    torch.testing.assert_close(
+        torch.from_numpy(feats), ex.encode_images(image, proprio), rtol=1e-5, atol=1e-5
+    )
+    with pytest.raises(ConfigError, match="keypoint_relative position needs the gripper"):
+        ex.encode_images(image)
+    # the bundle reproduces SB3's actions, the contract names the route
+    model = build_model("ppo", _venv(), path, "frozen", use_position=True, trunk_dim=8)
+    save_bundle(
+        tmp_path / "bundle",
+        policy_extractor(model).encoder,
+        actor_head_from_model(model),
+        {"features": {"pool": "mean"}, "algo": "ppo"},
+    )
+    _, actor, _ = load_bundle(tmp_path / "bundle")
+    expected_actions, _ = model.predict(obs, deterministic=True)
+    got = actor.act(obs["image"].transpose(0, 2, 3, 1), obs["proprio"])
+    np.testing.assert_allclose(got, expected_actions, rtol=1e-4, atol=1e-5)
