@@ -84,12 +84,13 @@ def keypoint_offset(encoder: Encoder, fmap: torch.Tensor, ee: torch.Tensor) -> t
     """
     head = encoder.heads[geometry.KEYPOINT_HEAD]
     xy = encoder.preprocessing.to_frame(head(fmap).float())  # (B, K, 2), whole frame
-    cam = encoder.card["camera"]
-    kw = {"dtype": torch.float32, "device": fmap.device}
-    k_inv = torch.linalg.inv(torch.tensor(cam["K"], **kw))
-    rot, t = torch.tensor(cam["R"], **kw), torch.tensor(cam["t"], **kw)
-    size = torch.tensor([float(cam["width"]), float(cam["height"])], **kw)
-    eye = -(rot.T @ t)
+    cam = geometry.PlaneCamera.from_card(encoder.card["camera"])
+
+    def const(a: np.ndarray) -> torch.Tensor:  # constants of an exported graph
+        return torch.from_numpy(np.asarray(a, dtype=np.float32)).to(fmap.device)
+
+    k_inv, rot = const(np.linalg.inv(cam.K)), const(cam.R)
+    size, eye = const([cam.width, cam.height]), const(cam.eye)
 
     def backproject(points: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         uv = (points + 1.0) * 0.5 * size
@@ -97,7 +98,7 @@ def keypoint_offset(encoder: Encoder, fmap: torch.Tensor, ee: torch.Tensor) -> t
         return eye + ((z - eye[2]) / rays[:, 2])[:, None] * rays
 
     ee = ee.float()
-    plane = torch.full_like(ee[:, 2], float(cam["plane_z"]))
+    plane = torch.full_like(ee[:, 2], cam.plane_z)
     gripper = head.names.index(geometry.GRIPPER_KEYPOINT)
     return backproject(xy[:, 0], plane) - backproject(xy[:, gripper], ee[:, 2])
 

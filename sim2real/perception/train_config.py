@@ -22,6 +22,8 @@ METRIC_FIELDS = (
     "val_position_head_xy_cm", "val_position_head_xyz_cm",
     "val_keypoint_plane_xy_cm", "val_keypoint_plane_xyz_cm",
     "val_keypoint_relative_xy_cm", "val_keypoint_relative_xyz_cm",
+    "val_position_head_near_xy_cm", "val_keypoint_plane_near_xy_cm",
+    "val_keypoint_relative_near_xy_cm",
     "images_per_s", "train_seconds",
 )  # fmt: skip
 

@@ -19,6 +19,7 @@ from sim2real.deploy.export import (
 )
 from sim2real.errors import CheckpointError, ConfigError, InputError
 from sim2real.perception.encoder import Encoder
+from sim2real.perception.geometry import PlaneCamera
 from sim2real.perception.preprocessing import resize_frames
 from sim2real.policies.bundle import ActorHead, load_bundle, save_bundle
 
@@ -41,12 +42,27 @@ def _bundle(
     enc_size: tuple[int, int] = (40, 40),
     squash: str = "clip",
     pretrained: bool = False,
+    keypoint_relative: bool = False,
     **kwargs: object,
 ) -> Path:
-    """A bundle with random weights: encoder (+position head), actor head, contract."""
+    """A bundle with random weights: encoder (+position head, or cube and gripper keypoints
+    with the ``keypoint_relative`` route), actor head, contract."""
     torch.manual_seed(0)
     position = {"position": {"type": "position", "frame": "robot_base", "hidden": 16}}
+    if keypoint_relative:
+        position = {"keypoint": {"type": "keypoints", "names": ["cube", "gripper"], "window": 3}}
     enc = Encoder(backbone, position, input_size=enc_size, pretrained=pretrained, **kwargs)
+    if keypoint_relative:
+        eye, target = np.array([1.3, 0.0, 0.7]), np.array([0.5, 0.0, 0.0])
+        forward = (target - eye) / np.linalg.norm(target - eye)
+        right = np.cross(forward, [0.0, 0.0, 1.0])
+        right /= np.linalg.norm(right)
+        rot = np.stack([right, np.cross(forward, right), forward])
+        k = [[40.0, 0.0, enc_size[0] / 2], [0.0, 40.0, enc_size[1] / 2], [0.0, 0.0, 1.0]]
+        enc.card["camera"] = PlaneCamera(
+            np.array(k), rot, -rot @ eye, enc_size[0], enc_size[1], 0.025
+        ).to_card()
+        enc.card["position_route"] = "keypoint_relative"
     enc.train()  # BatchNorm running statistics away from their defaults
     with torch.no_grad():
         enc(torch.randn(4, 3, enc_size[1], enc_size[0]) * 2 + 0.5)
@@ -109,6 +125,25 @@ def test_parity_on_rendered_frames(
     bgr = frames[..., ::-1]
     np.testing.assert_allclose(policy.act(bgr, proprio, colour="BGR"), got, rtol=0, atol=1e-6)
     assert np.all(got >= -1.0) and np.all(got <= 1.0)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_parity_keypoint_relative_route(
+    tmp_path: Path, rendered: tuple[np.ndarray, np.ndarray], fmt: str
+) -> None:
+    """The gripper-relative position (two keypoints, local soft-argmax, back-projection onto
+    the proprio's gripper height) is part of the exported graph."""
+    bundle = _bundle(tmp_path / "bundle", keypoint_relative=True)
+    out = export_bundle(bundle, fmt, tmp_path / f"policy{SUFFIX[fmt]}")
+    _, actor, _ = load_bundle(bundle)
+    assert actor.encoder.card["position_route"] == "keypoint_relative"
+    frames, proprio = rendered
+    want = eager_actions(actor, frames, proprio, (48, 48))
+    got = load_exported(out).act(frames, proprio)
+    np.testing.assert_allclose(got, want, rtol=0, atol=TOL)
+    moved = proprio.copy()
+    moved[:, -1] += 0.05  # another gripper height: another offset, other actions
+    assert not np.allclose(eager_actions(actor, frames, moved, (48, 48)), want, atol=1e-4)
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

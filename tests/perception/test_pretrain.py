@@ -344,9 +344,11 @@ def test_gripper_keypoint_labels_project_the_end_effector(sim_data: Path) -> Non
         np.testing.assert_allclose(uv[0].numpy(), 2.0 * row["uv"] / [64.0, 48.0] - 1.0, atol=1e-5)
 
 
-def test_keypoint_relative_route_trains_and_needs_the_gripper(
-    sim_data: Path, tmp_path: Path
-) -> None:
+def test_keypoint_relative_route_trains_and_needs_the_gripper(tmp_path: Path) -> None:
+    spec = scene_spec("tabletop_panda", "default", size=(48, 48), reach_poses=1.0)
+    sim_data = generate_dataset(
+        "sim2real.envs.sources:make_source", spec, n=32, out=tmp_path / "reach", progress=False
+    )
     root = pretrain(
         sim_data,
         tmp_path / "kprel",
@@ -362,7 +364,12 @@ def test_keypoint_relative_route_trains_and_needs_the_gripper(
     assert float(rows[-1]["val_keypoint_relative_xy_cm"]) >= 0
     card = json.loads((root / "card.json").read_text())
     assert card["heads"]["keypoint"]["names"] == ["cube", "gripper"]
-    assert set(card["metrics"]["sim_val"]) >= {"keypoint_plane", "keypoint_relative"}
+    sim_val = card["metrics"]["sim_val"]
+    assert set(sim_val) >= {"keypoint_plane", "keypoint_relative"}
+    # routes are chosen on the validation samples with the gripper within 10 cm of the cube
+    assert float(rows[-1]["val_keypoint_relative_near_xy_cm"]) >= 0
+    near = {r: sim_val[r]["near_xy_cm_mean"] for r in ("keypoint_plane", "keypoint_relative")}
+    assert card["position_route"] == min(near, key=near.get)
     ds = ShardedDataset(sim_data)
     enc = Encoder.load(root)
     frames = np.stack([ds[i]["image"] for i in range(3)])
