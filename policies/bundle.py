@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -86,8 +87,10 @@ def keypoint_offset(encoder: Encoder, fmap: torch.Tensor, ee: torch.Tensor) -> t
     xy = encoder.preprocessing.to_frame(head(fmap).float())  # (B, K, 2), whole frame
     cam = geometry.PlaneCamera.from_card(encoder.card["camera"])
 
-    def const(a: np.ndarray) -> torch.Tensor:  # constants of an exported graph
-        return torch.from_numpy(np.asarray(a, dtype=np.float32)).to(fmap.device)
+    def const(a: Any) -> torch.Tensor:  # the camera is meant to be a constant of a traced graph
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            return torch.from_numpy(np.asarray(a, dtype=np.float32)).to(fmap.device)
 
     k_inv, rot = const(np.linalg.inv(cam.K)), const(cam.R)
     size, eye = const([cam.width, cam.height]), const(cam.eye)
