@@ -291,10 +291,14 @@ def _build_encoder(
     return encoder
 
 
-#: Validation samples with the gripper within this xy distance of the cube (metres) score an
-#: end-effector-relative model: its routes are chosen on where a reach ends, not on the arm
-#: far away (where the relative route's error grows with the gripper's height).
+#: Validation samples with the gripper within this distance (metres) of the point
+#: ``NEAR_HOVER_M`` above the cube's top score an end-effector-relative model: its routes are
+#: chosen where a reach ends, not on the arm far away (where the relative route's error grows
+#: with the gripper's height above the cube).
 NEAR_M = 0.10
+#: The reach poses' centre above the cube's top (``sim2real.envs.sources.REACH_HOVER``, the
+#: ReachCube target's hover).
+NEAR_HOVER_M = 0.05
 
 
 class _Trainer:
@@ -338,6 +342,8 @@ class _Trainer:
             relative=cfg.position_target == "ee_relative",
             gripper_keypoint=cfg.relative and geometry.KEYPOINT_HEAD in encoder.heads,
         )
+        cube = ds.manifest.get("spec", {}).get("scene", {}).get("cube", {}).get("size", 0.05)
+        self.cube_half = 0.5 * float(np.atleast_1d(np.asarray(cube, dtype=np.float64))[-1])
         cpus = os.cpu_count() or 1
         self.workers = workers if workers is not None else (0 if cpus <= 2 else min(4, cpus // 2))
         self.steps_per_epoch = math.ceil(len(train_idx) / cfg.batch_size)
@@ -524,8 +530,9 @@ class _Trainer:
         # gripper position as the robot would report it (the targets here are offsets)
         ee = np.concatenate(ees) if ees else None
         near = None
-        if ee is not None:
-            near = np.linalg.norm(target[:, :2], axis=1) < NEAR_M  # gripper close to the cube
+        if ee is not None:  # target: cube - gripper; the reach ends at (0, 0, -lift)
+            lift = np.array([0.0, 0.0, self.cube_half + NEAR_HOVER_M])
+            near = np.linalg.norm(target + lift, axis=1) < NEAR_M
             target = target + ee
         for route, pred in geometry.route_positions(outputs, self.encoder.card, ee).items():
             errors = geometry.position_errors_cm(pred, target)
