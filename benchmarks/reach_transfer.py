@@ -63,6 +63,12 @@ def parse_args() -> argparse.Namespace:
         help="factor on the metre-valued policy inputs (default: the library's, 10)",
     )
     parser.add_argument(
+        "--trunk-dim",
+        type=int,
+        default=None,
+        help="size of the trunk on the pooled encoder features (default: the library's, 256)",
+    )
+    parser.add_argument(
         "--fresh", action="store_true", help="retrain runs that already finished with this config"
     )
     return parser.parse_args()
@@ -183,6 +189,7 @@ def main() -> None:
                 "save_sb3": False,
                 "algo_kwargs": json.loads(args.ppo),
                 "metre_scale": metre_scale,
+                **({} if args.trunk_dim is None else {"trunk_dim": args.trunk_dim}),
                 **arm_options(arm, encoder),
             }
             if not args.fresh and finished(run, settings):
@@ -201,7 +208,8 @@ def main() -> None:
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     meta = (
         f"env {args.env}, {args.steps} env steps, {args.n_envs} envs, encoder {encoder}, "
-        f"metre_scale {metre_scale}, PPO overrides {args.ppo}, randomization "
+        f"metre_scale {metre_scale}, trunk_dim {args.trunk_dim or 'default'}, PPO overrides "
+        f"{args.ppo}, randomization "
         f"{args.randomization}{' without camera jitter' if args.no_camera_jitter else ''}"
     )
     (out / "report.md").write_text(f"# reach_transfer\n\n{meta}\n\n{text}\n")
