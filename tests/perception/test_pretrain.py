@@ -369,9 +369,8 @@ def test_keypoint_relative_route_trains_and_needs_the_gripper(tmp_path: Path) ->
     # routes are chosen on the validation samples with the gripper within 10 cm of the point
     # the reach poses centre on (and ReachCube's target is): 5 cm above the cube's top
     from sim2real.envs.sources import REACH_HOVER
-    from sim2real.perception.train import NEAR_HOVER_M
-
     from sim2real.envs.tasks.reach import ReachTask
+    from sim2real.perception.train import NEAR_HOVER_M
 
     assert NEAR_HOVER_M == REACH_HOVER == ReachTask.hover
     assert float(rows[-1]["val_keypoint_relative_near_xy_cm"]) >= 0
