@@ -64,14 +64,34 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument(
         "--trunk-dim",
-        type=int,
-        default=None,
-        help="size of the trunk on the pooled encoder features (default: the library's, 256)",
+        nargs="+",
+        default=[],
+        metavar="[ARM=]N",
+        help="size of the trunk on the pooled encoder features, for every arm (N) or one "
+        "(ARM=N); 0: the policy reads the encoder's predicted position and proprio only "
+        "(default: the library's, 256)",
     )
     parser.add_argument(
         "--fresh", action="store_true", help="retrain runs that already finished with this config"
     )
     return parser.parse_args()
+
+
+def trunk_dims(values: list[str]) -> dict[str, int]:
+    """``["8"]`` -> every arm 8; ``["pretrained-frozen=0"]`` -> that arm 0, the others default."""
+    dims: dict[str, int] = {}
+    for value in values:
+        arm, _, size = value.rpartition("=")
+        if arm and arm not in ARMS:
+            raise SystemExit(f"--trunk-dim {value}: expected ARM=N with ARM in {list(ARMS)}")
+        try:
+            n = int(size)
+        except ValueError:
+            raise SystemExit(
+                f"--trunk-dim {value}: expected an integer size, got {size!r}"
+            ) from None
+        dims.update({arm: n} if arm else dict.fromkeys(ARMS, n))
+    return dims
 
 
 def imagenet_encoder(out: Path, size: int) -> Path:
@@ -171,6 +191,7 @@ def main() -> None:
         randomization = str(path)
     eval_every = max(1, args.steps // args.eval_points)
     metre_scale = METRE_SCALE if args.metre_scale is None else args.metre_scale
+    trunks = trunk_dims(args.trunk_dim)
     results: dict[str, list[dict[str, Any]]] = {}
     start = time.perf_counter()
     for arm in args.arms:
@@ -189,7 +210,7 @@ def main() -> None:
                 "save_sb3": False,
                 "algo_kwargs": json.loads(args.ppo),
                 "metre_scale": metre_scale,
-                **({} if args.trunk_dim is None else {"trunk_dim": args.trunk_dim}),
+                **({"trunk_dim": trunks[arm]} if arm in trunks else {}),
                 **arm_options(arm, encoder),
             }
             if not args.fresh and finished(run, settings):
@@ -208,7 +229,7 @@ def main() -> None:
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     meta = (
         f"env {args.env}, {args.steps} env steps, {args.n_envs} envs, encoder {encoder}, "
-        f"metre_scale {metre_scale}, trunk_dim {args.trunk_dim or 'default'}, PPO overrides "
+        f"metre_scale {metre_scale}, trunk_dim {trunks or 'default'}, PPO overrides "
         f"{args.ppo}, randomization "
         f"{args.randomization}{' without camera jitter' if args.no_camera_jitter else ''}"
     )

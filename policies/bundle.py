@@ -186,8 +186,26 @@ def policy_input(
     return torch.cat(parts, dim=1)
 
 
+class NoFeatures(nn.Module):
+    """The trunk of width 0: drops the pooled features (``(B, E) -> (B, 0)``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, :0]
+
+
 def make_trunk(in_dim: int, out_dim: int) -> nn.Sequential:
-    """``Linear -> LayerNorm -> Tanh`` (DrQ-v2's trunk): bounded, scale-free features."""
+    """``Linear -> LayerNorm -> Tanh`` (DrQ-v2's trunk): bounded, scale-free features.
+
+    ``out_dim=0`` leaves the pooled features out of the policy input (the policy then reads
+    the encoder's predicted position and the proprioception only; no parameters).
+
+    Raises:
+        ConfigError: a negative ``out_dim``.
+    """
+    if out_dim < 0:
+        raise ConfigError(f"trunk size {out_dim}: expected >= 0")
+    if out_dim == 0:
+        return nn.Sequential(NoFeatures())
     return nn.Sequential(nn.Linear(in_dim, out_dim), nn.LayerNorm(out_dim), nn.Tanh())
 
 
@@ -246,6 +264,8 @@ class ActorHead(nn.Module):
             raise ConfigError(f"squash {squash!r}: expected one of {list(SQUASHES)}")
         if len(action_low) != len(action_high):
             raise ConfigError(f"action bounds differ in length: {action_low} vs {action_high}")
+        if trunk_dim < 0 or (trunk_dim == 0 and not use_position):
+            raise ConfigError(f"trunk_dim {trunk_dim}: expected > 0, or 0 with use_position=True")
         self.pooled_dim, self.use_position = int(pooled_dim), bool(use_position)
         self.proprio_dim, self.trunk_dim = int(proprio_dim), int(trunk_dim)
         self.hidden, self.activation, self.squash = [int(h) for h in hidden], activation, squash

@@ -121,7 +121,8 @@ class EncoderExtractor(BaseFeaturesExtractor):
         mode: ``frozen``, ``finetune`` or ``scratch``.
         pool: ``mean`` (global average, what the heads see) or ``flatten`` (the whole map).
         use_position: append the position head's prediction to the features.
-        trunk_dim: output size ``T`` of the trunk on the pooled features.
+        trunk_dim: output size ``T`` of the trunk on the pooled features; 0 leaves them out
+            (needs ``use_position``: the policy reads the predicted position and proprio).
         metre_scale: factor on the metre-valued inputs (predicted position, end effector).
         encoder_lr_scale: encoder learning rate / policy learning rate (``finetune``).
         lr_decay: per-block decay of that rate towards the input (``Encoder.param_groups``).
@@ -182,10 +183,15 @@ class EncoderExtractor(BaseFeaturesExtractor):
                     f"keypoint_relative route (heads {sorted(built.heads)})"
                 )
             enc_dim = encoded_dim(built, pool, use_position)
+        if trunk_dim < 0 or (trunk_dim == 0 and not use_position):
+            raise ConfigError(
+                f"trunk_dim {trunk_dim}: expected > 0, or 0 with use_position=True (the policy "
+                "then reads the predicted position and proprio only; with neither it is blind)"
+            )
         pooled_dim = enc_dim - 3 * bool(use_position)
         super().__init__(observation_space, trunk_dim + 3 * bool(use_position) + proprio_dim)
         self.mode, self.pool, self.use_position, self.cached = mode, pool, use_position, cached
-        self.image_colour, self.pooled_dim = image_colour, pooled_dim
+        self.image_colour, self.pooled_dim, self.trunk_dim = image_colour, pooled_dim, trunk_dim
         self.metre_scale = float(metre_scale)
         self.encoder = built
         self.trunk = make_trunk(pooled_dim, trunk_dim)

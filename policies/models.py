@@ -282,7 +282,7 @@ def actor_head_from_model(model: BaseAlgorithm) -> ActorHead:
         pooled_dim=extractor.pooled_dim,
         use_position=extractor.use_position,
         proprio_dim=proprio_dim,
-        trunk_dim=extractor.trunk[0].out_features,
+        trunk_dim=extractor.trunk_dim,
         hidden=hidden,
         activation=_activation_name(policy.activation_fn),
         action_low=[float(v) for v in space.low],

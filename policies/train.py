@@ -84,7 +84,7 @@ class TrainConfig(BaseModel):
     device: str = "auto"
     pool: Literal["mean", "flatten"] = "mean"
     use_position: bool | None = None
-    trunk_dim: int = Field(256, gt=0)
+    trunk_dim: int = Field(256, ge=0, description="0: policy reads position + proprio only")
     metre_scale: float = Field(METRE_SCALE, gt=0)
     hidden: tuple[int, ...] = (256, 256)
     encoder_lr_scale: float = Field(0.1, gt=0.0)

@@ -43,6 +43,7 @@ def _bundle(
     squash: str = "clip",
     pretrained: bool = False,
     keypoint_relative: bool = False,
+    trunk_dim: int = 16,
     **kwargs: object,
 ) -> Path:
     """A bundle with random weights: encoder (+position head, or cube and gripper keypoints
@@ -67,7 +68,9 @@ def _bundle(
     with torch.no_grad():
         enc(torch.randn(4, 3, enc_size[1], enc_size[0]) * 2 + 0.5)
     enc.eval()
-    head = ActorHead(enc.feature_dim, True, 10, 16, [32, 32], "tanh", [-1.0] * 3, [1.0] * 3, squash)
+    head = ActorHead(
+        enc.feature_dim, True, 10, trunk_dim, [32, 32], "tanh", [-1.0] * 3, [1.0] * 3, squash
+    )
     with torch.no_grad():
         head.mu.weight.mul_(20.0)  # some actions clip / saturate, most do not
     contract = {
@@ -127,13 +130,15 @@ def test_parity_on_rendered_frames(
     assert np.all(got >= -1.0) and np.all(got <= 1.0)
 
 
+@pytest.mark.parametrize("trunk_dim", [16, 0])
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_parity_keypoint_relative_route(
-    tmp_path: Path, rendered: tuple[np.ndarray, np.ndarray], fmt: str
+    tmp_path: Path, rendered: tuple[np.ndarray, np.ndarray], fmt: str, trunk_dim: int
 ) -> None:
     """The gripper-relative position (two keypoints, local soft-argmax, back-projection onto
-    the proprio's gripper height) is part of the exported graph."""
-    bundle = _bundle(tmp_path / "bundle", keypoint_relative=True)
+    the proprio's gripper height) is part of the exported graph, with or without the pooled
+    features (``trunk_dim=0``: position and proprio only)."""
+    bundle = _bundle(tmp_path / "bundle", keypoint_relative=True, trunk_dim=trunk_dim)
     out = export_bundle(bundle, fmt, tmp_path / f"policy{SUFFIX[fmt]}")
     _, actor, _ = load_bundle(bundle)
     assert actor.encoder.card["position_route"] == "keypoint_relative"

@@ -359,3 +359,38 @@ def test_keypoint_relative_position_joins_the_features(tmp_path: Path) -> None:
     expected_actions, _ = model.predict(obs, deterministic=True)
     got = actor.act(obs["image"].transpose(0, 2, 3, 1), obs["proprio"])
     np.testing.assert_allclose(got, expected_actions, rtol=1e-4, atol=1e-5)
+
+
+def test_trunk_zero_reads_position_and_proprio_only(tmp_path: Path) -> None:
+    """``trunk_dim=0``: the policy input is the scaled predicted position and the proprio,
+    whatever the pooled features; SB3's actions survive the bundle; a blind policy is refused."""
+    path = _encoder(tmp_path)
+    space = _venv().observation_space
+    ex = EncoderExtractor(space, path, "frozen", use_position=True, trunk_dim=0)
+    assert ex.features_dim == 3 + 10 and not list(ex.trunk.parameters())
+    obs = _obs_batch()
+    image, proprio = torch.from_numpy(obs["image"]).float(), torch.from_numpy(obs["proprio"])
+    with torch.no_grad():
+        out = ex({"image": image, "proprio": proprio})
+        position = ex.encoder.heads["position"](
+            ex.encoder.backbone(images_to_input(ex.encoder, image))
+        )
+    torch.testing.assert_close(out[:, :3], position * METRE_SCALE, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out[:, 3:10], proprio[:, :-3])
+    torch.testing.assert_close(out[:, 10:], proprio[:, -3:] * METRE_SCALE)
+    model = build_model("ppo", _venv(), path, "frozen", use_position=True, trunk_dim=0)
+    save_bundle(
+        tmp_path / "bundle",
+        policy_extractor(model).encoder,
+        actor_head_from_model(model),
+        {"features": {"pool": "mean"}, "algo": "ppo"},
+    )
+    _, actor, contract = load_bundle(tmp_path / "bundle")
+    assert contract["actor"]["trunk_dim"] == 0
+    expected, _ = model.predict(obs, deterministic=True)
+    got = actor.act(obs["image"].transpose(0, 2, 3, 1), obs["proprio"])
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ConfigError, match="trunk_dim 0: expected > 0, or 0 with use_position"):
+        EncoderExtractor(space, path, "frozen", use_position=False, trunk_dim=0)
+    with pytest.raises(ConfigError, match="trunk_dim -1"):
+        EncoderExtractor(space, path, "frozen", use_position=True, trunk_dim=-1)
