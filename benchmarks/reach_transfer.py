@@ -9,7 +9,9 @@ Three arms, N seeds each, the same env-step budget:
 
 Writes ``OUT/curves.png`` (success rate vs env steps, mean and min-max over seeds),
 ``OUT/results.json`` and ``OUT/report.md``, and prints the table: success rate at 0/25/50/100%
-of the budget, the first evaluated step reaching 90%, wall time and env steps/s.
+of the budget, the success rate of each run's final bundle over ``--final-episodes`` fresh
+episodes (loaded and run the way a user deploys it, through ``SimRobot``; far less noisy than
+one 20-episode evaluation), the first evaluated step reaching 90%, wall time and env steps/s.
 
 Usage::
 
@@ -46,6 +48,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--image-size", type=int, default=84)
     parser.add_argument("--eval-points", type=int, default=20, help="evaluations per run")
     parser.add_argument("--eval-episodes", type=int, default=20)
+    parser.add_argument(
+        "--final-episodes",
+        type=int,
+        default=100,
+        help="after training, run each run's saved bundle (the deployable artefact) for this "
+        "many fresh episodes through the deploy API's SimRobot (0: skip)",
+    )
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
     parser.add_argument("--randomization", default="default")
     parser.add_argument(
@@ -148,15 +157,75 @@ def plot(results: dict[str, list[dict[str, Any]]], steps: int, path: Path) -> No
     fig.savefig(path, dpi=120)
 
 
+FINAL_SEED = 20_000
+"""Episode seeds of the final evaluation: ``FINAL_SEED + seed``, other episodes than the
+curve's (``train`` evaluates on ``seed + 10_000``)."""
+
+
+def final_success(run: Path, episodes: int, seed: int) -> dict[str, Any]:
+    """Success rate of ``run/bundle`` over ``episodes`` fresh episodes; cached in the run.
+
+    The bundle is what a user deploys: it is loaded with :func:`load_bundle` and acts on the
+    env's frames through :class:`~sim2real.deploy.sim_robot.SimRobot`, with the env settings
+    its contract records, one observation at a time.
+    """
+    path = run / "final_eval.json"
+    if path.is_file():
+        cached = json.loads(path.read_text())
+        if cached.get("episodes") == episodes and cached.get("seed") == seed:
+            return cached
+    from sim2real.deploy.sim_robot import SimRobot
+    from sim2real.policies.bundle import load_bundle
+
+    _, actor, contract = load_bundle(run / "bundle")
+    robot = SimRobot(contract["env_id"], seed=seed, **contract["env_kwargs"])
+    start = time.perf_counter()
+    robot.connect()
+    try:
+        while len(robot.episodes) < episodes:
+            obs = robot.get_observation()
+            robot.send_action(actor.act(obs["image"], obs["proprio"]))
+    finally:
+        robot.disconnect()
+    result = {
+        "episodes": episodes,
+        "seed": seed,
+        "success_rate": robot.success_rate,
+        "mean_steps": float(np.mean([e.steps for e in robot.episodes])),
+        "wall_s": time.perf_counter() - start,
+    }
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=1) + "\n")
+    tmp.replace(path)
+    logging.getLogger(__name__).info(
+        "%s: bundle success %.0f%% over %d fresh episodes (%.0f s)",
+        run,
+        100 * result["success_rate"],
+        episodes,
+        result["wall_s"],
+    )
+    return result
+
+
+def _mean_and_values(vals: list[float]) -> str:
+    return f"{np.mean(vals):.2f} ({' '.join(f'{v:.2f}' for v in vals)})"
+
+
 def table(results: dict[str, list[dict[str, Any]]], steps: int) -> str:
+    finals = any("final" in r for runs in results.values() for r in runs)
     head = "| arm | " + " | ".join(f"success @{int(f * 100)}%" for f in FRACTIONS)
+    if finals:
+        n = {r["final"]["episodes"] for runs in results.values() for r in runs if "final" in r}
+        head += f" | final bundle ({'/'.join(str(v) for v in sorted(n))} episodes)"
     head += " | first >=90% (steps) | wall s | env steps/s |"
-    lines = [head, "|" + "---|" * (len(FRACTIONS) + 4)]
+    lines = [head, "|" + "---|" * (len(FRACTIONS) + 4 + finals)]
     for arm, runs in results.items():
         cells = []
         for f in FRACTIONS:
-            vals = [success_at(r["history"], f * steps) for r in runs]
-            cells.append(f"{np.mean(vals):.2f} ({' '.join(f'{v:.2f}' for v in vals)})")
+            cells.append(_mean_and_values([success_at(r["history"], f * steps) for r in runs]))
+        if finals:
+            vals = [r["final"]["success_rate"] for r in runs if "final" in r]
+            cells.append(_mean_and_values(vals) if vals else "not measured")
         firsts = [first_reaching(r["history"]) for r in runs]
         first = " ".join("-" if f is None else str(f) for f in firsts)
         wall = np.mean([r["summary"]["wall_s"] for r in runs])
@@ -217,13 +286,14 @@ def main() -> None:
                 print(f"{arm} seed {seed}: finished run in {run} reused (--fresh retrains)")
             else:
                 train(out=run, **settings)
-            results.setdefault(arm, []).append(
-                {
-                    "seed": seed,
-                    "history": json.loads((run / "eval.json").read_text()),
-                    "summary": json.loads((run / "summary.json").read_text()),
-                }
-            )
+            entry = {
+                "seed": seed,
+                "history": json.loads((run / "eval.json").read_text()),
+                "summary": json.loads((run / "summary.json").read_text()),
+            }
+            if args.final_episodes > 0:
+                entry["final"] = final_success(run, args.final_episodes, FINAL_SEED + seed)
+            results.setdefault(arm, []).append(entry)
     plot(results, args.steps, out / "curves.png")
     text = table(results, args.steps)
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
