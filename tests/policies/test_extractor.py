@@ -347,18 +347,25 @@ def test_keypoint_relative_position_joins_the_features(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match="keypoint_relative position needs the gripper"):
         ex.encode_images(image)
-    # the bundle reproduces SB3's actions, the contract names the route
-    model = build_model("ppo", _venv(), path, "frozen", use_position=True, trunk_dim=8)
+    _assert_bundle_acts_like_sb3(tmp_path, path, 8, obs)
+
+
+def _assert_bundle_acts_like_sb3(
+    tmp_path: Path, encoder: str, trunk_dim: int, obs: dict[str, np.ndarray]
+) -> dict[str, Any]:
+    """A frozen PPO model saved as a bundle, loaded back: same actions. Returns the contract."""
+    model = build_model("ppo", _venv(), encoder, "frozen", use_position=True, trunk_dim=trunk_dim)
     save_bundle(
         tmp_path / "bundle",
         policy_extractor(model).encoder,
         actor_head_from_model(model),
         {"features": {"pool": "mean"}, "algo": "ppo"},
     )
-    _, actor, _ = load_bundle(tmp_path / "bundle")
-    expected_actions, _ = model.predict(obs, deterministic=True)
+    _, actor, contract = load_bundle(tmp_path / "bundle")
+    expected, _ = model.predict(obs, deterministic=True)
     got = actor.act(obs["image"].transpose(0, 2, 3, 1), obs["proprio"])
-    np.testing.assert_allclose(got, expected_actions, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    return contract
 
 
 def test_trunk_zero_reads_position_and_proprio_only(tmp_path: Path) -> None:
@@ -378,18 +385,7 @@ def test_trunk_zero_reads_position_and_proprio_only(tmp_path: Path) -> None:
     torch.testing.assert_close(out[:, :3], position * METRE_SCALE, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(out[:, 3:10], proprio[:, :-3])
     torch.testing.assert_close(out[:, 10:], proprio[:, -3:] * METRE_SCALE)
-    model = build_model("ppo", _venv(), path, "frozen", use_position=True, trunk_dim=0)
-    save_bundle(
-        tmp_path / "bundle",
-        policy_extractor(model).encoder,
-        actor_head_from_model(model),
-        {"features": {"pool": "mean"}, "algo": "ppo"},
-    )
-    _, actor, contract = load_bundle(tmp_path / "bundle")
-    assert contract["actor"]["trunk_dim"] == 0
-    expected, _ = model.predict(obs, deterministic=True)
-    got = actor.act(obs["image"].transpose(0, 2, 3, 1), obs["proprio"])
-    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    assert _assert_bundle_acts_like_sb3(tmp_path, path, 0, obs)["actor"]["trunk_dim"] == 0
     with pytest.raises(ConfigError, match="trunk_dim 0: expected > 0, or 0 with use_position"):
         EncoderExtractor(space, path, "frozen", use_position=False, trunk_dim=0)
     with pytest.raises(ConfigError, match="trunk_dim -1"):
