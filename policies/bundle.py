@@ -186,6 +186,19 @@ def policy_input(
     return torch.cat(parts, dim=1)
 
 
+def check_trunk_dim(trunk_dim: int, use_position: bool) -> None:
+    """Refuse a negative trunk, and a trunk of 0 without a position (a blind policy).
+
+    Raises:
+        ConfigError: either case.
+    """
+    if trunk_dim < 0 or (trunk_dim == 0 and not use_position):
+        raise ConfigError(
+            f"trunk_dim {trunk_dim}: expected > 0, or 0 with use_position=True (the policy "
+            "then reads the predicted position and proprio only; with neither it is blind)"
+        )
+
+
 class NoFeatures(nn.Module):
     """The trunk of width 0: drops the pooled features (``(B, E) -> (B, 0)``)."""
 
@@ -264,8 +277,7 @@ class ActorHead(nn.Module):
             raise ConfigError(f"squash {squash!r}: expected one of {list(SQUASHES)}")
         if len(action_low) != len(action_high):
             raise ConfigError(f"action bounds differ in length: {action_low} vs {action_high}")
-        if trunk_dim < 0 or (trunk_dim == 0 and not use_position):
-            raise ConfigError(f"trunk_dim {trunk_dim}: expected > 0, or 0 with use_position=True")
+        check_trunk_dim(trunk_dim, use_position)
         self.pooled_dim, self.use_position = int(pooled_dim), bool(use_position)
         self.proprio_dim, self.trunk_dim = int(proprio_dim), int(trunk_dim)
         self.hidden, self.activation, self.squash = [int(h) for h in hidden], activation, squash

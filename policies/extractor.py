@@ -43,6 +43,7 @@ from sim2real.policies.augment import RandomShift
 from sim2real.policies.bundle import (
     METRE_SCALE,
     POOLS,
+    check_trunk_dim,
     encode,
     make_trunk,
     policy_input,
@@ -183,11 +184,7 @@ class EncoderExtractor(BaseFeaturesExtractor):
                     f"keypoint_relative route (heads {sorted(built.heads)})"
                 )
             enc_dim = encoded_dim(built, pool, use_position)
-        if trunk_dim < 0 or (trunk_dim == 0 and not use_position):
-            raise ConfigError(
-                f"trunk_dim {trunk_dim}: expected > 0, or 0 with use_position=True (the policy "
-                "then reads the predicted position and proprio only; with neither it is blind)"
-            )
+        check_trunk_dim(trunk_dim, use_position)
         pooled_dim = enc_dim - 3 * bool(use_position)
         super().__init__(observation_space, trunk_dim + 3 * bool(use_position) + proprio_dim)
         self.mode, self.pool, self.use_position, self.cached = mode, pool, use_position, cached
