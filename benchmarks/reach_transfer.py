@@ -258,8 +258,8 @@ def table(results: dict[str, list[dict[str, Any]]], steps: int) -> str:
             near = " ".join(str(f["failed_within_5cm"]) for f in evals)
             far = " ".join(str(len(f["failed_closest_cm"]) - f["failed_within_5cm"]) for f in evals)
             notes.append(
-                f"{arm}: final-bundle failures per seed that came within {NEAR_CM:g} cm of the target "
-                f"(closest approach): {near}; that did not: {far}"
+                f"{arm}: final-bundle failures per seed that came within {NEAR_CM:g} cm of the "
+                f"target (closest approach): {near}; that did not: {far}"
             )
     return "\n".join(lines + (["", *notes] if notes else []))
 
