@@ -167,14 +167,16 @@ NEAR_CM = 5.0  # a failure whose closest approach is under this came near the ta
 
 
 def final_success(run: Path, episodes: int, seed: int) -> dict[str, Any]:
-    """Success rate of ``run/bundle`` over ``episodes`` fresh episodes; cached in the run.
+    """Success rate of ``run/bundle`` over ``episodes`` fresh episodes; cached in the run
+    (recomputed when the bundle is newer than the cache, e.g. after ``--fresh``).
 
     The bundle is what a user deploys: it is loaded with :func:`load_bundle` and acts on the
     env's frames through :class:`~sim2real.deploy.sim_robot.SimRobot`, with the env settings
     its contract records, one observation at a time.
     """
     path = run / "final_eval.json"
-    if path.is_file():
+    policy = run / "bundle" / "policy.safetensors"
+    if path.is_file() and path.stat().st_mtime >= policy.stat().st_mtime:  # not a retrained run
         cached = json.loads(path.read_text())
         if (cached.get("episodes"), cached.get("seed"), cached.get("version")) == (
             episodes,
@@ -216,11 +218,12 @@ def final_success(run: Path, episodes: int, seed: int) -> dict[str, Any]:
     tmp.replace(path)
     logging.getLogger(__name__).info(
         "%s: bundle success %.0f%% over %d fresh episodes (%.0f s); failures: %d came within "
-        "5 cm of the target (closest approach), %d did not",
+        "%g cm of the target (closest approach), %d did not",
         run,
         100 * result["success_rate"],
         episodes,
         result["wall_s"],
+        NEAR_CM,
         result["failed_within_5cm"],
         len(failed) - result["failed_within_5cm"],
     )
