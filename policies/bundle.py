@@ -210,13 +210,9 @@ def make_trunk(in_dim: int, out_dim: int) -> nn.Sequential:
     """``Linear -> LayerNorm -> Tanh`` (DrQ-v2's trunk): bounded, scale-free features.
 
     ``out_dim=0`` leaves the pooled features out of the policy input (the policy then reads
-    the encoder's predicted position and the proprioception only; no parameters).
-
-    Raises:
-        ConfigError: a negative ``out_dim``.
+    the encoder's predicted position and the proprioception only; no parameters). Callers
+    validate the size with :func:`check_trunk_dim`.
     """
-    if out_dim < 0:
-        raise ConfigError(f"trunk size {out_dim}: expected >= 0")
     if out_dim == 0:
         return nn.Sequential(NoFeatures())
     return nn.Sequential(nn.Linear(in_dim, out_dim), nn.LayerNorm(out_dim), nn.Tanh())
