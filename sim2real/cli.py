@@ -4,9 +4,11 @@ only this module configures logging."""
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from sim2real.errors import Sim2RealError
 
@@ -179,13 +181,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _overrides(pairs: list[str] | None) -> dict[str, str]:
-    out: dict[str, str] = {}
+def _overrides(pairs: list[str] | None) -> dict[str, Any]:
+    """``--set KEY=VALUE`` pairs; a VALUE starting with ``{`` or ``[`` is read as JSON (e.g.
+    ``algo_kwargs={"n_steps": 512}``, ``hidden=[64,64]``), any other stays a string for the
+    config's own validation to convert."""
+    out: dict[str, Any] = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise Sim2RealError(f"--set {pair!r}: expected key=value")
-        out[key] = value
+        if value.lstrip()[:1] in ("{", "["):
+            try:
+                out[key] = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise Sim2RealError(f"--set {pair!r}: expected JSON after '=', {exc}") from None
+        else:
+            out[key] = value
     return out
 
 

@@ -61,3 +61,15 @@ def test_bad_crop_exits_with_code_2(tmp_path: Path, caplog: pytest.LogCaptureFix
     args = ["pretrain", "--data", str(tmp_path), "--out", str(tmp_path / "m"), "--crop"]
     assert main([*args, "0,8,64"]) == 2
     assert "expected X0,Y0,X1,Y1" in caplog.text
+
+
+def test_set_values_starting_with_a_bracket_are_json() -> None:
+    from sim2real.cli import _overrides
+    from sim2real.errors import Sim2RealError
+
+    got = _overrides(['algo_kwargs={"n_steps": 32}', "hidden=[64, 64]", "trunk_dim=0", "a=b=c"])
+    assert got == {"algo_kwargs": {"n_steps": 32}, "hidden": [64, 64], "trunk_dim": "0", "a": "b=c"}
+    with pytest.raises(Sim2RealError, match="expected JSON after '='"):
+        _overrides(["algo_kwargs={n_steps: 32}"])
+    with pytest.raises(Sim2RealError, match="expected key=value"):
+        _overrides(["trunk_dim"])
