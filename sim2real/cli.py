@@ -133,6 +133,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         exposure=args.exposure,
         seed=args.seed,
         device=args.device,
+        init=args.init,
         resume=args.resume,
         max_minutes=args.minutes,
     )
@@ -420,6 +421,13 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--seed", type=int, default=0)
     pt.add_argument("--device", default="auto")
     pt.add_argument("--resume", action="store_true")
+    pt.add_argument(
+        "--init",
+        default=None,
+        metavar="ENCODER",
+        help="start from this saved encoder's weights (same architecture settings) with a "
+        "fresh optimiser and schedule: fine-tune it on new or more data",
+    )
     pt.set_defaults(func=cmd_pretrain)
 
     ev = sub.add_parser("evaluate", help="error statistics on labelled real frames")

@@ -92,6 +92,7 @@ def pretrain(
     exposure: float = 0.0,
     weight_decay: float = 1e-4,
     pretrained: bool = True,
+    init: str | os.PathLike[str] | None = None,
     progress: bool = True,
 ) -> Path:
     """Train an encoder on a simulated dataset; returns the model folder ``out``.
@@ -153,6 +154,10 @@ def pretrain(
             (overexposure; :func:`~sim2real.perception.train_data.photometric_augmentation`).
         weight_decay: AdamW weight decay.
         pretrained: start from the backbone's ImageNet weights.
+        init: start from the weights of this saved encoder folder instead (fine-tuning a
+            trained encoder on new or more data, with a fresh optimiser and schedule); its
+            architecture (backbone, heads, input size, crop) must be the one these settings
+            build. Unlike ``resume``, the data and the schedule may differ.
         progress: show a tqdm bar (images/s, loss).
 
     Raises:
@@ -196,6 +201,7 @@ def pretrain(
         seed=int(seed),
         max_minutes=max_minutes,
         pretrained=pretrained,
+        init=None if init is None else str(Path(init).resolve()),
     )
     root = Path(out)
     _check_output(root, resume)
@@ -242,6 +248,28 @@ def _check_output(root: Path, resume: bool) -> None:
         )
 
 
+def _load_init(encoder: Encoder, folder: Path) -> None:
+    """Copy a saved encoder's weights (and position-head target statistics) into ``encoder``."""
+    saved = Encoder.load(folder)
+    mine, theirs = encoder.structure(), saved.structure()
+    keys = ("backbone", "feature_stride", "preprocessing", "heads")
+    diff = [k for k in keys if _without_init_flag(mine[k]) != _without_init_flag(theirs[k])]
+    if diff:
+        raise ConfigError(
+            f"init={str(folder)!r}: its {diff} differ from the encoder these settings build "
+            f"(expected {[mine[k] for k in diff]}, got {[theirs[k] for k in diff]}); pass the "
+            "settings it was trained with"
+        )
+    encoder.load_state_dict(saved.state_dict())
+    logger.info("initialised from %s (%d tensors)", folder, len(saved.state_dict()))
+
+
+def _without_init_flag(entry: Any) -> Any:
+    if isinstance(entry, dict):
+        return {k: v for k, v in entry.items() if k != "imagenet_init"}
+    return entry
+
+
 def _build_encoder(
     cfg: PretrainConfig, ds: ShardedDataset, train_idx: np.ndarray, width: int, height: int
 ) -> Encoder:
@@ -263,7 +291,6 @@ def _build_encoder(
             f"mixstyle_blocks={cfg.mixstyle_blocks}: expected fewer than the backbone's "
             f"{len(encoder.backbone.blocks)} blocks (MixStyle goes after early blocks)"
         )
-    encoder.freeze_blocks(cfg.freeze_blocks)
     relative = cfg.position_target == "ee_relative"
     labels = ShardedDataset(ds.path, fields=["position"] + ["ee_position"] * relative, verify=False)
     rows = [labels[int(i)] for i in train_idx]
@@ -271,6 +298,9 @@ def _build_encoder(
     if geometry.POSITION_HEAD in encoder.heads:
         std = positions.std(axis=0) if len(positions) > 1 else np.ones(3)
         encoder.heads[geometry.POSITION_HEAD].set_target_stats(positions.mean(axis=0), std)
+    if cfg.init is not None:
+        _load_init(encoder, Path(cfg.init))
+    encoder.freeze_blocks(cfg.freeze_blocks)
     card = encoder.card
     card.update(encoder.structure())  # the heads' names, which the routes read, from the start
     card["position_frame"] = "end_effector" if relative else "robot_base"

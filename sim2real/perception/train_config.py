@@ -60,6 +60,7 @@ class PretrainConfig:
     seed: int = 0
     max_minutes: float | None = None
     pretrained: bool = True
+    init: str | None = None
 
     def __post_init__(self) -> None:
         if self.position_pool not in POSITION_POOLS:

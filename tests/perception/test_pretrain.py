@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from sim2real.data.generate import generate_dataset
 from sim2real.data.shards import ShardedDataset
 from sim2real.envs.sources import scene_spec
-from sim2real.errors import ConfigError, InputError
+from sim2real.errors import CheckpointError, ConfigError, InputError
 from sim2real.perception import Encoder, train
 from sim2real.perception.geometry import ROUTES, PlaneCamera, predict_positions
 from sim2real.perception.train import pretrain
@@ -116,6 +116,28 @@ def test_resume_continues_and_matches_uninterrupted(
     b = load_file(str(resumed / "last" / "model.safetensors"))
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+
+
+def test_init_starts_from_a_saved_encoder(sim_data: Path, trained: Path, tmp_path: Path) -> None:
+    """--init: the saved weights, a fresh schedule; another architecture is refused."""
+    tuned = pretrain(sim_data, tmp_path / "tuned", epochs=1, init=trained, **{**TINY, "lr": 1e-9})
+    card = json.loads((tuned / "card.json").read_text())
+    assert card["training"]["init"] == str(trained.resolve())
+    a = load_file(str(trained / "model.safetensors"))
+    b = load_file(str(tuned / "last" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        if "running" in key or "num_batches" in key:  # BatchNorm statistics keep moving
+            continue
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)
+    tuned_loss = float(_metrics(tuned)[0]["val_loss"])
+    best = json.loads((trained / "last" / "train_state.json").read_text())["state"]["best_epoch"]
+    # the saved (best) weights score on validation what they scored in their own run
+    assert tuned_loss == pytest.approx(float(_metrics(trained)[best - 1]["val_loss"]), rel=1e-3)
+    with pytest.raises(ConfigError, match=r"init=.*\['heads'\] differ"):
+        pretrain(sim_data, tmp_path / "other", head="position", init=trained, **TINY)
+    with pytest.raises(CheckpointError, match="not found"):
+        pretrain(sim_data, tmp_path / "missing", init=tmp_path / "nowhere", **TINY)
 
 
 def test_output_and_resume_checks(sim_data: Path, trained: Path) -> None:
