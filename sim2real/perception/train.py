@@ -261,6 +261,7 @@ def _load_init(encoder: Encoder, folder: Path) -> None:
             "settings it was trained with"
         )
     encoder.load_state_dict(saved.state_dict())
+    encoder.backbone.pretrained = bool(theirs["backbone"]["imagenet_init"])  # the weights' origin
     logger.info("initialised from %s (%d tensors)", folder, len(saved.state_dict()))
 
 

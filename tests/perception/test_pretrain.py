@@ -134,6 +134,11 @@ def test_init_starts_from_a_saved_encoder(sim_data: Path, trained: Path, tmp_pat
     best = json.loads((trained / "last" / "train_state.json").read_text())["state"]["best_epoch"]
     # the saved (best) weights score on validation what they scored in their own run
     assert tuned_loss == pytest.approx(float(_metrics(trained)[best - 1]["val_loss"]), rel=1e-3)
+    # the card says where the weights came from, not what the new run's settings asked for
+    encoder = Encoder.load(trained)
+    encoder.backbone.pretrained = True
+    train._load_init(encoder, trained)
+    assert encoder.structure()["backbone"]["imagenet_init"] is False
     with pytest.raises(ConfigError, match=r"init=.*\['heads'\] differ"):
         pretrain(sim_data, tmp_path / "other", head="position", init=trained, **TINY)
     with pytest.raises(CheckpointError, match="not found"):
