@@ -223,8 +223,8 @@ def final_success(run: Path, episodes: int, seed: int) -> dict[str, Any]:
         100 * result["success_rate"],
         episodes,
         result["wall_s"],
-        NEAR_CM,
         result["failed_within_5cm"],
+        NEAR_CM,
         len(failed) - result["failed_within_5cm"],
     )
     return result
