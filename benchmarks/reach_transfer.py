@@ -44,6 +44,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--env", default="Sim2Real/ReachCube-v0")
     parser.add_argument("--steps", type=int, default=100_000)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="run seeds FIRST..FIRST+SEEDS-1 (e.g. one seed per process or machine; a later "
+        "run with --seeds N and the same --out reuses them all)",
+    )
     parser.add_argument("--n-envs", type=int, default=2)
     parser.add_argument("--image-size", type=int, default=84)
     parser.add_argument("--eval-points", type=int, default=20, help="evaluations per run")
@@ -297,7 +304,7 @@ def main() -> None:
     results: dict[str, list[dict[str, Any]]] = {}
     start = time.perf_counter()
     for arm in args.arms:
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             run = out / arm / f"seed{seed}"
             settings = {
                 "env_id": args.env,
