@@ -8,7 +8,16 @@ from sim2real.errors import ConfigError
 
 #: Repository root of an editable install (``pip install -e .``, what ``make install`` does).
 REPO_ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = REPO_ROOT / "configs"
+
+
+def _configs_dir() -> Path:
+    """The presets: shipped inside the package by a wheel (``pip install .``, where the
+    repository root is site-packages), else the checkout's ``configs/`` (editable install)."""
+    packaged = Path(__file__).resolve().parent / "configs"
+    return packaged if packaged.is_dir() else REPO_ROOT / "configs"
+
+
+CONFIGS = _configs_dir()
 RUNS = Path("runs")
 
 

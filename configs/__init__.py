@@ -1,0 +1,1 @@
+"""Presets (YAML) and label files; a wheel ships them as ``sim2real/configs``."""
