@@ -12,11 +12,15 @@ Writes ``OUT/curves.png`` (success rate vs env steps, mean and min-max over seed
 of the budget, the success rate of each run's final bundle over ``--final-episodes`` fresh
 episodes (loaded and run the way a user deploys it, through ``SimRobot``; far less noisy than
 one 20-episode evaluation), the first evaluated step reaching 90%, wall time and env steps/s.
+With ``--minutes M`` each run stops after M minutes (an arm too slow for the budget on this
+machine, e.g. same-arch-scratch on 2 CPU cores); the table shows ``-`` at the steps a run did
+not reach and says where it stopped, and the curves end there.
 
 Usage::
 
     python benchmarks/reach_transfer.py --encoder runs/reach/encoder --steps 100000 --seeds 3
     python benchmarks/reach_transfer.py --encoder imagenet --steps 2000 --seeds 1  # smoke
+    python benchmarks/reach_transfer.py --encoder runs/reach/encoder --report-only  # table only
 
 ``--encoder imagenet`` builds an ImageNet-only EfficientNet-Lite0 (no task pretraining).
 """
@@ -70,6 +74,13 @@ def parse_args() -> argparse.Namespace:
         help="the preset with its camera ranges at 0 (a diagnostic; written as OUT/"
         "randomization.yaml, which the runs train and evaluate on)",
     )
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        default=None,
+        help="wall-clock limit per run: a run stops there (saving its bundle) and the table "
+        "marks the steps it did not reach; for arms too slow for the budget on this machine",
+    )
     parser.add_argument("--torch-threads", type=int, default=None)
     parser.add_argument("--ppo", default="{}", help='JSON overrides of PPO, e.g. {"n_steps": 128}')
     parser.add_argument(
@@ -89,6 +100,12 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument(
         "--fresh", action="store_true", help="retrain runs that already finished with this config"
+    )
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="train nothing: tabulate the runs in OUT that finished with these settings "
+        "(whatever their --minutes), leaving out and naming the ones that are missing",
     )
     return parser.parse_args()
 
@@ -126,15 +143,21 @@ def arm_options(arm: str, encoder: str) -> dict[str, Any]:
 
 
 def finished(run: Path, wanted: dict[str, Any]) -> bool:
-    """True when ``run`` holds a completed training whose config.json has ``wanted``'s values."""
+    """True when ``run`` holds a training that ended (at its step budget or its ``--minutes``
+    limit, not interrupted) and whose config.json has ``wanted``'s values."""
     if not (run / "summary.json").is_file() or not (run / "config.json").is_file():
+        return False
+    if json.loads((run / "summary.json").read_text()).get("stopped") == "interrupted":
         return False
     config = json.loads((run / "config.json").read_text())
     return all(config.get(k) == v for k, v in wanted.items())
 
 
 def success_at(history: list[dict[str, float]], step: float) -> float:
-    """Success rate of the last evaluation at or before ``step``."""
+    """Success rate of the last evaluation at or before ``step``; NaN when the run did not
+    reach ``step`` (it stopped early) or has no evaluation before it."""
+    if not history or step > history[-1]["timesteps"] + 1e-9:
+        return float("nan")
     before = [h for h in history if h["timesteps"] <= step + 1e-9]
     return before[-1]["success_rate"] if before else float("nan")
 
@@ -152,10 +175,16 @@ def plot(results: dict[str, list[dict[str, Any]]], steps: int, path: Path) -> No
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for arm, runs in results.items():
-        grid = np.array([h["timesteps"] for h in runs[0]["history"]], dtype=float)
+        grid = np.array(sorted({h["timesteps"] for r in runs for h in r["history"]}), dtype=float)
         curves = np.array([[success_at(r["history"], s) for s in grid] for r in runs])
-        ax.plot(grid, curves.mean(0), label=f"{arm} (n={len(runs)})")
-        ax.fill_between(grid, curves.min(0), curves.max(0), alpha=0.2)
+        reached = ~np.isnan(curves).all(0)  # steps that some seed reached (others stopped)
+        grid, curves = grid[reached], curves[:, reached]
+        n = np.sum(~np.isnan(curves), 0)
+        label = (
+            f"{arm} (n={len(runs)})" if n.min() == len(runs) else f"{arm} (n={n.min()}-{n.max()})"
+        )
+        ax.plot(grid, np.nanmean(curves, 0), label=label)
+        ax.fill_between(grid, np.nanmin(curves, 0), np.nanmax(curves, 0), alpha=0.2)
     ax.axhline(0.9, color="grey", lw=0.8, ls="--")
     ax.set(xlabel="env steps", ylabel="success rate", xlim=(0, steps), ylim=(-0.02, 1.02))
     ax.set_title("ReachCube from pixels, PPO")
@@ -238,7 +267,13 @@ def final_success(run: Path, episodes: int, seed: int) -> dict[str, Any]:
 
 
 def _mean_and_values(vals: list[float]) -> str:
-    return f"{np.mean(vals):.2f} ({' '.join(f'{v:.2f}' for v in vals)})"
+    """``mean (v1 v2 ...)``; a run that stopped before the step shows ``-`` and is left out of
+    the mean (``not reached`` when none reached it)."""
+    got = [v for v in vals if not np.isnan(v)]
+    if not got:
+        return "not reached"
+    each = " ".join("-" if np.isnan(v) else f"{v:.2f}" for v in vals)
+    return f"{np.mean(got):.2f} ({each})"
 
 
 def table(results: dict[str, list[dict[str, Any]]], steps: int) -> str:
@@ -262,6 +297,15 @@ def table(results: dict[str, list[dict[str, Any]]], steps: int) -> str:
         rate = np.mean([r["summary"]["env_steps_per_s"] for r in runs])
         lines.append(f"| {arm} | " + " | ".join(cells) + f" | {first} | {wall:.0f} | {rate:.0f} |")
     notes = []
+    for arm, runs in results.items():
+        early = [r for r in runs if r["summary"].get("stopped", "budget") != "budget"]
+        if early:
+            each = "; ".join(
+                f"seed {r['seed']} at {r['summary']['env_steps']} of {steps} env steps "
+                f"({r['summary']['stopped']})"
+                for r in early
+            )
+            notes.append(f"{arm}: stopped early, its cells past that step are '-': {each}")
     for arm, runs in results.items():
         evals = [r["final"] for r in runs if "final" in r]
         if evals:
@@ -320,9 +364,14 @@ def main() -> None:
                 "algo_kwargs": json.loads(args.ppo),
                 "metre_scale": metre_scale,
                 **({"trunk_dim": trunks[arm]} if arm in trunks else {}),
+                **({"minutes": args.minutes} if args.minutes else {}),
                 **arm_options(arm, encoder),
             }
-            if not args.fresh and finished(run, settings):
+            if args.report_only:
+                if not finished(run, {k: v for k, v in settings.items() if k != "minutes"}):
+                    print(f"{arm} seed {seed}: no finished run with these settings in {run}")
+                    continue
+            elif not args.fresh and finished(run, settings):
                 print(f"{arm} seed {seed}: finished run in {run} reused (--fresh retrains)")
             else:
                 train(out=run, **settings)
@@ -334,13 +383,16 @@ def main() -> None:
             if args.final_episodes > 0:
                 entry["final"] = final_success(run, args.final_episodes, FINAL_SEED + seed)
             results.setdefault(arm, []).append(entry)
+    if not results:
+        raise SystemExit(f"no finished runs in {out} for arms {args.arms}")
     plot(results, args.steps, out / "curves.png")
     text = table(results, args.steps)
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     meta = (
         f"env {args.env}, {args.steps} env steps, {args.n_envs} envs, encoder {encoder}, "
         f"metre_scale {metre_scale}, trunk_dim {trunks or 'default'}, PPO overrides "
-        f"{args.ppo}, randomization "
+        f"{args.ppo}, {f'{args.minutes:g} min limit per run, ' if args.minutes else ''}"
+        f"randomization "
         f"{args.randomization}{' without camera jitter' if args.no_camera_jitter else ''}"
     )
     (out / "report.md").write_text(f"# reach_transfer\n\n{meta}\n\n{text}\n")

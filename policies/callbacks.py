@@ -1,5 +1,5 @@
 """Training callbacks: success-rate evaluation, bundle checkpoints, randomisation curriculum,
-a tqdm progress bar and the auxiliary position loss.
+a wall-clock limit, a tqdm progress bar and the auxiliary position loss.
 
 All schedules count env steps (``model.num_timesteps``), not callback calls, so they mean the
 same whatever the number of envs.
@@ -220,6 +220,40 @@ class RandomizationCurriculum(BaseCallback):
         self.strength = strength
         self.training_env.set_attr("rand_cfg", self._base.with_strength(strength))
         self.logger.record("curriculum/strength", strength)
+
+
+class WallClockStop(BaseCallback):
+    """Stop training once ``minutes`` of wall time have passed since training started.
+
+    Returning ``False`` from ``_on_step`` ends ``model.learn`` the way SB3 ends it at the
+    budget: the other callbacks' ``_on_training_end`` still run (the evaluator evaluates at the
+    step reached) and ``train`` saves the bundle and summary as after a full run.
+
+    Example:
+        >>> cb = WallClockStop(minutes=90)  # doctest: +SKIP
+    """
+
+    def __init__(self, minutes: float) -> None:
+        super().__init__()
+        if minutes <= 0:
+            raise ConfigError(f"WallClockStop needs minutes > 0, got {minutes}")
+        self.minutes = float(minutes)
+        self.stopped = False
+        self._deadline = 0.0
+
+    def _on_training_start(self) -> None:
+        self._deadline = time.perf_counter() + 60.0 * self.minutes
+
+    def _on_step(self) -> bool:
+        if time.perf_counter() < self._deadline:
+            return True
+        self.stopped = True
+        logger.info(
+            "time limit of %g min reached at %d env steps: stopping",
+            self.minutes,
+            self.num_timesteps,
+        )
+        return False
 
 
 class TqdmProgress(BaseCallback):

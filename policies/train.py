@@ -5,8 +5,9 @@ RUN/ holds::
     bundle/            the policy bundle (see sim2real.policies.bundle): what deployment loads
     config.json        the TrainConfig used (plus what "auto" resolved to)
     eval.json          success-rate curve: [{timesteps, success_rate, mean_reward, ...}]
-    summary.json       env steps, wall time (evaluations included), evaluation time,
-                       env steps/s (evaluations excluded), final success rate
+    summary.json       env steps (reached and budgeted), why training stopped, wall time
+                       (evaluations included), evaluation time, env steps/s (evaluations
+                       excluded), final success rate
     monitor.csv        VecMonitor episode log
     tb/                TensorBoard logs
     checkpoints/       step_XXXXXXXX/ bundles (with checkpoint_every > 0)
@@ -14,16 +15,23 @@ RUN/ holds::
 
 Envs step in ``SubprocVecEnv`` workers (one PyBullet client each, ``forkserver`` or ``spawn``),
 always on CPU; the encoder and the policy run on ``device`` (CUDA when ``auto`` finds one).
+Training stops at ``steps``, at the ``minutes`` wall-clock limit, or on Ctrl-C / SIGTERM
+(``KeyboardInterrupt``); in every case the bundle and summary are written for the step reached
+(``summary["stopped"]`` says which), and an interrupt is then re-raised.
 Workers start a fresh interpreter that imports the main module, so a script calling
 ``train(..., n_envs > 1)`` needs the ``if __name__ == "__main__":`` guard.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,6 +51,7 @@ from sim2real.policies.callbacks import (
     RandomizationCurriculum,
     SuccessRateEval,
     TqdmProgress,
+    WallClockStop,
 )
 from sim2real.policies.extractor import (
     EncoderSource,
@@ -74,6 +83,9 @@ class TrainConfig(BaseModel):
     encoder: str | None = Field(None, description="encoder checkpoint folder")
     algo: Literal["ppo", "sac"] = "ppo"
     steps: int = Field(100_000, gt=0, description="env steps")
+    minutes: float | None = Field(
+        None, gt=0, description="wall-clock limit: stop early (saving everything) once reached"
+    )
     n_envs: int = Field(2, ge=1)
     mode: Literal["frozen", "finetune", "scratch"] = "frozen"
     seed: int = 0
@@ -265,6 +277,7 @@ def train(
         "randomization": cfg.randomization,
         "labels": "pose" if cfg.aux_loss else "none",
     }
+    interrupted = False
     venv = make_vec_env(cfg.env_id, env_kwargs, cfg.n_envs, cfg.vec_env, cfg.start_method)
     eval_env = DummyVecEnv(
         [functools.partial(make_env, cfg.env_id, {**env_kwargs, "labels": "none"})]
@@ -320,24 +333,75 @@ def train(
         )
         callbacks = _callbacks(cfg, model, evaluator, save, run)
         start = time.perf_counter()
-        model.learn(cfg.steps, callback=CallbackList(callbacks), tb_log_name="run")
+        try:
+            with _sigterm_as_interrupt():
+                model.learn(cfg.steps, callback=CallbackList(callbacks), tb_log_name="run")
+        except KeyboardInterrupt:
+            interrupted = True
+            logger.warning("interrupted at %d env steps: saving the run", model.num_timesteps)
         wall = time.perf_counter() - start
         save(run / "bundle")
         if cfg.save_sb3:
             model.save(run / "sb3_model.zip")
+        timed_out = any(isinstance(c, WallClockStop) and c.stopped for c in callbacks)
+        last = evaluator.history[-1] if evaluator.history else {}
         summary = {
             "env_steps": int(model.num_timesteps),
+            "steps_budget": cfg.steps,
+            "stopped": "interrupted" if interrupted else "time limit" if timed_out else "budget",
             "wall_s": wall,
             "eval_s": evaluator.eval_s,
             "env_steps_per_s": model.num_timesteps / max(wall - evaluator.eval_s, 1e-9),
-            "final_success_rate": evaluator.history[-1]["success_rate"],
+            "final_success_rate": last.get("success_rate"),
+            "final_eval_step": last.get("timesteps"),
         }
-        (run / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        logger.info("trained %d steps in %.0f s; bundle in %s", model.num_timesteps, wall, run)
+        _write_json(run / "summary.json", summary)
+        logger.info(
+            "trained %d steps in %.0f s (stopped: %s); bundle in %s",
+            model.num_timesteps,
+            wall,
+            summary["stopped"],
+            run,
+        )
     finally:
-        venv.close()
-        eval_env.close()
+        _close_quietly(venv)
+        _close_quietly(eval_env)
+    if interrupted:
+        raise KeyboardInterrupt
     return run
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM (``kill PID``, a batch scheduler's stop) raises
+    ``KeyboardInterrupt`` as Ctrl-C does, so a killed run still saves its bundle and summary."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _write_json(path: Path, value: Any) -> None:
+    """Write ``value`` to ``path`` atomically (a killed run leaves the old file or the new)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def _close_quietly(venv: VecEnv) -> None:
+    """Close ``venv``; after Ctrl-C its workers may already be gone (their pipes broken)."""
+    try:
+        venv.close()
+    except (EOFError, BrokenPipeError, ConnectionResetError) as exc:
+        logger.debug("closing %s: %s", type(venv).__name__, exc)
 
 
 def _resolve_cache(cfg: TrainConfig, dim: int, image_shape: tuple[int, ...]) -> bool:
@@ -376,6 +440,8 @@ def _callbacks(
         callbacks.append(TqdmProgress(cfg.steps, desc=f"{cfg.algo}/{cfg.mode}"))
     if cfg.checkpoint_every:
         callbacks.append(BundleCheckpoint(save, run / "checkpoints", cfg.checkpoint_every))
+    if cfg.minutes is not None:
+        callbacks.append(WallClockStop(cfg.minutes))
     if cfg.curriculum_start is not None:
         ramp = cfg.curriculum_steps or max(1, cfg.steps // 2)
         callbacks.append(RandomizationCurriculum(cfg.curriculum_start, None, ramp))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +14,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from stable_baselines3 import PPO, SAC
+from stable_baselines3.common.callbacks import BaseCallback
 
 import sim2real.envs  # noqa: F401  (registers the ids)
+import sim2real.policies.train as train_module
 from sim2real.errors import ConfigError
 from sim2real.perception.encoder import Encoder
 from sim2real.policies.bundle import encode, load_bundle
@@ -146,6 +150,52 @@ def test_subproc_curriculum_checkpoints_aux(tmp_path: Path, encoders: dict[str, 
     before = load_file(f"{encoders['nature_cnn']}/model.safetensors")
     after = load_file(str(run / "bundle/encoder/model.safetensors"))
     assert any(not torch.equal(before[k], after[k]) for k in before), "finetune did not train"
+
+
+def test_time_limit_stops_early_and_saves_the_run(tmp_path: Path) -> None:
+    run = train(
+        ENV, None, tmp_path / "run", "ppo", 10_000, 1, "scratch", 0, backbone="nature_cnn",
+        pool="flatten", minutes=1e-9, algo_kwargs=PPO_FAST, **FAST,
+    )  # fmt: skip
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["stopped"] == "time limit"
+    assert summary["steps_budget"] == 10_000 and 0 < summary["env_steps"] < 10_000
+    history = json.loads((run / "eval.json").read_text())
+    assert history[-1]["timesteps"] == summary["env_steps"] == summary["final_eval_step"]
+    load_bundle(run)
+
+
+class _SigtermAt(BaseCallback):
+    """Sends this process SIGTERM once ``step`` env steps are reached (as ``kill PID`` would)."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__()
+        self.step = step
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps >= self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return True
+
+
+def test_sigterm_saves_the_run_then_interrupts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = train_module._callbacks
+    monkeypatch.setattr(train_module, "_callbacks", lambda *a: [*original(*a), _SigtermAt(100)])
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        train(
+            ENV, None, tmp_path / "run", "ppo", 10_000, 1, "scratch", 0, backbone="nature_cnn",
+            pool="flatten", algo_kwargs=PPO_FAST, **FAST,
+        )  # fmt: skip
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is train's alone
+    run = tmp_path / "run"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["stopped"] == "interrupted" and 100 <= summary["env_steps"] < 10_000
+    _, actor, _ = load_bundle(run)
+    obs = _env_observations(1)
+    assert actor.act(obs["image"].transpose(0, 2, 3, 1), obs["proprio"]).shape == (1, 3)
 
 
 def test_bad_config_is_reported(tmp_path: Path) -> None:
