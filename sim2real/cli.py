@@ -250,7 +250,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         n_envs=args.n_envs,
         mode=args.mode,
         seed=args.seed,
-        **_overrides(args.set),
+        **{
+            **({"minutes": args.minutes} if args.minutes is not None else {}),
+            **_overrides(args.set),
+        },
     )
     print(f"run folder (with bundle/): {run}")
     return 0
@@ -491,6 +494,13 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--n-envs", type=int, default=2)
     tr.add_argument("--mode", default="frozen", choices=["frozen", "finetune", "scratch"])
     tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument(
+        "--minutes",
+        type=float,
+        default=None,
+        help="wall-clock limit: stop there and save the run as at the end (Ctrl-C or SIGTERM "
+        "also save it)",
+    )
     tr.add_argument("--set", action="append", metavar="KEY=VALUE", help="TrainConfig field")
     tr.set_defaults(func=cmd_train)
 

@@ -73,3 +73,17 @@ def test_set_values_starting_with_a_bracket_are_json() -> None:
         _overrides(["algo_kwargs={n_steps: 32}"])
     with pytest.raises(Sim2RealError, match="expected key=value"):
         _overrides(["trunk_dim"])
+
+
+def test_train_minutes_stops_early_and_saves(tmp_path: Path) -> None:
+    import json
+
+    out = tmp_path / "run"
+    sets = ["backbone=nature_cnn", "pool=flatten", "image_size=40", "eval_every=0"]
+    sets += ["eval_episodes=1", "progress_bar=false", "tensorboard=false", "save_sb3=false"]
+    sets += ['algo_kwargs={"n_steps": 32, "batch_size": 16, "n_epochs": 1}']
+    args = ["train", "--mode", "scratch", "--n-envs", "1", "--steps", "5000", "--out", str(out)]
+    assert main([*args, "--minutes", "1e-9", *[x for s in sets for x in ("--set", s)]]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stopped"] == "time limit" and summary["env_steps"] < 5000
+    assert (out / "bundle" / "policy.safetensors").is_file()
