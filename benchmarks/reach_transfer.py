@@ -14,7 +14,10 @@ episodes (loaded and run the way a user deploys it, through ``SimRobot``; far le
 one 20-episode evaluation), the first evaluated step reaching 90%, wall time and env steps/s.
 With ``--minutes M`` each run stops after M minutes (an arm too slow for the budget on this
 machine, e.g. same-arch-scratch on 2 CPU cores); the table shows ``-`` at the steps a run did
-not reach and says where it stopped, and the curves end there.
+not reach and says where it stopped, and the curves end there. Running the same command again
+resumes every run that stopped short of the budget (time limit, Ctrl-C, a killed process: each
+run's ``resume/`` state, saved every ``--resume-every`` env steps) for another ``--minutes``,
+so a slow arm reaches the budget over several sessions.
 
 Usage::
 
@@ -99,7 +102,16 @@ def parse_args() -> argparse.Namespace:
         "(default: the library's, 256)",
     )
     parser.add_argument(
-        "--fresh", action="store_true", help="retrain runs that already finished with this config"
+        "--fresh",
+        action="store_true",
+        help="retrain runs that already finished with this config, and start over the ones "
+        "that stopped early instead of resuming them",
+    )
+    parser.add_argument(
+        "--resume-every",
+        type=int,
+        default=5_000,
+        help="env steps between saves of each run's resume state (RUN/resume/)",
     )
     parser.add_argument(
         "--report-only",
@@ -140,6 +152,22 @@ def arm_options(arm: str, encoder: str) -> dict[str, Any]:
     if arm == "same-arch-scratch":
         return {"encoder": encoder, "mode": "scratch"}
     return {"encoder": None, "mode": "scratch", "backbone": "nature_cnn", "pool": "flatten"}
+
+
+def resumable(run: Path, wanted: dict[str, Any]) -> bool:
+    """True when ``run`` stopped short of its step budget (time limit, interrupt, killed) and
+    left a resume state, with ``wanted``'s values in config.json (``minutes`` aside: it limits
+    one session)."""
+    from sim2real.policies.resume import find_resume_state
+
+    if not (run / "config.json").is_file() or find_resume_state(run) is None:
+        return False
+    if (run / "summary.json").is_file():
+        summary = json.loads((run / "summary.json").read_text())
+        if summary.get("stopped") == "budget":
+            return False
+    config = json.loads((run / "config.json").read_text())
+    return all(config.get(k) == v for k, v in wanted.items() if k != "minutes")
 
 
 def finished(run: Path, wanted: dict[str, Any]) -> bool:
@@ -371,10 +399,13 @@ def main() -> None:
                 if not finished(run, {k: v for k, v in settings.items() if k != "minutes"}):
                     print(f"{arm} seed {seed}: no finished run with these settings in {run}")
                     continue
+            elif not args.fresh and resumable(run, settings):
+                print(f"{arm} seed {seed}: resuming the run in {run} (--fresh starts over)")
+                train(out=run, resume=True, resume_every=args.resume_every, **settings)
             elif not args.fresh and finished(run, settings):
                 print(f"{arm} seed {seed}: finished run in {run} reused (--fresh retrains)")
             else:
-                train(out=run, **settings)
+                train(out=run, resume_every=args.resume_every, **settings)
             entry = {
                 "seed": seed,
                 "history": json.loads((run / "eval.json").read_text()),

@@ -28,8 +28,12 @@ _EXPORTS = {
     "AuxPositionLoss": "callbacks",
     "BundleCheckpoint": "callbacks",
     "RandomizationCurriculum": "callbacks",
+    "ResumeCheckpoint": "callbacks",
+    "load_resume_state": "resume",
+    "save_resume_state": "resume",
     "SuccessRateEval": "callbacks",
     "TrainConfig": "train",
+    "resume_training": "train",
 }
 
 __all__ = sorted(_EXPORTS)

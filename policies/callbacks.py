@@ -49,6 +49,10 @@ class SuccessRateEval(BaseCallback):
         n_episodes: episodes per evaluation.
         seed: seed of the evaluation episodes.
         history_path: JSON file to (re)write after each evaluation, or ``None``.
+        history: earlier evaluations of a resumed run (kept; step 0 is not evaluated again
+            when the last one is at the step training resumes from).
+        wall_offset: seconds already spent by the earlier sessions of a resumed run (added to
+            each new evaluation's ``wall_s``).
 
     Example:
         >>> cb = SuccessRateEval(eval_env, eval_every=10_000, n_episodes=20)  # doctest: +SKIP
@@ -61,20 +65,27 @@ class SuccessRateEval(BaseCallback):
         n_episodes: int = 10,
         seed: int = 10_000,
         history_path: str | Path | None = None,
+        history: list[dict[str, float]] | None = None,
+        wall_offset: float = 0.0,
     ) -> None:
         super().__init__()
         self.eval_env, self.eval_every, self.n_episodes = eval_env, int(eval_every), n_episodes
         self.seed = seed
         self.history_path = Path(history_path) if history_path else None
-        self.history: list[dict[str, float]] = []
+        self.history: list[dict[str, float]] = list(history or [])
+        self.wall_offset = float(wall_offset)
         self._next = 0
         self._start = 0.0
-        self.eval_s = 0.0  # wall time spent evaluating
+        self.eval_s = 0.0  # wall time spent evaluating (this session)
 
     def _on_training_start(self) -> None:
         self._start = time.perf_counter()
-        self.evaluate()
-        self._next = self.num_timesteps + self.eval_every if self.eval_every else -1
+        self.history = [h for h in self.history if h["timesteps"] <= self.num_timesteps]
+        if not self.history or self.history[-1]["timesteps"] != self.num_timesteps:
+            self.evaluate()
+        # the next multiple of eval_every: a resumed run keeps the curve's grid
+        every = self.eval_every
+        self._next = (self.num_timesteps // every + 1) * every if every else -1
 
     def _on_step(self) -> bool:
         if self._next >= 0 and self.num_timesteps >= self._next:
@@ -112,7 +123,7 @@ class SuccessRateEval(BaseCallback):
             "success_rate": float(np.mean(successes)) if successes else 0.0,
             "mean_reward": float(np.mean(rewards)),
             "mean_length": float(np.mean(lengths)),
-            "wall_s": time.perf_counter() - self._start,
+            "wall_s": time.perf_counter() - self._start + self.wall_offset,
         }
         self.history.append(result)
         self.eval_s += time.perf_counter() - start
@@ -126,7 +137,9 @@ class SuccessRateEval(BaseCallback):
             result["mean_reward"],
         )
         if self.history_path is not None:
-            self.history_path.write_text(json.dumps(self.history, indent=1) + "\n")
+            tmp = self.history_path.with_name(self.history_path.name + ".tmp")
+            tmp.write_text(json.dumps(self.history, indent=1) + "\n")
+            tmp.replace(self.history_path)
         return result
 
 
@@ -151,6 +164,35 @@ class BundleCheckpoint(BaseCallback):
             logger.info("checkpoint at %d steps: %s", self.num_timesteps, path)
             while self._next <= self.num_timesteps:
                 self._next += self.save_every
+        return True
+
+
+class ResumeCheckpoint(BaseCallback):
+    """Call ``save()`` (write the run's resume state) every ``save_every`` env steps.
+
+    Saves at the start of a rollout, after the previous rollout's update, so the state holds
+    every step counted so far (nothing half-collected).
+
+    Example:
+        >>> cb = ResumeCheckpoint(lambda: None, save_every=10_000)
+    """
+
+    def __init__(self, save: Callable[[], Any], save_every: int) -> None:
+        super().__init__()
+        if save_every <= 0:
+            raise ConfigError(f"resume save_every must be > 0 env steps, got {save_every}")
+        self.save, self.save_every = save, int(save_every)
+        self._next = 0
+
+    def _on_training_start(self) -> None:
+        self._next = (self.num_timesteps // self.save_every + 1) * self.save_every
+
+    def _on_rollout_start(self) -> None:
+        if self.num_timesteps >= self._next:
+            self.save()
+            self._next = (self.num_timesteps // self.save_every + 1) * self.save_every
+
+    def _on_step(self) -> bool:
         return True
 
 
@@ -265,7 +307,13 @@ class TqdmProgress(BaseCallback):
         self.bar: Any = None
 
     def _on_training_start(self) -> None:
-        self.bar = tqdm(total=self.total, desc=self.desc, unit="step", dynamic_ncols=True)
+        self.bar = tqdm(
+            total=self.total,
+            initial=self.num_timesteps,  # a resumed run starts where it stopped
+            desc=self.desc,
+            unit="step",
+            dynamic_ncols=True,
+        )
 
     def _on_step(self) -> bool:
         self.bar.update(self.num_timesteps - self.bar.n)

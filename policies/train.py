@@ -11,13 +11,19 @@ RUN/ holds::
     monitor.csv        VecMonitor episode log
     tb/                TensorBoard logs
     checkpoints/       step_XXXXXXXX/ bundles (with checkpoint_every > 0)
-    sb3_model.zip      SB3's own save, a convenience to resume (pickled: not for deployment)
+    resume/            the training state (every resume_every env steps and when training
+                       stops): ``resume_training(RUN)`` / ``sim2real train --resume RUN`` go on
+                       from it (see sim2real.policies.resume)
+    sb3_model.zip      SB3's own save (with save_sb3; pickled: not for deployment)
 
 Envs step in ``SubprocVecEnv`` workers (one PyBullet client each, ``forkserver`` or ``spawn``),
 always on CPU; the encoder and the policy run on ``device`` (CUDA when ``auto`` finds one).
 Training stops at ``steps``, at the ``minutes`` wall-clock limit, or on Ctrl-C / SIGTERM
 (``KeyboardInterrupt``); in every case the bundle and summary are written for the step reached
-(``summary["stopped"]`` says which), and an interrupt is then re-raised.
+(``summary["stopped"]`` says which), and an interrupt is then re-raised. A run killed outright
+(power cut, OOM) keeps its last ``resume/`` state; ``resume_training(RUN, steps=..., minutes=...)``
+continues any stopped run toward its (or a new) step budget, appending to eval.json and
+monitor.csv; summary.json then covers all sessions.
 Workers start a fresh interpreter that imports the main module, so a script calling
 ``train(..., n_envs > 1)`` needs the ``if __name__ == "__main__":`` guard.
 """
@@ -28,6 +34,7 @@ import contextlib
 import functools
 import json
 import logging
+import shutil
 import signal
 import threading
 import time
@@ -42,13 +49,14 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.utils import get_device
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecMonitor
 
-from sim2real.errors import ConfigError
+from sim2real.errors import CheckpointError, ConfigError
 from sim2real.perception.encoder import RESIZE_METHOD, Encoder
 from sim2real.policies.bundle import METRE_SCALE, position_route, save_bundle
 from sim2real.policies.callbacks import (
     AuxPositionLoss,
     BundleCheckpoint,
     RandomizationCurriculum,
+    ResumeCheckpoint,
     SuccessRateEval,
     TqdmProgress,
     WallClockStop,
@@ -67,6 +75,7 @@ from sim2real.policies.models import (
     policy_extractor,
     trained_encoder,
 )
+from sim2real.policies.resume import find_resume_state, load_resume_state, save_resume_state
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +118,9 @@ class TrainConfig(BaseModel):
     eval_every: int = Field(10_000, ge=0)
     eval_episodes: int = Field(10, gt=0)
     checkpoint_every: int = Field(0, ge=0)
+    resume_every: int = Field(
+        10_000, ge=0, description="env steps between resume-state saves (0: only at the stop)"
+    )
     save_sb3: bool = True
     vec_env: Literal["auto", "subproc", "dummy"] = "auto"
     start_method: Literal["forkserver", "spawn"] = "forkserver"
@@ -226,6 +238,7 @@ def train(
     n_envs: int = 2,
     mode: str = "frozen",
     seed: int = 0,
+    resume: bool = False,
     **options: Any,
 ) -> Path:
     """Train a PPO/SAC policy from pixels on a ``Sim2Real/*`` env and write ``out``.
@@ -239,13 +252,18 @@ def train(
         n_envs: parallel envs.
         mode: ``frozen``, ``finetune`` or ``scratch``.
         seed: seed of everything (SB3, envs, augmentation, evaluation episodes).
+        resume: go on from ``out/resume`` (same configuration as ``out/config.json`` except
+            ``steps``, ``minutes`` and the fields in ``RESUME_MAY_CHANGE``); see
+            :func:`resume_training`, which reads the configuration for you.
         **options: any other :class:`TrainConfig` field.
 
     Returns:
         The run folder.
 
     Raises:
-        ConfigError: an invalid option.
+        ConfigError: an invalid option, or (resume) a configuration other than the run's or a
+            run already at ``steps``.
+        CheckpointError: (resume) no resume state in ``out``, or one that does not fit.
 
     Example:
         >>> run = train("Sim2Real/ReachCube-v0", "runs/reach/encoder", "runs/ppo",
@@ -266,7 +284,10 @@ def train(
     except ValidationError as exc:
         raise ConfigError(f"train: invalid configuration:\n{exc}") from exc
     run = Path(out)
+    state_dir = _check_resume(cfg, run) if resume else None
     run.mkdir(parents=True, exist_ok=True)
+    if state_dir is None:
+        _clear_previous_run(run)
     source = _encoder_source(cfg)
     encoder_model = build_encoder(source)
     use_position = cfg.use_position
@@ -292,12 +313,15 @@ def train(
             eval_env = FrozenFeatures(
                 eval_env, encoder_model, cfg.pool, use_position, device=device
             )
-        venv = VecMonitor(venv, str(run / "monitor.csv"))
+        monitor = run / "monitor.csv"
+        if state_dir is not None:
+            _merge_monitor(run)  # a session killed outright may have left one
+            if monitor.is_file():
+                monitor.rename(run / "monitor.csv.prev")
+        venv = VecMonitor(venv, str(monitor))
         eval_env = VecMonitor(eval_env)
         resolved = {"use_position": use_position, "cache_features": cache, "device": str(device)}
-        (run / "config.json").write_text(
-            json.dumps({**cfg.model_dump(mode="json"), "resolved": resolved}, indent=2) + "\n"
-        )
+        _write_json(run / "config.json", {**cfg.model_dump(mode="json"), "resolved": resolved})
         logger.info("training %s/%s on %s: %s", cfg.algo, cfg.mode, device, resolved)
         model = build_model(
             cfg.algo,
@@ -328,19 +352,59 @@ def train(
         def save(path: Path) -> Path:
             return save_bundle(path, bundle_encoder, actor_head_from_model(model), contract)
 
+        before: dict[str, Any] = {"wall_s": 0.0, "eval_s": 0.0, "train_s": 0.0, "sessions": 0}
+        history: list[dict[str, float]] = []
+        if state_dir is not None:
+            before.update(load_resume_state(model, state_dir))
+            if model.num_timesteps >= cfg.steps:
+                raise ConfigError(
+                    f"{run} is already at {model.num_timesteps} env steps (steps={cfg.steps}): "
+                    "pass a larger steps to train further"
+                )
+            model.set_random_seed(cfg.seed + model.num_timesteps)
+            if (run / "eval.json").is_file():
+                history = json.loads((run / "eval.json").read_text())
+        start_steps = int(model.num_timesteps)
         evaluator = SuccessRateEval(
-            eval_env, cfg.eval_every, cfg.eval_episodes, cfg.seed + 10_000, run / "eval.json"
+            eval_env,
+            cfg.eval_every,
+            cfg.eval_episodes,
+            cfg.seed + 10_000,
+            run / "eval.json",
+            history=history,
+            wall_offset=before["wall_s"],
         )
-        callbacks = _callbacks(cfg, model, evaluator, save, run)
         start = time.perf_counter()
+
+        def totals() -> dict[str, Any]:
+            wall = time.perf_counter() - start
+            return {
+                "wall_s": before["wall_s"] + wall,
+                "eval_s": before["eval_s"] + evaluator.eval_s,
+                "train_s": before["train_s"] + wall - evaluator.eval_s,
+                "sessions": before["sessions"] + 1,
+            }
+
+        def save_state() -> Path:
+            return save_resume_state(model, run / "resume", totals())
+
+        callbacks = _callbacks(cfg, model, evaluator, save, run)
+        if cfg.resume_every:
+            callbacks.append(ResumeCheckpoint(save_state, cfg.resume_every))
         try:
             with _sigterm_as_interrupt():
-                model.learn(cfg.steps, callback=CallbackList(callbacks), tb_log_name="run")
+                model.learn(
+                    cfg.steps - start_steps,
+                    callback=CallbackList(callbacks),
+                    tb_log_name="run",
+                    reset_num_timesteps=state_dir is None,
+                )
         except KeyboardInterrupt:
             interrupted = True
             logger.warning("interrupted at %d env steps: saving the run", model.num_timesteps)
-        wall = time.perf_counter() - start
+        total = totals()
         save(run / "bundle")
+        save_state()
         if cfg.save_sb3:
             model.save(run / "sb3_model.zip")
         timed_out = any(isinstance(c, WallClockStop) and c.stopped for c in callbacks)
@@ -349,9 +413,11 @@ def train(
             "env_steps": int(model.num_timesteps),
             "steps_budget": cfg.steps,
             "stopped": "interrupted" if interrupted else "time limit" if timed_out else "budget",
-            "wall_s": wall,
-            "eval_s": evaluator.eval_s,
-            "env_steps_per_s": model.num_timesteps / max(wall - evaluator.eval_s, 1e-9),
+            "wall_s": total["wall_s"],
+            "eval_s": total["eval_s"],
+            "env_steps_per_s": model.num_timesteps / max(total["train_s"], 1e-9),
+            "sessions": total["sessions"],
+            "resumed_from_step": start_steps if state_dir is not None else None,
             "final_success_rate": last.get("success_rate"),
             "final_eval_step": last.get("timesteps"),
         }
@@ -359,16 +425,115 @@ def train(
         logger.info(
             "trained %d steps in %.0f s (stopped: %s); bundle in %s",
             model.num_timesteps,
-            wall,
+            summary["wall_s"],
             summary["stopped"],
             run,
         )
     finally:
         _close_quietly(venv)
         _close_quietly(eval_env)
+        if state_dir is not None:
+            _merge_monitor(run)
     if interrupted:
         raise KeyboardInterrupt
     return run
+
+
+#: TrainConfig fields a resumed run may change (the rest must match RUN/config.json).
+RESUME_MAY_CHANGE = frozenset(
+    {"steps", "minutes", "device", "progress_bar", "tensorboard", "resume_every", "save_sb3"}
+)
+
+
+def resume_training(out: str | Path, **changes: Any) -> Path:
+    """Go on training the run in ``out`` from its ``resume/`` state, with its own
+    configuration (``config.json``) and the ``changes`` allowed by ``RESUME_MAY_CHANGE``.
+
+    Raises:
+        ConfigError: no config.json in ``out``, or a change to another field.
+        CheckpointError: no resume state in ``out``.
+
+    Example:
+        >>> resume_training("runs/ppo", steps=200_000, minutes=60)  # doctest: +SKIP
+    """
+    run = Path(out)
+    if not (run / "config.json").is_file():
+        raise ConfigError(f"resume: {run / 'config.json'} not found (is {run} a train run?)")
+    saved = json.loads((run / "config.json").read_text())
+    saved.pop("resolved", None)
+    other = sorted(set(changes) - RESUME_MAY_CHANGE)
+    if other:
+        raise ConfigError(
+            f"resume: {other} cannot change in a resumed run; expected only "
+            f"{sorted(RESUME_MAY_CHANGE)}"
+        )
+    options = {**saved, **changes}
+    return train(
+        options.pop("env_id"),
+        options.pop("encoder"),
+        run,
+        algo=options.pop("algo"),
+        steps=options.pop("steps"),
+        n_envs=options.pop("n_envs"),
+        mode=options.pop("mode"),
+        seed=options.pop("seed"),
+        resume=True,
+        **options,
+    )
+
+
+def _check_resume(cfg: TrainConfig, run: Path) -> Path:
+    """The resume state to go on from; the run's config must match ``cfg``."""
+    state = find_resume_state(run)
+    if state is None:
+        raise CheckpointError(
+            f"resume: no resume state in {run} (expected {run / 'resume'}/state.json: written "
+            "every resume_every env steps and when training stops)"
+        )
+    saved = json.loads((run / "config.json").read_text())
+    mine = cfg.model_dump(mode="json")
+    differ = {
+        k: (saved.get(k), v)
+        for k, v in mine.items()
+        if k not in RESUME_MAY_CHANGE and saved.get(k) != v
+    }
+    if differ:
+        raise ConfigError(
+            f"resume: the configuration differs from {run / 'config.json'} in "
+            + ", ".join(f"{k} (run: {a!r}, now: {b!r})" for k, (a, b) in differ.items())
+        )
+    return state
+
+
+def _clear_previous_run(run: Path) -> None:
+    """Remove what an earlier run in ``run`` left that a new one would not overwrite at once,
+    so a new run killed early is never mistaken for the old one (its summary, eval curve or
+    resume state)."""
+    for name in ("summary.json", "eval.json", "monitor.csv.prev"):
+        (run / name).unlink(missing_ok=True)
+    for name in ("resume", "resume.old", "resume.tmp"):
+        shutil.rmtree(run / name, ignore_errors=True)
+
+
+def _merge_monitor(run: Path) -> None:
+    """Append this session's ``monitor.csv`` rows to the earlier sessions' (``.prev``), with
+    ``t`` kept relative to the first session's start."""
+    prev, cur = run / "monitor.csv.prev", run / "monitor.csv"
+    if not prev.is_file():
+        return
+    lines = prev.read_text().splitlines()
+    if cur.is_file():
+        new = cur.read_text().splitlines()
+        shift = 0.0
+        with contextlib.suppress(ValueError, KeyError, IndexError):
+            shift = json.loads(new[0][1:])["t_start"] - json.loads(lines[0][1:])["t_start"]
+        for row in new[2:]:
+            r, length, t = row.split(",")[:3]
+            lines.append(f"{r},{length},{float(t) + shift:.6f}")
+    tmp = run / "monitor.csv.tmp"
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(cur)
+    prev.unlink()
 
 
 @contextlib.contextmanager

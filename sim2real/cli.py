@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sim2real.errors import Sim2RealError
+from sim2real.errors import ConfigError, Sim2RealError
 
 logger = logging.getLogger("sim2real")
 
@@ -238,15 +238,47 @@ def cmd_curve(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from sim2real.policies.train import train
+#: ``sim2real train`` options that a resumed run takes from its config.json.
+_TRAIN_FIXED = {
+    "env": "Sim2Real/ReachCube-v0",
+    "encoder": None,
+    "out": None,
+    "algo": "ppo",
+    "n_envs": 2,
+    "mode": "frozen",
+    "seed": 0,
+}
 
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from sim2real.policies.train import resume_training, train
+
+    if args.resume:
+        given = [
+            f"--{k.replace('_', '-')}" for k, v in _TRAIN_FIXED.items() if getattr(args, k) != v
+        ]
+        if given:
+            raise ConfigError(
+                f"train --resume RUN takes the run's own configuration; got {', '.join(given)} "
+                "(only --steps, --minutes and --set for steps/minutes/device/progress_bar/"
+                "tensorboard/resume_every/save_sb3 apply)"
+            )
+        changes = {
+            **({"steps": args.steps} if args.steps is not None else {}),
+            **({"minutes": args.minutes or None} if args.minutes is not None else {}),
+            **_overrides(args.set),
+        }
+        run = resume_training(args.resume, **changes)
+        print(f"run folder (with bundle/): {run}")
+        return 0
+    if args.out is None:
+        raise ConfigError("train needs --out RUN (or --resume RUN to go on with a run)")
     run = train(
         args.env,
         args.encoder,
         args.out,
         algo=args.algo,
-        steps=args.steps,
+        steps=100_000 if args.steps is None else args.steps,
         n_envs=args.n_envs,
         mode=args.mode,
         seed=args.seed,
@@ -488,9 +520,16 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="train an SB3 policy on the shared encoder")
     tr.add_argument("--env", default="Sim2Real/ReachCube-v0")
     tr.add_argument("--encoder", default=None, help="encoder checkpoint (default: fresh)")
-    tr.add_argument("--out", required=True)
+    tr.add_argument("--out", default=None, help="run folder to write")
+    tr.add_argument(
+        "--resume",
+        default=None,
+        metavar="RUN",
+        help="go on with RUN from its last resume state (its own configuration; --steps "
+        "raises the budget, --minutes limits this session)",
+    )
     tr.add_argument("--algo", default="ppo", choices=["ppo", "sac"])
-    tr.add_argument("--steps", type=int, default=100_000)
+    tr.add_argument("--steps", type=int, default=None, help="env steps (default 100000)")
     tr.add_argument("--n-envs", type=int, default=2)
     tr.add_argument("--mode", default="frozen", choices=["frozen", "finetune", "scratch"])
     tr.add_argument("--seed", type=int, default=0)
@@ -499,7 +538,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         help="wall-clock limit: stop there and save the run as at the end (Ctrl-C or SIGTERM "
-        "also save it)",
+        "also save it); with --resume, limits this session (default: the run's; 0: none)",
     )
     tr.add_argument("--set", action="append", metavar="KEY=VALUE", help="TrainConfig field")
     tr.set_defaults(func=cmd_train)

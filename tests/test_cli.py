@@ -87,3 +87,11 @@ def test_train_minutes_stops_early_and_saves(tmp_path: Path) -> None:
     summary = json.loads((out / "summary.json").read_text())
     assert summary["stopped"] == "time limit" and summary["env_steps"] < 5000
     assert (out / "bundle" / "policy.safetensors").is_file()
+    # --resume goes on with the run's own configuration; only the budget and limits change
+    steps = summary["env_steps"]
+    assert main(["train", "--resume", str(out), "--steps", str(steps + 64), "--minutes", "0"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stopped"] == "budget" and summary["resumed_from_step"] == steps
+    assert summary["env_steps"] == steps + 64 and summary["sessions"] == 2
+    assert main(["train", "--resume", str(out), "--mode", "frozen"]) == 2  # not its own config
+    assert main(["train", "--steps", "10"]) == 2  # neither --out nor --resume

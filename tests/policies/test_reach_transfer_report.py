@@ -65,3 +65,18 @@ def test_interrupted_runs_are_not_finished(rt: Any, tmp_path: Path) -> None:
     assert not rt.finished(tmp_path, {"seed": 1})
     (tmp_path / "summary.json").write_text(json.dumps({"stopped": "interrupted"}))
     assert not rt.finished(tmp_path, {"seed": 0})
+
+
+def test_runs_short_of_the_budget_with_a_resume_state_are_resumed(
+    rt: Any, tmp_path: Path
+) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"seed": 0, "steps": 100, "minutes": 5}))
+    assert not rt.resumable(tmp_path, {"seed": 0})  # no resume state: started over
+    (tmp_path / "resume").mkdir()
+    for name in ("state.json", "state.safetensors"):
+        (tmp_path / "resume" / name).write_text("{}")
+    assert rt.resumable(tmp_path, {"seed": 0, "minutes": 60})  # killed: no summary yet
+    assert not rt.resumable(tmp_path, {"seed": 1})  # another configuration
+    for stopped, expected in (("time limit", True), ("interrupted", True), ("budget", False)):
+        (tmp_path / "summary.json").write_text(json.dumps({"stopped": stopped}))
+        assert rt.resumable(tmp_path, {"seed": 0}) is expected, stopped
