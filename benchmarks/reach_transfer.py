@@ -160,7 +160,11 @@ def resumable(run: Path, wanted: dict[str, Any]) -> bool:
     one session)."""
     from sim2real.policies.resume import find_resume_state
 
-    if not (run / "config.json").is_file() or find_resume_state(run) is None:
+    state = find_resume_state(run)
+    if not (run / "config.json").is_file() or state is None:
+        return False
+    at = json.loads((state / "state.json").read_text()).get("num_timesteps", 0)
+    if at >= wanted.get("steps", float("inf")):  # at the budget, killed before its summary
         return False
     if (run / "summary.json").is_file():
         summary = json.loads((run / "summary.json").read_text())

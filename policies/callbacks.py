@@ -157,6 +157,9 @@ class BundleCheckpoint(BaseCallback):
         self.save, self.folder, self.save_every = save, Path(folder), int(save_every)
         self._next = self.save_every
 
+    def _on_training_start(self) -> None:
+        self._next = (self.num_timesteps // self.save_every + 1) * self.save_every
+
     def _on_step(self) -> bool:
         if self.num_timesteps >= self._next:
             path = self.folder / f"step_{self.num_timesteps:08d}"

@@ -8,18 +8,22 @@
     state.json          format, env steps, update and episode counts, the optimizers'
                         hyper-parameters (param_groups), and what ``train`` adds (wall time)
     replay/*.npy        SAC only: the filled part of the replay buffer (``np.save``, loaded
-                        with ``allow_pickle=False``)
+                        with ``allow_pickle=False``); with pixels this is the big part (84x84
+                        RGB, observation and next observation: ~42 kB per transition)
 
 The names come from SB3's own ``_get_torch_save_params`` (PPO: ``policy``,
 ``policy.optimizer``; SAC: ``policy``, ``actor.optimizer``, ``critic.optimizer``,
 ``ent_coef_optimizer`` and ``log_ent_coef``), so nothing is pickled, unlike ``model.save``.
-The folder is written as ``resume.tmp/`` and then swapped in: a run killed while saving keeps
-its previous state.
+The folder is written as ``resume.tmp/`` (files fsynced), then swapped in through
+``resume.old``: a run killed at any point while saving keeps a complete state, the new one or
+the previous one (:func:`find_resume_state` looks for both).
 
 A resumed run is not bit-identical to an uninterrupted one: the envs start new episodes (a
 PPO rollout in progress at the stop is dropped, its steps still counted), the random streams
-are reseeded with ``seed + env steps``, and the auxiliary position loss restarts its frame
-FIFO and Adam state.
+(SB3's, the envs', DrQ shifts, the auxiliary loss's sampling) are reseeded with
+``seed + env steps``, and the auxiliary position loss restarts its frame FIFO and Adam state.
+A replay buffer loaded into one of another size keeps its most recent transitions. SB3's
+``optimize_memory_usage`` buffers lose the next observation of the newest transition.
 
 Example:
     >>> save_resume_state(model, "runs/ppo/resume", {"wall_s": 812.0})  # doctest: +SKIP
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -39,7 +44,6 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.utils import get_device
 
 from sim2real.errors import CheckpointError
 
@@ -139,15 +143,42 @@ def save_resume_state(
             "pos": int(model.replay_buffer.pos),
             "full": bool(model.replay_buffer.full),
         }
-    (tmp / META_FILE).write_text(json.dumps(meta, indent=1) + "\n")
+    (tmp / META_FILE).write_text(json.dumps(meta, indent=1) + "\n")  # last: marks complete
+    _fsync_tree(tmp)
     old = folder.with_name(folder.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if folder.exists():
+    if folder.exists():  # else resume.old may be the only complete state: keep it until...
+        shutil.rmtree(old, ignore_errors=True)
         folder.rename(old)
     tmp.rename(folder)
-    shutil.rmtree(old, ignore_errors=True)
+    _fsync_dir(folder.parent)
+    shutil.rmtree(old, ignore_errors=True)  # ...the new one is in place
     logger.info("resume state at %d env steps: %s", model.num_timesteps, folder)
     return folder
+
+
+def _fsync_tree(folder: Path) -> None:
+    """Flush every file under ``folder`` and the folders themselves to disk (a power cut after
+    the rename must not leave the swapped-in state with empty files)."""
+    for path in sorted(folder.rglob("*"), reverse=True):
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+        else:
+            _fsync_dir(path)
+    _fsync_dir(folder)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # platforms without directory handles (Windows)
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def find_resume_state(run: str | Path) -> Path | None:
@@ -171,7 +202,10 @@ def load_resume_state(model: BaseAlgorithm, folder: str | Path) -> dict[str, Any
     for name in (META_FILE, STATE_FILE):
         if not (folder / name).is_file():
             raise CheckpointError(f"resume state incomplete: {folder / name} not found")
-    meta = json.loads((folder / META_FILE).read_text())
+    try:
+        meta = json.loads((folder / META_FILE).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{folder / META_FILE}: not valid JSON ({exc})") from exc
     if meta.get("format") != RESUME_FORMAT:
         raise CheckpointError(
             f"{folder}: expected resume format {RESUME_FORMAT!r}, got {meta.get('format')!r}"
@@ -180,8 +214,11 @@ def load_resume_state(model: BaseAlgorithm, folder: str | Path) -> dict[str, Any
         raise CheckpointError(
             f"{folder}: resume state of a {meta['algo']} model, got a {type(model).__name__}"
         )
-    device = get_device(model.device)
-    tensors = load_file(str(folder / STATE_FILE), device=str(device))
+    try:  # on CPU: load_state_dict / copy_ move each tensor where its parameter lives (Adam's
+        # step counters stay on CPU, as torch keeps them)
+        tensors = load_file(str(folder / STATE_FILE), device="cpu")
+    except Exception as exc:  # safetensors raises its own error types
+        raise CheckpointError(f"{folder / STATE_FILE}: cannot be read ({exc})") from exc
     state_dicts, variables = model._get_torch_save_params()
     try:
         for name in state_dicts:
@@ -217,21 +254,27 @@ def load_resume_state(model: BaseAlgorithm, folder: str | Path) -> dict[str, Any
 
 
 def _load_replay(model: BaseAlgorithm, folder: Path, info: dict[str, Any]) -> None:
+    """Put the saved transitions back, oldest first; a buffer of another size (SAC's default
+    size follows ``steps``, which a resumed run may raise) keeps the most recent ones."""
     buffer = model.replay_buffer
-    filled = int(info["filled"])
-    if filled > buffer.buffer_size:
-        raise CheckpointError(
-            f"{folder}: {filled} saved transitions, replay buffer holds {buffer.buffer_size}"
-        )
+    filled, pos, full = int(info["filled"]), int(info["pos"]), bool(info["full"])
+    keep = min(filled, buffer.buffer_size)
     for name, array in _replay_arrays(model).items():
         path = folder / f"{name}.npy"
         if not path.is_file():
             raise CheckpointError(f"resume state incomplete: {path} not found")
-        saved = np.load(path, allow_pickle=False)
+        saved = np.load(path, mmap_mode="r", allow_pickle=False)
         if saved.shape != (filled, *array.shape[1:]) or saved.dtype != array.dtype:
             raise CheckpointError(
                 f"{path}: expected {(filled, *array.shape[1:])} {array.dtype}, "
                 f"got {saved.shape} {saved.dtype}"
             )
-        array[:filled] = saved
-    buffer.pos, buffer.full = int(info["pos"]), bool(info["full"])
+        if full and filled == buffer.buffer_size:  # same ring: back as it was
+            array[:] = saved
+        else:  # oldest first: a full ring starts at pos
+            order = np.r_[pos:filled, 0:pos] if full else np.arange(filled)
+            array[:keep] = saved[order[filled - keep :]]
+    if full and filled == buffer.buffer_size:
+        buffer.pos, buffer.full = pos, True
+    else:
+        buffer.pos, buffer.full = keep % buffer.buffer_size, keep == buffer.buffer_size

@@ -51,6 +51,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv,
 
 from sim2real.errors import CheckpointError, ConfigError
 from sim2real.perception.encoder import RESIZE_METHOD, Encoder
+from sim2real.policies.augment import RandomShift
 from sim2real.policies.bundle import METRE_SCALE, position_route, save_bundle
 from sim2real.policies.callbacks import (
     AuxPositionLoss,
@@ -317,6 +318,7 @@ def train(
         if state_dir is not None:
             _merge_monitor(run)  # a session killed outright may have left one
             if monitor.is_file():
+                _truncate_monitor(monitor, _saved_monitor_rows(state_dir))
                 monitor.rename(run / "monitor.csv.prev")
         venv = VecMonitor(venv, str(monitor))
         eval_env = VecMonitor(eval_env)
@@ -362,6 +364,9 @@ def train(
                     "pass a larger steps to train further"
                 )
             model.set_random_seed(cfg.seed + model.num_timesteps)
+            for module in model.policy.modules():
+                if isinstance(module, RandomShift):
+                    module.generator.manual_seed(cfg.seed + model.num_timesteps)
             if (run / "eval.json").is_file():
                 history = json.loads((run / "eval.json").read_text())
         start_steps = int(model.num_timesteps)
@@ -383,6 +388,7 @@ def train(
                 "eval_s": before["eval_s"] + evaluator.eval_s,
                 "train_s": before["train_s"] + wall - evaluator.eval_s,
                 "sessions": before["sessions"] + 1,
+                "monitor_rows": _monitor_rows(run),
             }
 
         def save_state() -> Path:
@@ -515,25 +521,64 @@ def _clear_previous_run(run: Path) -> None:
         shutil.rmtree(run / name, ignore_errors=True)
 
 
+def _t_start(header: str) -> float | None:
+    with contextlib.suppress(ValueError, KeyError, TypeError):
+        return float(json.loads(header[1:])["t_start"])
+    return None
+
+
 def _merge_monitor(run: Path) -> None:
     """Append this session's ``monitor.csv`` rows to the earlier sessions' (``.prev``), with
-    ``t`` kept relative to the first session's start."""
+    ``t`` kept relative to the first session's start. A cut-off last row is dropped; a
+    ``monitor.csv`` that is already the merge (killed before ``.prev`` went) is kept."""
     prev, cur = run / "monitor.csv.prev", run / "monitor.csv"
     if not prev.is_file():
         return
     lines = prev.read_text().splitlines()
     if cur.is_file():
         new = cur.read_text().splitlines()
+        if new and _t_start(new[0]) == _t_start(lines[0]):  # merged already
+            prev.unlink()
+            return
         shift = 0.0
-        with contextlib.suppress(ValueError, KeyError, IndexError):
-            shift = json.loads(new[0][1:])["t_start"] - json.loads(lines[0][1:])["t_start"]
+        if new and _t_start(new[0]) is not None and _t_start(lines[0]) is not None:
+            shift = _t_start(new[0]) - _t_start(lines[0])  # type: ignore[operator]
         for row in new[2:]:
-            r, length, t = row.split(",")[:3]
-            lines.append(f"{r},{length},{float(t) + shift:.6f}")
+            try:
+                r, length, t = row.split(",")[:3]
+                lines.append(f"{float(r):.6f},{int(length)},{float(t) + shift:.6f}")
+            except ValueError:
+                logger.warning("%s: dropped a malformed row %r", cur, row)
     tmp = run / "monitor.csv.tmp"
     tmp.write_text("\n".join(lines) + "\n")
     tmp.replace(cur)
     prev.unlink()
+
+
+def _monitor_rows(run: Path) -> int:
+    """Episodes logged so far: data rows of ``monitor.csv.prev`` and ``monitor.csv``."""
+    rows = 0
+    for path in (run / "monitor.csv.prev", run / "monitor.csv"):
+        if path.is_file():
+            rows += max(0, len(path.read_text().splitlines()) - 2)
+    return rows
+
+
+def _saved_monitor_rows(state: Path) -> int | None:
+    extra = json.loads((state / "state.json").read_text()).get("extra", {})
+    return extra.get("monitor_rows")
+
+
+def _truncate_monitor(path: Path, rows: int | None) -> None:
+    """Keep the first ``rows`` episodes: those logged after the resume state was saved are
+    played again by the resumed run."""
+    if rows is None:
+        return
+    lines = path.read_text().splitlines()
+    if len(lines) - 2 > rows:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("\n".join(lines[: 2 + rows]) + "\n")
+        tmp.replace(path)
 
 
 @contextlib.contextmanager
@@ -611,5 +656,6 @@ def _callbacks(
         ramp = cfg.curriculum_steps or max(1, cfg.steps // 2)
         callbacks.append(RandomizationCurriculum(cfg.curriculum_start, None, ramp))
     if cfg.aux_loss:
-        callbacks.append(AuxPositionLoss(policy_extractor(model), seed=cfg.seed))
+        seed = cfg.seed + model.num_timesteps  # a resumed run draws other batches
+        callbacks.append(AuxPositionLoss(policy_extractor(model), seed=seed))
     return callbacks

@@ -67,9 +67,7 @@ def test_interrupted_runs_are_not_finished(rt: Any, tmp_path: Path) -> None:
     assert not rt.finished(tmp_path, {"seed": 0})
 
 
-def test_runs_short_of_the_budget_with_a_resume_state_are_resumed(
-    rt: Any, tmp_path: Path
-) -> None:
+def test_runs_short_of_the_budget_with_a_resume_state_are_resumed(rt: Any, tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps({"seed": 0, "steps": 100, "minutes": 5}))
     assert not rt.resumable(tmp_path, {"seed": 0})  # no resume state: started over
     (tmp_path / "resume").mkdir()

@@ -67,10 +67,15 @@ def test_ppo_state_round_trip(tmp_path: Path) -> None:
     _assert_equal(
         _optimizer_tensors(model.policy.optimizer), _optimizer_tensors(other.policy.optimizer)
     )
+    for a, b in zip(
+        model.policy.optimizer.param_groups, other.policy.optimizer.param_groups, strict=True
+    ):
+        assert {k: v for k, v in a.items() if k != "params"} == {
+            k: (tuple(v) if isinstance(v, list) else v) for k, v in b.items() if k != "params"
+        }
     assert other.num_timesteps == model.num_timesteps == 128
     assert other._n_updates == model._n_updates > 0
-    # the restored optimizer steps on: both take the same step from the same state
-    other.learn(64, reset_num_timesteps=False)
+    other.learn(64, reset_num_timesteps=False)  # the restored optimizer steps on
     assert other.num_timesteps == 192
 
 
@@ -90,10 +95,32 @@ def test_sac_state_round_trip_with_replay_buffer(tmp_path: Path) -> None:
     assert (b.pos, b.full) == (a.pos, a.full) == (100, False)
     np.testing.assert_array_equal(b.observations[:100], a.observations[:100])
     np.testing.assert_array_equal(b.rewards[:100], a.rewards[:100])
-    assert sorted(p.name for p in (tmp_path / "resume" / "replay").iterdir())[:2] == [
-        "actions.npy",
-        "dones.npy",
-    ]
+    names = {p.name for p in (tmp_path / "resume" / "replay").iterdir()}
+    assert {"actions.npy", "dones.npy", "timeouts.npy", "next_observations.npy"} <= names
+
+
+@pytest.mark.parametrize(("size", "pos", "full"), [(64, 36, True), (128, 64, False), (32, 0, True)])
+def test_replay_ring_keeps_the_newest_transitions_in_any_size(
+    tmp_path: Path, size: int, pos: int, full: bool
+) -> None:
+    """A full, wrapped buffer of 64 (100 steps: pos 36) loaded into 64, 128 and 32 slots."""
+    model = SAC("MlpPolicy", "Pendulum-v1", seed=0, buffer_size=64, learning_starts=200)
+    model.learn(100)
+    buf = model.replay_buffer
+    assert buf.full and buf.pos == 36
+    newest_first = np.concatenate([buf.actions[:36][::-1], buf.actions[36:][::-1]])
+    save_resume_state(model, tmp_path / "resume")
+    other = SAC("MlpPolicy", "Pendulum-v1", seed=1, buffer_size=size, learning_starts=200)
+    load_resume_state(other, tmp_path / "resume")
+    got = other.replay_buffer
+    assert (got.pos, got.full) == (pos, full)
+    k = min(64, size)
+    mine = (
+        np.concatenate([got.actions[:pos][::-1], got.actions[pos:][::-1]])
+        if full
+        else (got.actions[:pos][::-1])
+    )
+    np.testing.assert_array_equal(mine[:k], newest_first[:k])
 
 
 def test_state_of_another_model_is_refused(tmp_path: Path) -> None:
@@ -116,6 +143,13 @@ def test_a_killed_save_keeps_the_previous_state(tmp_path: Path) -> None:
     (tmp_path / "resume.tmp").mkdir()  # and a half-written new state
     assert find_resume_state(tmp_path) == tmp_path / "resume.old"
     assert find_resume_state(tmp_path / "elsewhere") is None
+    model.learn(64)
+    save_resume_state(model, tmp_path / "resume")  # the next save recovers
+    assert find_resume_state(tmp_path) == tmp_path / "resume"
+    assert not (tmp_path / "resume.old").exists() and not (tmp_path / "resume.tmp").exists()
+    (tmp_path / "resume" / "state.safetensors").write_bytes(b"")  # e.g. a power cut
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        load_resume_state(model, tmp_path / "resume")
 
 
 def test_stopped_run_resumes_to_its_budget(tmp_path: Path) -> None:
@@ -177,6 +211,9 @@ def test_crashed_run_goes_on_from_its_last_periodic_state(
     summary = json.loads((run / "summary.json").read_text())
     assert summary["resumed_from_step"] == 256 and summary["env_steps"] == 512
     assert summary["stopped"] == "budget"
+    # the episodes logged after the state (256..300) are not counted twice
+    lengths = [int(row.split(",")[1]) for row in (run / "monitor.csv").read_text().splitlines()[2:]]
+    assert lengths == [50] * 10 and sum(lengths) <= 512
 
 
 def test_resume_refuses_other_configurations(tmp_path: Path) -> None:
