@@ -455,6 +455,10 @@ def resume_training(out: str | Path, **changes: Any) -> Path:
     """Go on training the run in ``out`` from its ``resume/`` state, with its own
     configuration (``config.json``) and the ``changes`` allowed by ``RESUME_MAY_CHANGE``.
 
+    A larger ``steps`` stretches what is scheduled over the budget from there on (SB3's
+    learning-rate and clip schedules, ``lr_decay``, the curriculum ramp when
+    ``curriculum_steps`` is unset, SAC's default buffer size); ``minutes`` limits this session.
+
     Raises:
         ConfigError: no config.json in ``out``, or a change to another field.
         CheckpointError: no resume state in ``out``.

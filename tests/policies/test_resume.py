@@ -247,3 +247,20 @@ def test_a_fresh_run_clears_what_the_last_left(
         train(ENV, None, run, "ppo", 512, 1, "scratch", 1, **kwargs)
     # the new run died before saving anything: nothing of the old one may pass for it
     assert not (run / "summary.json").exists() and find_resume_state(run) is None
+
+
+def test_sac_run_resumes_with_a_larger_budget_and_buffer(tmp_path: Path) -> None:
+    """SAC's default buffer follows ``steps``: raising it on resume reloads into a larger one."""
+    run = train(
+        ENV, None, tmp_path / "run", "sac", 96, 1, "scratch", 0, eval_every=0,
+        algo_kwargs={"batch_size": 16, "learning_starts": 32}, **SCRATCH, **FAST,
+    )  # fmt: skip
+    replay = json.loads((run / "resume" / "state.json").read_text())["replay"]
+    assert replay == {"filled": 96, "pos": 0, "full": True}
+    resume_training(run, steps=160)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["env_steps"] == 160 and summary["resumed_from_step"] == 96
+    replay = json.loads((run / "resume" / "state.json").read_text())["replay"]
+    assert replay == {"filled": 160, "pos": 0, "full": True}  # 96 kept + 64 new, buffer 160
+    image = np.load(run / "resume" / "replay" / "observations.image.npy")
+    assert image.shape == (160, 1, 3, 48, 48) and image[:96].any()
