@@ -49,8 +49,8 @@ class SuccessRateEval(BaseCallback):
         n_episodes: episodes per evaluation.
         seed: seed of the evaluation episodes.
         history_path: JSON file to (re)write after each evaluation, or ``None``.
-        history: earlier evaluations of a resumed run (kept; step 0 is not evaluated again
-            when the last one is at the step training resumes from).
+        history: earlier evaluations of a resumed run (kept up to the step it resumes from;
+            with any, the start is not evaluated again).
         wall_offset: seconds already spent by the earlier sessions of a resumed run (added to
             each new evaluation's ``wall_s``).
 
@@ -81,7 +81,7 @@ class SuccessRateEval(BaseCallback):
     def _on_training_start(self) -> None:
         self._start = time.perf_counter()
         self.history = [h for h in self.history if h["timesteps"] <= self.num_timesteps]
-        if not self.history or self.history[-1]["timesteps"] != self.num_timesteps:
+        if not self.history:  # a resumed run keeps its grid: no extra point where it resumes
             self.evaluate()
         # the next multiple of eval_every: a resumed run keeps the curve's grid
         every = self.eval_every

@@ -200,20 +200,23 @@ def test_crashed_run_goes_on_from_its_last_periodic_state(
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(
             ENV, None, tmp_path / "run", "ppo", 512, 1, "scratch", 0, algo_kwargs=PPO_FAST,
-            eval_every=0, resume_every=128, **SCRATCH, **FAST,
+            eval_every=128, resume_every=192, **SCRATCH, **FAST,
         )  # fmt: skip
     run = tmp_path / "run"
     assert not (run / "summary.json").exists()  # the crash saved nothing at the end...
     meta = json.loads((run / "resume" / "state.json").read_text())
-    assert meta["num_timesteps"] == 256  # ...but the periodic state is there
+    assert meta["num_timesteps"] == 192  # ...but the periodic state is there
     monkeypatch.setattr(train_module, "_callbacks", original)
     resume_training(run)
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["resumed_from_step"] == 256 and summary["env_steps"] == 512
+    assert summary["resumed_from_step"] == 192 and summary["env_steps"] == 512
     assert summary["stopped"] == "budget"
-    # the episodes logged after the state (256..300) are not counted twice
+    # the curve drops the crashed session's evaluation past the state (256) and keeps its grid
+    history = json.loads((run / "eval.json").read_text())
+    assert [h["timesteps"] for h in history] == [0, 128, 256, 384, 512]
+    # the episodes logged after the state (192..300) are not counted twice: 3 before it, 6 after
     lengths = [int(row.split(",")[1]) for row in (run / "monitor.csv").read_text().splitlines()[2:]]
-    assert lengths == [50] * 10 and sum(lengths) <= 512
+    assert lengths == [50] * 9
 
 
 def test_resume_refuses_other_configurations(tmp_path: Path) -> None:
