@@ -500,6 +500,8 @@ def _check_resume(cfg: TrainConfig, run: Path) -> Path:
             f"resume: no resume state in {run} (expected {run / 'resume'}/state.json: written "
             "every resume_every env steps and when training stops)"
         )
+    if not (run / "config.json").is_file():
+        raise CheckpointError(f"resume: {run / 'config.json'} not found beside {state}")
     saved = json.loads((run / "config.json").read_text())
     mine = cfg.model_dump(mode="json")
     differ = {
