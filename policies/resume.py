@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -45,6 +44,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from stable_baselines3.common.base_class import BaseAlgorithm
 
+from sim2real.atomic import swap_folder
 from sim2real.errors import CheckpointError
 
 logger = logging.getLogger(__name__)
@@ -144,41 +144,9 @@ def save_resume_state(
             "full": bool(model.replay_buffer.full),
         }
     (tmp / META_FILE).write_text(json.dumps(meta, indent=1) + "\n")  # last: marks complete
-    _fsync_tree(tmp)
-    old = folder.with_name(folder.name + ".old")
-    if folder.exists():  # else resume.old may be the only complete state: keep it until...
-        shutil.rmtree(old, ignore_errors=True)
-        folder.rename(old)
-    tmp.rename(folder)
-    _fsync_dir(folder.parent)
-    shutil.rmtree(old, ignore_errors=True)  # ...the new one is in place
+    swap_folder(tmp, folder, folder.with_name(folder.name + ".old"))
     logger.info("resume state at %d env steps: %s", model.num_timesteps, folder)
     return folder
-
-
-def _fsync_tree(folder: Path) -> None:
-    """Flush every file under ``folder`` and the folders themselves to disk (a power cut after
-    the rename must not leave the swapped-in state with empty files)."""
-    for path in sorted(folder.rglob("*"), reverse=True):
-        if path.is_file():
-            with open(path, "rb") as f:
-                os.fsync(f.fileno())
-        else:
-            _fsync_dir(path)
-    _fsync_dir(folder)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # platforms without directory handles (Windows)
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def find_resume_state(run: str | Path) -> Path | None:

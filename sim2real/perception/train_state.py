@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from sim2real.atomic import swap_folder
 from sim2real.perception.encoder import WEIGHTS_FILE, Encoder
 
 
@@ -63,11 +64,7 @@ def save_state(
     ]
     meta = {"config": config, "state": asdict(state), "param_groups": groups}
     (tmp / STATE_JSON).write_text(json.dumps(meta, indent=1, default=str) + "\n")
-    if folder.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(folder, old)
-    os.replace(tmp, folder)
-    shutil.rmtree(old, ignore_errors=True)
+    swap_folder(tmp, folder, old)
 
 
 def load_state(
