@@ -11,6 +11,11 @@ from __future__ import annotations
 
 import gymnasium
 
+from sim2real.envs.quiet import quiet_native_output
+
+with quiet_native_output():  # PyBullet prints its build time on import
+    import pybullet  # noqa: F401
+
 ENV_IDS = {
     "Sim2Real/ReachCube-v0": {"scene": "tabletop_panda", "task": "reach", "max_steps": 50},
     "Sim2Real/PushCube-v0": {"scene": "tabletop_panda", "task": "push", "max_steps": 100},

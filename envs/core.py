@@ -60,7 +60,10 @@ def connect(renderer: str = "tiny") -> tuple[Any, int]:
     import pybullet as p
     from pybullet_utils import bullet_client
 
-    client = bullet_client.BulletClient(connection_mode=p.DIRECT)
+    from sim2real.envs.quiet import quiet_native_output
+
+    with quiet_native_output():  # PyBullet prints "argv[0]=" on every connect
+        client = bullet_client.BulletClient(connection_mode=p.DIRECT)
     if renderer == "tiny":
         return client, p.ER_TINY_RENDERER
     if renderer == "egl":
