@@ -68,12 +68,27 @@ def run_demo(
 
 def add_demo_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``sim2real demo`` to a subparsers object; returns the new parser."""
+    from sim2real.cli.common import add_command
     from sim2real.pipeline.cli import add_common_arguments
 
-    parser = subparsers.add_parser("demo", help="the main job on the embedded default")
-    parser.add_argument("--out", default="runs/demo")
+    parser = add_command(
+        subparsers,
+        "demo",
+        summary="the main job on the embedded default, a few minutes on a CPU",
+        description="""
+            Randomised data -> pretrained encoder -> adaptation to a held-out target domain
+            (a randomisation never used in training stands in for reality; --real DIR uses
+            your frames) -> a reach policy on the shared encoder -> evaluation -> export ->
+            the Runner on a simulated robot -> OUT/report.md. Needs no data or network; a
+            second run skips the stages already done.""",
+        examples="""
+            sim2real demo
+            sim2real demo --tiny
+            sim2real demo --from policy --set policy.steps=50000""",
+        func=cmd_demo,
+    )
+    parser.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     add_common_arguments(parser)
-    parser.set_defaults(func=cmd_demo)
     return parser
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
+import logging
 from pathlib import Path
 
 import pytest
 
+import sim2real
 from sim2real.cli import build_parser, main
 from sim2real.data.shards import ShardedDataset
 
@@ -64,7 +67,7 @@ def test_bad_crop_exits_with_code_2(tmp_path: Path, caplog: pytest.LogCaptureFix
 
 
 def test_set_values_starting_with_a_bracket_are_json() -> None:
-    from sim2real.cli import _overrides
+    from sim2real.cli import parse_overrides as _overrides
     from sim2real.errors import Sim2RealError
 
     got = _overrides(['algo_kwargs={"n_steps": 32}', "hidden=[64, 64]", "trunk_dim=0", "a=b=c"])
@@ -95,3 +98,61 @@ def test_train_minutes_stops_early_and_saves(tmp_path: Path) -> None:
     assert summary["env_steps"] == steps + 64 and summary["sessions"] == 2
     assert main(["train", "--resume", str(out), "--mode", "frozen"]) == 2  # not its own config
     assert main(["train", "--steps", "10"]) == 2  # neither --out nor --resume
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    found: dict[str, argparse.ArgumentParser] = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                found[name] = child
+                found.update({f"{name} {k}": v for k, v in _subparsers(child).items()})
+    return found
+
+
+def test_every_option_has_help_and_every_command_an_example() -> None:
+    commands = _subparsers(build_parser())
+    assert set(COMMANDS) <= set(commands)
+    for name, parser in commands.items():
+        for action in parser._actions:
+            assert action.help, f"sim2real {name} {action.option_strings or action.dest}: no help"
+        if not any(isinstance(a, argparse._SubParsersAction) for a in parser._actions):
+            assert f"sim2real {name.split()[0]}" in (parser.epilog or ""), name
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"sim2real {sim2real.__version__}"
+
+
+@pytest.mark.parametrize("command", ["finetune", "curve", "train", "pretrain", "pipeline"])
+def test_set_takes_several_pairs_and_repeats(command: str) -> None:
+    required = {
+        "finetune": ["--model", "m", "--real", "r", "--out", "o", "--strategy", "probe"],
+        "curve": ["--model", "m", "--real", "r", "--out", "o"],
+        "train": [],
+        "pretrain": ["--data", "d", "--out", "o"],
+        "pipeline": ["cfg.yaml"],
+    }[command]
+    args = build_parser().parse_args([command, *required, "--set", "a=1", "b=2", "--set", "c=3"])
+    assert args.set == ["a=1", "b=2", "c=3"]
+
+
+def test_errors_are_one_line_without_traceback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # an unexpected error: exit 1, one line naming the type, the traceback only with -v
+    missing = tmp_path / "nothing-here"
+    assert main(["preview", str(missing), "--out", str(tmp_path / "g.png")]) in (1, 2)
+    messages = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(messages) == 1 and "\n" not in messages[0] and str(missing) in messages[0]
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_pybullet_banner_is_not_printed(capfd: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "render", "--size", "16", "--seconds", "0.05", "--repeats", "1"]) == 0
+    captured = capfd.readouterr()
+    assert "argv[0]=" not in captured.out + captured.err
+    assert "pybullet build time" not in captured.out + captured.err

@@ -25,14 +25,11 @@ STAGE_NAMES = (
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags shared by ``pipeline`` and ``demo``."""
+    from sim2real.cli.common import add_set_argument
+
     parser.add_argument("--tiny", action="store_true", help="shrink every stage (CI smoke run)")
     parser.add_argument("--real", default=None, help="folder of real frames: the target domain")
-    parser.add_argument(
-        "--set",
-        action="append",
-        metavar="KEY=VALUE",
-        help="dotted config key, e.g. pretrain.epochs=3",
-    )
+    add_set_argument(parser, "dotted config key, e.g. pretrain.epochs=3 policy.steps=50000")
     parser.add_argument("--from", dest="force_from", choices=STAGE_NAMES, help="re-run from here")
     parser.add_argument(
         "--to", dest="stop_after", choices=STAGE_NAMES, help="stop after this stage"
@@ -42,13 +39,26 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_pipeline_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``sim2real pipeline`` to a subparsers object; returns the new parser."""
-    parser = subparsers.add_parser(
-        "pipeline", help="run or resume a pipeline config (data -> ... -> report)"
+    from sim2real.cli.common import add_command
+
+    parser = add_command(
+        subparsers,
+        "pipeline",
+        summary="run or resume a pipeline config (data -> ... -> report)",
+        description="""
+            Run every stage of a pipeline YAML (data, target, pretrain, adapt, evaluate,
+            policy, export, run, report) into OUT. Each finished stage writes a fingerprint of
+            its config and inputs; a rerun skips stages that still match, so a killed
+            pipeline resumes where it stopped.""",
+        examples="""
+            sim2real pipeline configs/pipelines/demo.yaml --set policy.steps=50000 pretrain.epochs=10
+            sim2real pipeline configs/pipelines/kuka_cube.yaml --real ../shared/real/kuka_cube
+            sim2real pipeline configs/pipelines/demo.yaml --from policy""",
+        func=cmd_pipeline,
     )
     parser.add_argument("config", help="configs/pipelines/NAME.yaml or a preset name")
     parser.add_argument("--out", default=None, help="output folder (default: runs/<name>)")
     add_common_arguments(parser)
-    parser.set_defaults(func=cmd_pipeline)
     return parser
 
 
