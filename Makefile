@@ -1,11 +1,11 @@
 # The README's commands. `make demo` sets everything up and runs the main job; `make test`
-# sets up, lints and runs the test suite (this is what .ci/run calls).
+# sets up, lints, builds the docs strictly and runs the test suite (this is what .ci/run calls).
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint format bench clean
+.PHONY: install demo test lint format docs docs-serve bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -28,11 +28,18 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: lint
+# the documentation site: strict (a broken link or reference fails the build)
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+docs-serve: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
+
+test: lint docs
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 bench: install
 	$(BIN)/python benchmarks/render.py
 
 clean:
-	rm -rf runs .pytest_cache .ruff_cache
+	rm -rf runs site build .pytest_cache .ruff_cache

@@ -290,7 +290,7 @@ class ShardedDataset:
         DataError: missing/incomplete manifest, unknown field, or a missing, truncated or
             corrupt shard file (named).
 
-    Example:
+    Examples:
         >>> ds = ShardedDataset("data/kuka", fields=["image", "position"])  # doctest: +SKIP
         >>> ds[0]["image"].shape, len(ds)  # doctest: +SKIP
         ((128, 128, 3), 20000)
