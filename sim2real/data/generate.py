@@ -156,6 +156,8 @@ def generate_dataset(
     except BaseException as err:
         shards.remove_tmp(root)
         done = f"{len(manifest['shards'])}/{len(ranges)}"
+        if isinstance(err, Sim2RealError):  # bad input: resuming would fail the same way
+            raise
         logger.error(
             "generation stopped (%s) with %s shards complete; run the same command with "
             "--resume (resume=True) to finish %s",
