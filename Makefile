@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch/torchvision pinned to the builds served locally; any other release downloads GBs.
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install -q -e ".[dev,onnx,docs]"
+	$(BIN)/python -m pip install -q -e ".[dev,onnx,docs,ray]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -31,6 +31,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
         seed=args.seed,
         shard_size=args.shard_size,
         resume=args.resume,
+        backend=args.backend,
+        address=args.address,
+        ray_output=args.ray_output,
     )
     print(f"wrote {args.n} samples to {path}")
     return 0
@@ -101,7 +104,8 @@ def _add_generate(sub: Subparsers) -> None:
             same command with --resume to finish it.""",
         examples="""
             sim2real generate --scene kuka_cube --n 20000 --out runs/kuka_data --workers 2 --size 128x96
-            sim2real generate --scene kuka_cube --n 20000 --out runs/kuka_data --workers 2 --size 128x96 --resume""",
+            sim2real generate --scene kuka_cube --n 20000 --out runs/kuka_data --workers 2 --size 128x96 --resume
+            sim2real generate --scene kuka_cube --n 1000000 --out /shared/kuka_1m --workers 64 --backend ray --address auto""",
         func=cmd_generate,
     )
     p.add_argument("--scene", required=True, help="scene preset name or YAML file")
@@ -127,6 +131,25 @@ def _add_generate(sub: Subparsers) -> None:
         "pretrain --position-target ee_relative); the rest keep the jittered rest pose",
     )
     p.add_argument("--resume", action="store_true", help="finish an interrupted run in --out")
+    p.add_argument(
+        "--backend",
+        default="local",
+        choices=["local", "ray"],
+        help="local: worker processes here; ray: one actor per worker on a Ray cluster "
+        "(pip install 'sim2real[ray]'); the bytes are the same",
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster to join: auto | HOST:PORT (default: start a local one)",
+    )
+    p.add_argument(
+        "--ray-output",
+        default="driver",
+        choices=["driver", "shared"],
+        help="who writes the shards on Ray: the driver (default, any cluster) or the workers "
+        "(--out must be on a filesystem every node shares)",
+    )
 
 
 def _add_preview(sub: Subparsers) -> None:

@@ -23,7 +23,7 @@ import time
 import traceback
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -86,6 +86,9 @@ def generate_dataset(
     shard_size: int = DEFAULT_SHARD_SIZE,
     resume: bool = False,
     progress: bool = True,
+    backend: Literal["local", "ray"] = "local",
+    address: str | None = None,
+    ray_output: Literal["driver", "shared"] = "driver",
 ) -> Path:
     """Render ``n`` samples into a sharded dataset folder.
 
@@ -105,6 +108,11 @@ def generate_dataset(
         resume: Finish an interrupted run in ``out``: keep the shards whose checksums
             verify, redo the rest. Refused if spec, seed, n or shard_size differ.
         progress: Show a tqdm bar (images/s).
+        backend: ``"local"`` (worker processes on this machine) or ``"ray"`` (actors on a
+            Ray cluster, :mod:`sim2real.data.ray_backend`); the bytes are the same.
+        address: Ray cluster to join (``"auto"``, ``HOST:PORT``); ``None`` starts a local one.
+        ray_output: Who writes the shards on Ray: ``"driver"`` (default, any cluster) or
+            ``"shared"`` (the workers, into an ``out`` every node sees).
 
     Returns:
         The dataset folder, with a ``complete`` manifest.
@@ -123,6 +131,12 @@ def generate_dataset(
         PosixPath('data/kuka')
     """
     _check_args(spec, n, workers, seed, shard_size)
+    if backend not in ("local", "ray"):
+        raise ConfigError(f"backend {backend!r}: expected 'local' or 'ray'")
+    if backend == "ray":
+        from sim2real.data.ray_backend import require_ray
+
+        require_ray()
     factory = resolve_factory(source_factory)
     if isinstance(source_factory, str):
         source_ref: str = source_factory
@@ -149,7 +163,11 @@ def generate_dataset(
         with tqdm(
             total=n, initial=n - count, unit="img", desc="generate", disable=not progress
         ) as bar:
-            if tasks and workers == 1:
+            if tasks and backend == "ray":
+                from sim2real.data.ray_backend import run_ray
+
+                run_ray(job, sendable, tasks, workers, bar, address=address, output=ray_output)
+            elif tasks and workers == 1:
                 job.run_here(factory, tasks, bar)
             elif tasks:
                 job.run_workers(sendable, tasks, workers, bar)

@@ -7,6 +7,11 @@ variables inject faults without changing the spec, so a failed run can be resume
 many seconds per sample, and from sample ``FAKE_SOURCE_SLOW_FROM`` on it sleeps
 ``FAKE_SOURCE_SLOW_DELAY`` seconds instead (so a test can stop a run between its first shard
 and its last without racing it).
+
+Faults can also come through the spec, for workers that do not inherit this process's
+environment (Ray actors): ``{"exit_once_at": i, "marker": PATH}`` kills the worker process at
+sample ``i`` the first time (creating ``PATH``), ``{"fail_at": i, "unless": PATH}`` raises at
+sample ``i`` until ``PATH`` exists.
 """
 
 from __future__ import annotations
@@ -32,8 +37,19 @@ class FakeSource:
         self.slow_from = int(slow_from) if slow_from else None
         self.slow_delay = float(os.environ.get("FAKE_SOURCE_SLOW_DELAY", "0"))
         self.closed = False
+        self.spec = spec
+
+    def _spec_faults(self, index: int) -> None:
+        marker = self.spec.get("marker")
+        if marker and index == self.spec.get("exit_once_at") and not os.path.exists(marker):
+            open(marker, "w").close()
+            os._exit(1)  # the worker process dies mid-shard
+        unless = self.spec.get("unless")
+        if unless and index == self.spec.get("fail_at") and not os.path.exists(unless):
+            raise RuntimeError(f"fake source failure at sample {index}")
 
     def __call__(self, index: int) -> dict[str, np.ndarray | str]:
+        self._spec_faults(index)
         if self.fail_at is not None and index >= self.fail_at:
             raise RuntimeError(f"fake source failure at sample {index}")
         if self.slow_from is not None and index >= self.slow_from:
