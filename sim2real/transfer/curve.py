@@ -26,9 +26,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -41,8 +40,10 @@ from sim2real.data.label_pixels import write_text_atomic
 from sim2real.data.real import open_real
 from sim2real.errors import CheckpointError, ConfigError, DataError
 from sim2real.perception.encoder import Encoder
+from sim2real.sweep import SweepBackend, run_tasks
 from sim2real.transfer.adabn import has_batchnorm
 from sim2real.transfer.config import FinetuneConfig
+from sim2real.transfer.journal import Journal
 from sim2real.transfer.strategies import (
     LABELLED_STRATEGIES,
     finetune,
@@ -72,7 +73,7 @@ class _Setup:
     cfg: FinetuneConfig
     outer_folds: int
     seed: int
-    journal: _Journal | None = None
+    journal: Journal | None = None
 
 
 def run_curve(
@@ -88,6 +89,7 @@ def run_curve(
     outer_folds: int = 4,
     seed: int = 0,
     progress: bool = True,
+    backend: SweepBackend | None = None,
     **overrides: Any,
 ) -> Path:
     """Measure the k-shot transfer curve and write the report; returns ``out_dir/report.md``.
@@ -106,6 +108,8 @@ def run_curve(
         outer_folds: folds of the ``k = "all"`` cross-validation; 0 = leave-one-out.
         seed: subsets and training seeds.
         progress: a tqdm bar over the runs.
+        backend: where the runs go (:class:`~sim2real.sweep.SweepBackend`: here, or one Ray
+            task per run with its declared CPUs/GPUs); the journal is kept here either way.
         **overrides: :class:`~sim2real.transfer.config.FinetuneConfig` fields for every run.
 
     Raises:
@@ -153,9 +157,9 @@ def run_curve(
         "seed": seed,
         "config": {k: v for k, v in cfg.to_dict().items() if k != "progress"},
     }
-    setup.journal = _Journal(out / JOURNAL, fingerprint)
+    setup.journal = Journal(out / JOURNAL, fingerprint)
     started = time.time()
-    entries = measure(setup, ks, repeats, list(strategies), baselines, progress)
+    entries = measure(setup, ks, repeats, list(strategies), baselines, progress, backend)
     results = {
         "meta": {
             "model": str(model_path),
@@ -244,9 +248,15 @@ def _baseline_encoder(setup: _Setup, imagenet: bool) -> Encoder:
 class _Job:
     name: str
     strategy: str
-    start: Callable[[], Encoder]
     cfg: FinetuneConfig
     ks: list[int | str]
+    baseline: bool | None = None  # None: the sim encoder; True/False: real-only, ImageNet init
+
+    def start(self, setup: _Setup) -> Encoder:
+        """The encoder a run starts from."""
+        if self.baseline is None:
+            return setup.encoder
+        return _baseline_encoder(setup, self.baseline)
 
 
 def measure(
@@ -256,11 +266,14 @@ def measure(
     strategies: list[str],
     baselines: bool,
     progress: bool = True,
+    backend: SweepBackend | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Run every entry at every ``k``; returns ``{entry: {"kind", "skipped", "points"}}``.
 
     ``points`` maps ``str(k)`` to the statistics of :func:`_point` (mean over runs of the
     per-run mean error, its std, pooled median / p90, the raw errors and training subsets).
+    The runs the journal lacks go to ``backend`` (here, or Ray tasks); each is journalled here
+    as it arrives.
     """
     n = len(setup.labelled)
     usable = [k for k in ks if k == "all" or (isinstance(k, int) and k < n)]
@@ -268,6 +281,52 @@ def measure(
         if k not in usable:
             logger.warning("k=%s skipped: only %d labelled frames (need k < n)", k, n)
     entries: dict[str, dict[str, Any]] = {ZERO_SHOT: _entry("reference", None)}
+    jobs = _jobs(setup, entries, usable, strategies, baselines)
+    plan_runs = {
+        (job.name, str(k)): _splits_or_all(setup, k, repeats) for job in jobs for k in job.ks
+    }
+    runs: dict[tuple[str, str, int], tuple[np.ndarray, np.ndarray, int | None]] = {}
+    todo = []
+    for job in jobs:
+        for k in job.ks:
+            for r, (train, test) in enumerate(plan_runs[(job.name, str(k))]):
+                done = setup.journal.get(job.name, k, r, train) if setup.journal else None
+                if done is None:
+                    todo.append((job, k, r, train, test))
+                else:
+                    runs[(job.name, str(k), r)] = done
+    total = 1 + len(runs) + len(todo)
+    with tqdm(total=total, desc="curve", unit="run", disable=not progress) as bar:
+        zero = held_out_errors(setup.encoder, setup.labelled)
+        entries[ZERO_SHOT]["points"]["0"] = _point(0, [(np.arange(0), zero, None)], zero, n)
+        bar.update(1 + len(runs))
+        shared = replace(setup, journal=None)
+        args = [(job, train, test, r) for job, _, r, train, test in todo]
+        for i, done in run_tasks(_one_run, args, shared=shared, backend=backend):
+            job, k, r, *_ = todo[i]
+            if setup.journal:
+                setup.journal.add(job.name, k, r, done)
+            runs[(job.name, str(k), r)] = done
+            bar.set_postfix_str(f"{job.name} k={k} #{r + 1}")
+            bar.update(1)
+    for job in jobs:
+        for k in job.ks:
+            done = [runs[(job.name, str(k), r)] for r in range(len(plan_runs[(job.name, str(k))]))]
+            entries[job.name]["points"][str(k)] = _point(len(done[0][0]), done, zero, n)
+            logger.info(
+                "%s k=%s: %.2f cm", job.name, k, entries[job.name]["points"][str(k)]["mean"]
+            )
+    return entries
+
+
+def _jobs(
+    setup: _Setup,
+    entries: dict[str, dict[str, Any]],
+    usable: list[int | str],
+    strategies: list[str],
+    baselines: bool,
+) -> list[_Job]:
+    """The entries to measure (skipped ones recorded in ``entries`` with their reason)."""
     jobs: list[_Job] = []
     for s in strategies:
         plan = parse_strategy(s)
@@ -275,7 +334,7 @@ def measure(
         entries[s] = _entry("strategy" if plan.train else "unsupervised", reason)
         if reason is None:
             own_ks = [k for k in usable if plan.train is not None or k == 0]
-            jobs.append(_Job(s, s, lambda: setup.encoder, setup.cfg, own_ks))
+            jobs.append(_Job(s, s, setup.cfg, own_ks))
     if baselines:
         lr = setup.cfg.lr or BASELINE_LR
         base_cfg = replace(setup.cfg, lr=lr, bn_mode="train", sim_batch_size=0)
@@ -286,33 +345,8 @@ def measure(
                 entries[name] = _entry("baseline", str(exc))
                 continue
             entries[name] = _entry("baseline", None)
-            start = (lambda im: lambda: _baseline_encoder(setup, im))(imagenet)
-            jobs.append(_Job(name, "full", start, base_cfg, [k for k in usable if k != 0]))
-    plan_runs = {
-        (job.name, str(k)): _splits_or_all(setup, k, repeats) for job in jobs for k in job.ks
-    }
-    total = 1 + sum(len(v) for v in plan_runs.values())
-    with tqdm(total=total, desc="curve", unit="run", disable=not progress) as bar:
-        zero = held_out_errors(setup.encoder, setup.labelled)
-        entries[ZERO_SHOT]["points"]["0"] = _point(0, [(np.arange(0), zero, None)], zero, n)
-        bar.update(1)
-        for job in jobs:
-            for k in job.ks:
-                runs = []
-                for r, (train, test) in enumerate(plan_runs[(job.name, str(k))]):
-                    bar.set_postfix_str(f"{job.name} k={k} #{r + 1}")
-                    done = setup.journal.get(job.name, k, r, train) if setup.journal else None
-                    if done is None:
-                        done = _one_run(setup, job, train, test, r)
-                        if setup.journal:
-                            setup.journal.add(job.name, k, r, done)
-                    runs.append(done)
-                    bar.update(1)
-                entries[job.name]["points"][str(k)] = _point(len(runs[0][0]), runs, zero, n)
-                logger.info(
-                    "%s k=%s: %.2f cm", job.name, k, entries[job.name]["points"][str(k)]["mean"]
-                )
-    return entries
+            jobs.append(_Job(name, "full", base_cfg, [k for k in usable if k != 0], imagenet))
+    return jobs
 
 
 def _entry(kind: str, skipped: str | None) -> dict[str, Any]:
@@ -338,7 +372,7 @@ def _one_run(
     strategy = job.strategy
     if len(train) == 0 and plan.train in LABELLED_STRATEGIES:
         strategy = "adabn" if plan.adabn else ""  # k = 0: only the unsupervised part
-    encoder, epochs = job.start(), None
+    encoder, epochs = job.start(setup), None
     if strategy:
         encoder = finetune(
             encoder,
@@ -387,86 +421,3 @@ def _weights_digest(model_path: str | Path) -> str:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
     return h.hexdigest()
-
-
-class _Journal:
-    """Finished curve runs, one JSON line each, so that a killed curve resumes where it was.
-
-    The first line is ``{"fingerprint": ...}``; each further line is one run
-    ``{"entry", "k", "repeat", "train", "errors", "epochs"}``. A torn last line (killed while
-    writing) is cut off when the journal is opened.
-    """
-
-    def __init__(self, path: Path, fingerprint: dict[str, Any]) -> None:
-        self.path = path
-        self.fingerprint = json.loads(json.dumps(fingerprint))  # as it reads back
-        self.runs: dict[tuple[str, str, int], dict[str, Any]] = {}
-        self.reused = 0
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.exists() and path.stat().st_size:
-            self._load()
-        else:
-            self._append({"fingerprint": self.fingerprint})
-
-    def _load(self) -> None:
-        raw = self.path.read_bytes()
-        complete = raw[: raw.rfind(b"\n") + 1]
-        if len(complete) < len(raw):
-            logger.warning("%s: cut off a torn last line (the run was killed mid-write)", self.path)
-            with self.path.open("r+b") as f:
-                f.truncate(len(complete))
-        lines = complete.decode("utf-8").splitlines()
-        try:
-            head = json.loads(lines[0])["fingerprint"] if lines else None
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise DataError(
-                f"{self.path}: not a curve journal ({exc}); delete it or use another --out"
-            ) from exc
-        if head is None:
-            self._append({"fingerprint": self.fingerprint})
-            return
-        if head != self.fingerprint:
-            keys = sorted(
-                k for k in {*head, *self.fingerprint} if head.get(k) != self.fingerprint.get(k)
-            )
-            raise ConfigError(
-                f"{self.path} holds runs of a different curve (differs in: {', '.join(keys)}); "
-                "expected the same model, frames and settings to resume; "
-                "delete it or use another --out"
-            )
-        for line in lines[1:]:
-            run = json.loads(line)
-            self.runs[(run["entry"], run["k"], run["repeat"])] = run
-        if self.runs:
-            logger.info("%s: resuming, %d finished runs read back", self.path, len(self.runs))
-
-    def _append(self, record: dict[str, Any]) -> None:
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-
-    def get(
-        self, entry: str, k: int | str, repeat: int, train: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, int | None] | None:
-        """The finished run, or ``None`` if it is not in the journal (or used other frames)."""
-        run = self.runs.get((entry, str(k), repeat))
-        if run is None or run["train"] != [int(i) for i in train]:
-            return None
-        self.reused += 1
-        return train, np.asarray(run["errors"], dtype=np.float64), run["epochs"]
-
-    def add(
-        self, entry: str, k: int | str, repeat: int, run: tuple[np.ndarray, np.ndarray, int | None]
-    ) -> None:
-        train, errors, epochs = run
-        record = {
-            "entry": entry,
-            "k": str(k),
-            "repeat": repeat,
-            "train": [int(i) for i in train],
-            "errors": [float(e) for e in errors],
-            "epochs": None if epochs is None else int(epochs),
-        }
-        self.runs[(entry, str(k), repeat)] = record
-        self._append(record)
