@@ -24,6 +24,13 @@ Usage::
     python benchmarks/reach_transfer.py --encoder runs/reach/encoder --steps 100000 --seeds 3
     python benchmarks/reach_transfer.py --encoder imagenet --steps 2000 --seeds 1  # smoke
     python benchmarks/reach_transfer.py --encoder runs/reach/encoder --report-only  # table only
+    python benchmarks/reach_transfer.py --encoder runs/reach/encoder --backend ray --address auto \
+        --cpus-per-run 2   # each (arm, seed) a Ray task on a cluster
+
+Each run's folder (``summary.json``, ``eval.json``, ``resume/``) is the journal: with
+``--backend ray`` only the runs that have not finished are sent out, each as one task, and a
+killed sweep resumes on either backend. The runs' folders must be on a filesystem that the
+Ray workers and this process share (one machine, or an NFS/Lustre path on a cluster).
 
 ``--encoder imagenet`` builds an ImageNet-only EfficientNet-Lite0 (no task pretraining).
 """
@@ -119,7 +126,18 @@ def parse_args() -> argparse.Namespace:
         help="train nothing: tabulate the runs in OUT that finished with these settings "
         "(whatever their --minutes), leaving out and naming the ones that are missing",
     )
+    from sim2real.cli.common import add_sweep_arguments
+
+    add_sweep_arguments(parser, "(arm, seed) run")
     return parser.parse_args()
+
+
+def train_one(shared: None, run: str, settings: dict[str, Any], resume: bool, every: int) -> str:
+    """One (arm, seed) run: a module-level function, so a Ray worker can run it."""
+    from sim2real.policies.train import train
+
+    train(out=Path(run), resume=resume, resume_every=every, **settings)
+    return run
 
 
 def trunk_dims(values: list[str]) -> dict[str, int]:
@@ -357,8 +375,9 @@ def main() -> None:
         import torch
 
         torch.set_num_threads(args.torch_threads)
+    from sim2real.cli.common import sweep_backend
     from sim2real.policies.bundle import METRE_SCALE
-    from sim2real.policies.train import train
+    from sim2real.sweep import run_tasks
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -377,8 +396,9 @@ def main() -> None:
     eval_every = max(1, args.steps // args.eval_points)
     metre_scale = METRE_SCALE if args.metre_scale is None else args.metre_scale
     trunks = trunk_dims(args.trunk_dim)
-    results: dict[str, list[dict[str, Any]]] = {}
     start = time.perf_counter()
+    jobs: list[tuple[str, int, Path, dict[str, Any]]] = []
+    todo: list[tuple[str, dict[str, Any], bool, int]] = []
     for arm in args.arms:
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             run = out / arm / f"seed{seed}"
@@ -405,19 +425,24 @@ def main() -> None:
                     continue
             elif not args.fresh and resumable(run, settings):
                 print(f"{arm} seed {seed}: resuming the run in {run} (--fresh starts over)")
-                train(out=run, resume=True, resume_every=args.resume_every, **settings)
+                todo.append((str(run), settings, True, args.resume_every))
             elif not args.fresh and finished(run, settings):
                 print(f"{arm} seed {seed}: finished run in {run} reused (--fresh retrains)")
             else:
-                train(out=run, resume_every=args.resume_every, **settings)
-            entry = {
-                "seed": seed,
-                "history": json.loads((run / "eval.json").read_text()),
-                "summary": json.loads((run / "summary.json").read_text()),
-            }
-            if args.final_episodes > 0:
-                entry["final"] = final_success(run, args.final_episodes, FINAL_SEED + seed)
-            results.setdefault(arm, []).append(entry)
+                todo.append((str(run), settings, False, args.resume_every))
+            jobs.append((arm, seed, run, settings))
+    for _, done in run_tasks(train_one, todo, backend=sweep_backend(args)):
+        print(f"finished {done}")
+    results: dict[str, list[dict[str, Any]]] = {}
+    for arm, seed, run, _ in jobs:
+        entry = {
+            "seed": seed,
+            "history": json.loads((run / "eval.json").read_text()),
+            "summary": json.loads((run / "summary.json").read_text()),
+        }
+        if args.final_episodes > 0:
+            entry["final"] = final_success(run, args.final_episodes, FINAL_SEED + seed)
+        results.setdefault(arm, []).append(entry)
     if not results:
         raise SystemExit(f"no finished runs in {out} for arms {args.arms}")
     plot(results, args.steps, out / "curves.png")

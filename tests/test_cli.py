@@ -156,3 +156,19 @@ def test_pybullet_banner_is_not_printed(capfd: pytest.CaptureFixture[str]) -> No
     captured = capfd.readouterr()
     assert "argv[0]=" not in captured.out + captured.err
     assert "pybullet build time" not in captured.out + captured.err
+
+
+def test_sweep_flags_build_the_backend(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from sim2real.cli.common import sweep_backend
+    from sim2real.sweep import SweepBackend
+
+    base = ["curve", "--model", "m", "--real", "r", "--out", str(tmp_path)]
+    args = build_parser().parse_args([*base, "--backend", "ray", "--cpus-per-run", "2"])
+    assert sweep_backend(args) == SweepBackend("ray", None, 2.0, 0.0)
+    args = build_parser().parse_args([*base, "--gpus-per-run", "0.5", "--address", "auto"])
+    with pytest.raises(sim2real.errors.ConfigError, match="--address auto: only with --backend"):
+        sweep_backend(args)
+    # through main: one line, exit 2, before any model is read
+    assert main([*base, "--address", "auto"]) == 2
+    messages = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any("--address auto" in m for m in messages)

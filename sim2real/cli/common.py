@@ -7,9 +7,12 @@ import argparse
 import json
 import textwrap
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sim2real.errors import ConfigError
+
+if TYPE_CHECKING:
+    from sim2real.sweep import SweepBackend
 
 Handler = Callable[[argparse.Namespace], int]
 Subparsers = argparse._SubParsersAction
@@ -109,3 +112,39 @@ def one_line(exc: BaseException) -> str:
             items.append(f"{field}: {e.get('msg', '')} (got {e.get('input')!r})")
         return f"{getattr(exc, 'title', 'config')}: " + "; ".join(items)
     return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def add_sweep_arguments(parser: argparse.ArgumentParser, unit: str) -> None:
+    """``--backend local|ray``, ``--address``, ``--cpus-per-run``, ``--gpus-per-run``."""
+    parser.add_argument(
+        "--backend",
+        choices=("local", "ray"),
+        default="local",
+        help=f"local: each {unit} in this process; ray: each {unit} a Ray task (default local)",
+    )
+    parser.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster to join (auto or HOST:PORT; default: start a local one)",
+    )
+    parser.add_argument(
+        "--cpus-per-run",
+        type=float,
+        default=1.0,
+        help=f"CPUs each {unit} declares to Ray (default 1)",
+    )
+    parser.add_argument(
+        "--gpus-per-run",
+        type=float,
+        default=0.0,
+        help=f"GPUs each {unit} declares to Ray, fractions allowed (default 0)",
+    )
+
+
+def sweep_backend(args: argparse.Namespace) -> SweepBackend:
+    """The :class:`~sim2real.sweep.SweepBackend` named by :func:`add_sweep_arguments`' flags."""
+    from sim2real.sweep import SweepBackend
+
+    if args.backend == "local" and args.address is not None:
+        raise ConfigError(f"--address {args.address}: only with --backend ray")
+    return SweepBackend(args.backend, args.address, args.cpus_per_run, args.gpus_per_run)

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from sim2real.cli.common import Subparsers, add_command, add_set_argument, parse_overrides
+from sim2real.cli.common import (
+    Subparsers,
+    add_command,
+    add_set_argument,
+    add_sweep_arguments,
+    parse_overrides,
+    sweep_backend,
+)
 
 STRATEGY_HELP = "probe | top-k | full | adabn | dann, or adabn+ one of the others"
 
@@ -39,6 +46,7 @@ def cmd_curve(args: argparse.Namespace) -> int:
         ks=ks,
         repeats=args.repeats,
         seed=args.seed,
+        backend=sweep_backend(args),
         **kwargs,
         **parse_overrides(args.set),
     )
@@ -81,7 +89,8 @@ def add_parsers(sub: Subparsers) -> None:
             appended to OUT/runs.jsonl, so a killed curve resumes when run again.""",
         examples="""
             sim2real curve --model runs/kuka_encoder --real ../shared/real/kuka_cube --out runs/curve
-            sim2real curve --model runs/kuka_encoder --real ../shared/real/kuka_cube --out runs/curve --strategies probe,adabn --ks 0,2,all""",
+            sim2real curve --model runs/kuka_encoder --real ../shared/real/kuka_cube --out runs/curve --strategies probe,adabn --ks 0,2,all
+            sim2real curve --model runs/kuka_encoder --real ../shared/real/kuka_cube --out runs/curve --backend ray --address auto --cpus-per-run 2""",
         func=cmd_curve,
     )
     p.add_argument("--model", required=True, help="simulation-trained encoder folder")
@@ -93,4 +102,5 @@ def add_parsers(sub: Subparsers) -> None:
     p.add_argument("--repeats", type=int, default=3, help="draws of k frames (default 3)")
     p.add_argument("--strategies", default=None, help="comma-separated (default: all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the draws (default 0)")
+    add_sweep_arguments(p, "(strategy, k, repeat) run")
     add_set_argument(p, "fine-tuning setting (FinetuneConfig field)")
