@@ -41,6 +41,7 @@ from sim2real.data.shards import ShardedDataset, code_version
 from sim2real.errors import ConfigError, DataError
 from sim2real.perception import geometry
 from sim2real.perception.device import autocast, resolve_device
+from sim2real.perception.distributed import Distributed
 from sim2real.perception.encoder import Encoder
 from sim2real.perception.heads import heatmap_kl
 from sim2real.perception.style import mix_style, rand_conv
@@ -205,7 +206,8 @@ def pretrain(
     )
     root = Path(out)
     _check_output(root, resume)
-    dev = resolve_device(device)
+    dist = Distributed.from_env(resolve_device(device))
+    dev = dist.device(resolve_device(device))
     relative = cfg.position_target == "ee_relative"
     gripper = relative and "keypoint" in cfg.head
     fields = ["image", "position", "uv"] + ["ee_position"] * relative + ["K", "R", "t"] * gripper
@@ -230,11 +232,17 @@ def pretrain(
             f"train / {len(val_idx)} val: expected at least one of each"
         )
     encoder = _build_encoder(cfg, ds, train_idx, width, height)
-    trainer = _Trainer(cfg, encoder, ds, train_idx, val_idx, root, dev, workers, progress)
+    encoder.card["training"]["world_size"] = dist.world_size
+    trainer = _Trainer(
+        cfg, encoder, ds, train_idx, val_idx, root, dev, workers, progress and dist.is_main, dist
+    )
     last = root / "last" if (root / "last").is_dir() else root / ".old-last"
     if resume and last.is_dir():
         trainer.restore(last)
-    trainer.run()
+    try:
+        trainer.run()
+    finally:
+        dist.close()
     return root
 
 
@@ -322,6 +330,18 @@ def _build_encoder(
     return encoder
 
 
+class _LossModule(torch.nn.Module):
+    """The encoder with the trainer's loss as its forward (what DDP wraps)."""
+
+    def __init__(self, trainer: _Trainer) -> None:
+        super().__init__()
+        self.encoder = trainer.encoder
+        self._loss = trainer.loss
+
+    def forward(self, batch: tuple[torch.Tensor, ...]) -> Any:
+        return self._loss(batch)
+
+
 #: Validation samples with the gripper within this distance (metres) of the point
 #: ``NEAR_HOVER_M`` above the cube's top score an end-effector-relative model: its routes are
 #: chosen where a reach ends, not on the arm far away (where the relative route's error grows
@@ -346,8 +366,10 @@ class _Trainer:
         device: torch.device,
         workers: int | None,
         progress: bool,
+        dist: Distributed | None = None,
     ) -> None:
         self.cfg, self.root, self.device, self.progress = cfg, root, device, progress
+        self.dist = dist or Distributed()
         self.encoder = encoder.to(device)
         if device.type == "cuda":
             self.encoder.to(memory_format=torch.channels_last)
@@ -377,10 +399,13 @@ class _Trainer:
         self.cube_half = 0.5 * float(np.atleast_1d(np.asarray(cube, dtype=np.float64))[-1])
         cpus = os.cpu_count() or 1
         self.workers = workers if workers is not None else (0 if cpus <= 2 else min(4, cpus // 2))
-        self.steps_per_epoch = math.ceil(len(train_idx) / cfg.batch_size)
+        world = self.dist.world_size  # batch_size is per process
+        self.steps_per_epoch = math.ceil(math.ceil(len(train_idx) / world) / cfg.batch_size)
         self.optimizer = torch.optim.AdamW(
             encoder.param_groups(cfg.lr, decay=1.0), lr=cfg.lr, weight_decay=cfg.weight_decay
         )
+        # the training step goes through this module, so DDP can average its gradients
+        self.step_module = self.dist.wrap(_LossModule(self), device)
         self.state = TrainState()
 
     # -------------------------------------------------------------- schedule
@@ -422,7 +447,11 @@ class _Trainer:
         from torch.utils.tensorboard import SummaryWriter
 
         self.root.mkdir(parents=True, exist_ok=True)
-        writer = SummaryWriter(str(self.root / "tb"), purge_step=self.state.epoch + 1)
+        writer = (
+            SummaryWriter(str(self.root / "tb"), purge_step=self.state.epoch + 1)
+            if self.dist.is_main
+            else None
+        )
         try:
             while not self.done():
                 started = time.perf_counter()
@@ -439,15 +468,21 @@ class _Trainer:
                     "images_per_s": images / max(seconds, 1e-9),
                     "train_seconds": self.state.train_seconds,
                 }
-                self.log(row, writer)
-                self.checkpoint(val)
+                if self.dist.is_main:
+                    self.log(row, writer)
+                    self.checkpoint(val)
+                self.dist.barrier()  # every rank resumes from what rank 0 wrote
         finally:
-            writer.close()
+            if writer is not None:
+                writer.close()
 
     def train_epoch(self) -> tuple[float, int]:
         enc, cfg = self.encoder, self.cfg
         enc.train()
-        loader = epoch_loader(self.train_set, cfg.batch_size, self.state.epoch, self.workers, True)
+        loader = epoch_loader(
+            self.train_set, cfg.batch_size, self.state.epoch, self.workers, True,
+            rank=self.dist.rank, world_size=self.dist.world_size,
+        )  # fmt: skip
         total, images = 0.0, 0
         bar = tqdm(
             total=len(self.train_set), unit="img", desc=f"epoch {self.state.epoch + 1}",
@@ -460,7 +495,7 @@ class _Trainer:
                     break
                 for group in self.optimizer.param_groups:
                     group["lr"] = cfg.lr * self.lr_factor()
-                loss, _ = self.loss(batch)
+                loss, _ = self.step_module(batch)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()
@@ -472,9 +507,11 @@ class _Trainer:
                 self.state.step += 1
                 now = time.perf_counter()  # budget counts loading + step, not validation
                 self.state.train_seconds, t0 = self.state.train_seconds + now - t0, now
+                if self.dist.enabled:  # rank 0's clock, so every rank stops at the same step
+                    self.state.train_seconds = self.dist.broadcast_float(self.state.train_seconds)
                 bar.update(n)
                 bar.set_postfix(loss=f"{value:.4f}", lr=f"{group['lr']:.2e}")
-        return total / max(images, 1), images
+        return self.dist.mean_float(total / max(images, 1)), images * self.dist.world_size
 
     def backbone_features(self, x: torch.Tensor) -> torch.Tensor:
         """The backbone's feature map; in training, with the style augmentations switched on."""

@@ -7,6 +7,7 @@ batches do not depend on the number of workers or on resuming.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import albumentations as A
@@ -15,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from sim2real.data.shards import ShardedDataset
+from sim2real.perception.distributed import shard_order
 from sim2real.perception.encoder import resize_frames
 
 
@@ -154,11 +156,14 @@ class SimSamples(Dataset):
 class _EpochSampler(Sampler):
     """Yields ``(epoch, i)``; the order is a permutation seeded by ``(seed, epoch)``."""
 
-    def __init__(self, n: int, epoch: int, seed: int, shuffle: bool) -> None:
+    def __init__(
+        self, n: int, epoch: int, seed: int, shuffle: bool, rank: int = 0, world_size: int = 1
+    ) -> None:
         self.n, self.epoch, self.seed, self.shuffle = n, epoch, seed, shuffle
+        self.rank, self.world_size = rank, world_size
 
     def __len__(self) -> int:
-        return self.n
+        return math.ceil(self.n / self.world_size)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         if self.shuffle:
@@ -166,18 +171,26 @@ class _EpochSampler(Sampler):
             order = torch.randperm(self.n, generator=torch.Generator().manual_seed(int(state)))
         else:
             order = torch.arange(self.n)
-        for i in order.tolist():
+        for i in shard_order(order, self.rank, self.world_size).tolist():
             yield (self.epoch, i)
 
 
 def epoch_loader(
-    samples: SimSamples, batch_size: int, epoch: int, workers: int, shuffle: bool
+    samples: SimSamples,
+    batch_size: int,
+    epoch: int,
+    workers: int,
+    shuffle: bool,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> DataLoader:
-    """A DataLoader over one epoch of ``samples`` (batches of stacked tensors)."""
+    """A DataLoader over one epoch of ``samples`` (batches of stacked tensors); under DDP,
+    this ``rank``'s share of it (:func:`~sim2real.perception.distributed.shard_order`)."""
     return DataLoader(
         samples,
         batch_size=batch_size,
-        sampler=_EpochSampler(len(samples), epoch, samples.seed, shuffle),
+        sampler=_EpochSampler(len(samples), epoch, samples.seed, shuffle, rank, world_size),
         num_workers=workers,
         pin_memory=torch.cuda.is_available(),
     )
