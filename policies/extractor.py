@@ -41,7 +41,6 @@ from sim2real.errors import ConfigError
 from sim2real.perception.encoder import Encoder
 from sim2real.policies.augment import RandomShift
 from sim2real.policies.bundle import (
-    METRE_SCALE,
     POOLS,
     check_trunk_dim,
     encode,
@@ -49,6 +48,7 @@ from sim2real.policies.bundle import (
     policy_input,
     position_route,
 )
+from sim2real.policies.config import METRE_SCALE
 
 logger = logging.getLogger(__name__)
 

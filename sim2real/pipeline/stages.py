@@ -171,20 +171,18 @@ def run_policy(ctx: Context) -> dict[str, Any]:
     cfg, sec = ctx.cfg, ctx.cfg.policy
     stage = "adapt" if sec.encoder == "adapted" else "pretrain"
     encoder = ctx.path(ctx.results[stage]["encoder"])
-    options = {
-        "image_size": list(cfg.image_size),
-        "randomization": sec.randomization
+    config = sec.train_config(
+        str(encoder),
+        seed=cfg.seed,
+        image_size=list(cfg.image_size),
+        randomization=sec.randomization
         if sec.randomization is not None
         else cfg.data.randomization,
-        "device": cfg.device,
-        "progress_bar": ctx.progress,
-        "save_sb3": False,
-        **sec.settings,
-    }
-    run = train(
-        sec.env_id, encoder, ctx.dir / "run", sec.algo, sec.steps, sec.n_envs, sec.mode,
-        cfg.seed, **options,
-    )  # fmt: skip
+        device=cfg.device,
+        progress_bar=ctx.progress,
+        save_sb3=False,
+    )
+    run = train(config.env_id, config.encoder, ctx.dir / "run", config=config)
     history = json.loads((run / "eval.json").read_text())
     summary = json.loads((run / "summary.json").read_text())
     picture = plots.learning_curve(history, run / "monitor.csv", ctx.dir / "learning_curve.png")

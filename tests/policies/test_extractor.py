@@ -20,12 +20,12 @@ from sim2real.perception.encoder import Encoder
 from sim2real.perception.geometry import PlaneCamera, relative_position
 from sim2real.policies.augment import RandomShift, shift_images
 from sim2real.policies.bundle import (
-    METRE_SCALE,
     BundleActor,
     load_bundle,
     position_route,
     save_bundle,
 )
+from sim2real.policies.config import METRE_SCALE, TrainConfig
 from sim2real.policies.extractor import (
     LR_SCALE_ATTR,
     EncoderExtractor,
@@ -199,14 +199,18 @@ def test_frozen_features_wrapper_matches_extractor(tmp_path: Path) -> None:
 
 def test_ppo_keeps_pretrained_encoder_through_ortho_init(tmp_path: Path) -> None:
     path = _encoder(tmp_path)
-    model = build_model("ppo", _venv(), path, "finetune", trunk_dim=8, hidden=(16,))
+    model = build_model(_venv(), path, TrainConfig(mode="finetune", trunk_dim=8, hidden=(16,)))
     loaded = Encoder.load(path).state_dict()
     for key, value in policy_extractor(model).encoder.state_dict().items():
         torch.testing.assert_close(value, loaded[key], rtol=0, atol=0)
 
 
 def test_sac_encoder_learns_from_td_loss_only(tmp_path: Path) -> None:
-    model = build_model("sac", _venv(), _encoder(tmp_path), "finetune", trunk_dim=8, hidden=(16,))
+    model = build_model(
+        _venv(),
+        _encoder(tmp_path),
+        TrainConfig(algo="sac", mode="finetune", trunk_dim=8, hidden=(16,)),
+    )
     policy = model.policy
     encoder = policy_extractor(model).encoder
     assert policy.critic.features_extractor is policy.actor.features_extractor
@@ -226,7 +230,9 @@ def test_sac_encoder_learns_from_td_loss_only(tmp_path: Path) -> None:
 @pytest.mark.parametrize("algo", ["ppo", "sac"])
 def test_bundle_actor_matches_sb3(tmp_path: Path, algo: str) -> None:
     path = _encoder(tmp_path)
-    model = build_model(algo, _venv(), path, "finetune", use_position=True, trunk_dim=8)
+    model = build_model(
+        _venv(), path, TrainConfig(algo=algo, mode="finetune", use_position=True, trunk_dim=8)
+    )
     encoder = policy_extractor(model).encoder
     contract = {"features": {"pool": "mean"}, "algo": algo}
     save_bundle(tmp_path / "bundle", encoder, actor_head_from_model(model), contract)
@@ -354,7 +360,9 @@ def _assert_bundle_acts_like_sb3(
     tmp_path: Path, encoder: str, trunk_dim: int, obs: dict[str, np.ndarray]
 ) -> dict[str, Any]:
     """A frozen PPO model saved as a bundle, loaded back: same actions. Returns the contract."""
-    model = build_model("ppo", _venv(), encoder, "frozen", use_position=True, trunk_dim=trunk_dim)
+    model = build_model(
+        _venv(), encoder, TrainConfig(mode="frozen", use_position=True, trunk_dim=trunk_dim)
+    )
     save_bundle(
         tmp_path / "bundle",
         policy_extractor(model).encoder,
