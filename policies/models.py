@@ -42,7 +42,12 @@ from sim2real.errors import ConfigError
 from sim2real.perception.encoder import Encoder
 from sim2real.policies.bundle import ACTIVATIONS, ActorHead
 from sim2real.policies.config import TrainConfig
-from sim2real.policies.extractor import LR_SCALE_ATTR, EncoderExtractor, EncoderSource
+from sim2real.policies.extractor import (
+    LR_SCALE_ATTR,
+    EncoderExtractor,
+    EncoderSource,
+    ExtractorSettings,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -209,18 +214,18 @@ def build_model(
     cfg = TrainConfig() if config is None else config
     if cfg.algo not in ALGOS:
         raise ConfigError(f"algo {cfg.algo!r}: expected one of {list(ALGOS)}")
-    extractor_kwargs = {
-        "encoder": encoder,
-        "mode": cfg.mode,
-        "pool": cfg.pool,
-        "use_position": bool(cfg.use_position),
-        "trunk_dim": cfg.trunk_dim,
-        "metre_scale": cfg.metre_scale,
-        "encoder_lr_scale": cfg.encoder_lr_scale,
-        "lr_decay": cfg.lr_decay,
-        "augment_pad": cfg.augment_pad,
-        "seed": cfg.seed,
-    }
+    settings = ExtractorSettings(
+        mode=cfg.mode,
+        pool=cfg.pool,
+        use_position=bool(cfg.use_position),
+        trunk_dim=cfg.trunk_dim,
+        metre_scale=cfg.metre_scale,
+        encoder_lr_scale=cfg.encoder_lr_scale,
+        lr_decay=cfg.lr_decay,
+        augment_pad=cfg.augment_pad,
+        seed=cfg.seed,
+    )
+    extractor_kwargs = {"encoder": encoder, "settings": settings}
     policy_kwargs: dict[str, Any] = {
         "features_extractor_class": EncoderExtractor,
         "features_extractor_kwargs": extractor_kwargs,

@@ -192,14 +192,8 @@ def _start_session(
     dim = encoded_dim(encoder_model, cfg.pool, use_position)
     cache = resolve_cache(cfg, dim, envs.train.observation_space["image"].shape)
     device = get_device(cfg.device)
-    if cache:
-        features = {"encoder": encoder_model, "pool": cfg.pool, "use_position": use_position}
-        envs.train = FrozenFeatures(envs.train, **features, device=device)
-        envs.eval = FrozenFeatures(envs.eval, **features, device=device)
-    if state_dir is not None:
-        set_aside_monitor(run, state_dir)
-    envs.train = VecMonitor(envs.train, str(run / "monitor.csv"))
-    envs.eval = VecMonitor(envs.eval)
+    features = {"encoder": encoder_model, "pool": cfg.pool, "use_position": use_position}
+    _wrap_envs(envs, run, state_dir, {**features, "device": device} if cache else None)
     resolved = {"use_position": use_position, "cache_features": cache, "device": str(device)}
     write_json(run / "config.json", {**cfg.model_dump(mode="json"), "resolved": resolved})
     logger.info("training %s/%s on %s: %s", cfg.algo, cfg.mode, device, resolved)
@@ -226,6 +220,20 @@ def _start_session(
         wall_offset=before["wall_s"],
     )
     return _Session(cfg, run, model, evaluator, bundle, before, resumed=state_dir is not None)
+
+
+def _wrap_envs(
+    envs: TrainingEnvs, run: Path, state_dir: Path | None, features: dict[str, Any] | None
+) -> None:
+    """Cache frozen features (``features``: :class:`FrozenFeatures`' arguments) and log the
+    episodes to ``monitor.csv`` (after setting the earlier sessions' aside when resuming)."""
+    if features is not None:
+        envs.train = FrozenFeatures(envs.train, **features)
+        envs.eval = FrozenFeatures(envs.eval, **features)
+    if state_dir is not None:
+        set_aside_monitor(run, state_dir)
+    envs.train = VecMonitor(envs.train, str(run / "monitor.csv"))
+    envs.eval = VecMonitor(envs.eval)
 
 
 def _restore(

@@ -13,7 +13,7 @@ from sim2real.cli.common import (
     parse_overrides,
 )
 from sim2real.errors import ConfigError
-from sim2real.policies.config import TrainConfig
+from sim2real.policies.config import RESUME_MAY_CHANGE, TrainConfig, make_config
 
 #: ``sim2real train`` flags that set a TrainConfig field (every field is also ``--set KEY=VALUE``).
 TRAIN_FLAGS = {
@@ -37,8 +37,6 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     Raises:
         ConfigError: an unknown key or an invalid value.
     """
-    from sim2real.policies.config import make_config
-
     flags = {field: getattr(args, flag) for flag, field in TRAIN_FLAGS.items()}
     given = {field: value for field, value in flags.items() if value is not None}
     return make_config(**{**given, **parse_overrides(args.set)})
@@ -52,8 +50,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if given:
             raise ConfigError(
                 f"train --resume RUN takes the run's own configuration; got {', '.join(given)} "
-                "(only --steps, --minutes and --set for steps/minutes/device/progress_bar/"
-                "tensorboard/resume_every/save_sb3 apply)"
+                "(only --steps, --minutes and --set for "
+                f"{'/'.join(sorted(RESUME_MAY_CHANGE))} apply)"
             )
         changes = {
             **({"steps": args.steps} if args.steps is not None else {}),

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sim2real.deploy.cameras import make_camera
+from sim2real.deploy.interfaces import ActionLimits
 from sim2real.deploy.policy import Policy
 from sim2real.deploy.recording import Recorder
 from sim2real.deploy.runner import Runner, RunReport
@@ -131,9 +132,7 @@ def run_bundle(
         cam,
         sim_robot,
         hz,
-        action_low=policy.action_low,
-        action_high=policy.action_high,
-        max_delta=s.max_delta,
+        limits=ActionLimits(policy.action_low, policy.action_high, s.max_delta),
         watchdog_s=s.watchdog_s,
         dry_run=s.dry_run,
         recorder=recorder,

@@ -254,13 +254,12 @@ def run_runner(ctx: Context) -> dict[str, Any]:
 
 def _run_once(policy: Any, camera: Any, robot: Any, steps: int, sec: Any) -> dict[str, Any]:
     """One ``Runner.run``; the robot's episodes that finished during it."""
-    from sim2real.deploy import Runner
+    from sim2real.deploy.interfaces import ActionLimits
+    from sim2real.deploy.runner import Runner
 
     episodes_before = len(robot.episodes)
-    runner = Runner(
-        policy, camera, robot, sec.hz, action_low=policy.action_low,
-        action_high=policy.action_high, max_delta=sec.max_delta, watchdog_s=sec.watchdog_s,
-    )  # fmt: skip
+    limits = ActionLimits(policy.action_low, policy.action_high, sec.max_delta)
+    runner = Runner(policy, camera, robot, sec.hz, limits=limits, watchdog_s=sec.watchdog_s)
     try:
         report = runner.run(steps=steps)
     finally:
