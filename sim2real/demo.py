@@ -21,11 +21,38 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from sim2real.errors import ConfigError
 from sim2real.paths import CONFIGS
 
 logger = logging.getLogger(__name__)
 
 DEMO_CONFIG = CONFIGS / "pipelines" / "demo.yaml"
+
+#: The budget ``demo.yaml``'s stages are sized for, and the settings ``--minutes`` scales.
+DEMO_MINUTES = 10.0
+SCALED = {"data.n": 3000, "pretrain.max_minutes": 3.0, "pretrain.epochs": 5, "policy.steps": 16384}
+
+
+def budget_overrides(minutes: float) -> list[str]:
+    """The ``--set`` pairs that size the demo's stages for ``minutes`` of 2-core CPU time.
+
+    Data, pretraining time and epochs and the policy's steps grow in proportion to the budget
+    (never below the default's); an explicit ``--set`` given with it still wins.
+
+    >>> budget_overrides(30)
+    ['data.n=9000', 'pretrain.max_minutes=9', 'pretrain.epochs=15', 'policy.steps=49152', 'report.budget_minutes=30']
+    """  # noqa: E501
+    if not minutes > 0:
+        raise ConfigError(f"--minutes {minutes}: expected a positive number of minutes")
+    f = max(1.0, minutes / DEMO_MINUTES)
+    steps = 1024 * round(SCALED["policy.steps"] * f / 1024)  # whole PPO rollouts of 2 x 512
+    return [
+        f"data.n={round(SCALED['data.n'] * f)}",
+        f"pretrain.max_minutes={SCALED['pretrain.max_minutes'] * f:g}",
+        f"pretrain.epochs={round(SCALED['pretrain.epochs'] * f)}",
+        f"policy.steps={steps}",
+        f"report.budget_minutes={minutes:g}",
+    ]
 
 
 def run_demo(
@@ -84,10 +111,17 @@ def add_demo_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
         examples="""
             sim2real demo
             sim2real demo --tiny
+            sim2real demo --minutes 30
             sim2real demo --from policy --set policy.steps=50000""",
         func=cmd_demo,
     )
     parser.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        default=None,
+        help=f"time budget: scales data, pretraining and policy steps (default {DEMO_MINUTES:g})",
+    )
     add_common_arguments(parser)
     return parser
 
@@ -97,10 +131,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from sim2real.pipeline.cli import command_line, print_result
     from sim2real.pipeline.run import run_pipeline
 
+    overrides = list(getattr(args, "set", None) or [])
+    if getattr(args, "minutes", None) is not None:
+        overrides = budget_overrides(args.minutes) + overrides  # an explicit --set wins
     result = run_pipeline(
         DEMO_CONFIG,
         Path(args.out),
-        overrides=getattr(args, "set", None),
+        overrides=overrides or None,
         tiny=args.tiny,
         real=getattr(args, "real", None),
         force_from=getattr(args, "force_from", None),

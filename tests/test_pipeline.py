@@ -65,6 +65,37 @@ def test_tiny_demo_end_to_end(tiny_run: tuple[Path, Any]) -> None:
 
 
 @needs_deploy
+def test_report_json_holds_the_headline_figures(tiny_run: tuple[Path, Any]) -> None:
+    out, result = tiny_run
+    h = json.loads((out / "report.json").read_text())
+    stats = result.results["evaluate"]["stats"]
+    assert h["target"]["sim_only"]["mean_xy_cm"] == stats["sim-only"]["xy_cm"]["mean"]
+    assert h["target"]["adapted"]["mean_xy_cm"] == stats["adapted"]["xy_cm"]["mean"]
+    closed = result.results["run"]["runs"]["closed_loop"]
+    assert h["policy"]["target_success_rate"] == closed["success_rate"]
+    assert h["policy"]["episodes"] == len(closed["episodes"])
+    assert h["policy"]["scratch_success_rate"] is None  # no from-scratch stage yet
+    assert h["total_seconds"] > 0 and h["budget_minutes"] == 10
+    summary = _sections((out / "report.md").read_text())["Summary"]
+    assert len(summary.splitlines()) == 5
+    assert f"sim-only {stats['sim-only']['xy_cm']['mean']:.2f} cm" in summary
+
+
+def test_demo_minutes_scales_the_stages() -> None:
+    from sim2real.demo import budget_overrides
+
+    parser = argparse.ArgumentParser()
+    add_demo_parser(parser.add_subparsers())
+    assert parser.parse_args(["demo", "--minutes", "30"]).minutes == 30
+    cfg = load_config(DEMO_CONFIG, overrides=budget_overrides(30))
+    base = load_config(DEMO_CONFIG)
+    assert cfg.data.n == 3 * base.data.n and cfg.policy.steps == 3 * base.policy.steps
+    assert cfg.report.budget_minutes == 30
+    with pytest.raises(ConfigError, match="--minutes"):
+        budget_overrides(0)
+
+
+@needs_deploy
 def test_rerun_skips_every_stage(tiny_run: tuple[Path, Any]) -> None:
     out, first = tiny_run
     again = run_pipeline(DEMO_CONFIG, out, tiny=True, progress=False)

@@ -171,6 +171,8 @@ class ReportSection(Section):
     """Stage ``report``: ``report.md`` with pictures."""
 
     title: str = "sim2real pipeline"
+    #: the time budget the stages were sized for (``sim2real demo --minutes``), in the report
+    budget_minutes: float | None = Field(None, gt=0)
 
 
 class PipelineConfig(Section):

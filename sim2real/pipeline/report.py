@@ -1,6 +1,7 @@
 """Stage ``report``: ``OUT/report/report.md`` with its pictures beside it, from the results of
-every upstream stage; :func:`render` also writes the top-level ``OUT/report.md`` (same text,
-picture links into ``report/``)."""
+every upstream stage; :func:`top_level` also writes the top-level ``OUT/report.md`` (same text,
+picture links into ``report/``) and ``OUT/report.json``, the headline figures
+(:func:`headline`) machine-readable. The report opens with those figures in five lines."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from sim2real.atomic import write_json, write_text
 from sim2real.pipeline.engine import Context
 
 logger = logging.getLogger(__name__)
@@ -19,6 +21,7 @@ LATENCY_ORDER = ("capture", "preprocess", "inference", "send", "total")
 
 #: Section headings, in order; every one is always filled (a disabled stage says why).
 SECTIONS = (
+    "Summary",
     "Stages",
     "Sample grid",
     "Pretraining",
@@ -36,9 +39,71 @@ def write_report(ctx: Context) -> dict[str, Any]:
     """Copy the pictures into ``OUT/report/`` and write ``report.md`` there."""
     pictures = _collect_pictures(ctx)
     text = render(ctx.cfg, ctx.results, ctx.meta, pictures, prefix="")
-    path = ctx.dir / "report.md"
-    path.write_text(text)
+    path = write_text(ctx.dir / "report.md", text)
     return {"report": ctx.rel(path), "pictures": pictures}
+
+
+def headline(cfg: Any, results: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+    """The figures a reader looks at first, as written to ``OUT/report.json``.
+
+    ``None`` where a stage did not run or produced no such figure (e.g. no episode finished).
+
+    >>> h = headline(None, {"evaluate": {"stats": {"sim-only": {"n": 4, "xy_cm": {"mean": 9.0}}}}},
+    ...              {"seconds": {"data": 1.0, "pretrain": 2.5}})
+    >>> h["total_seconds"], h["target"]["sim_only"]["mean_xy_cm"], h["target"]["adapted"]
+    (3.5, 9.0, None)
+    """
+    stats = (results.get("evaluate") or {}).get("stats", {})
+
+    def perception(name: str) -> dict[str, Any] | None:
+        s = stats.get(name)
+        if not s:
+            return None
+        return {"mean_xy_cm": s["xy_cm"]["mean"], "frames": s["n"], "route": s.get("route")}
+
+    closed = ((results.get("run") or {}).get("runs") or {}).get("closed_loop") or {}
+    scratch = results.get("scratch") or {}
+    return {
+        "total_seconds": round(sum((meta.get("seconds") or {}).values()), 1),
+        "budget_minutes": getattr(getattr(cfg, "report", None), "budget_minutes", None),
+        "target": {"sim_only": perception("sim-only"), "adapted": perception("adapted")},
+        "policy": {
+            "target_success_rate": closed.get("success_rate"),
+            "episodes": len(closed.get("episodes") or []),
+            "training_success_rate": (
+                ((results.get("policy") or {}).get("history") or [{}])[-1].get("success_rate")
+            ),
+            "scratch_success_rate": scratch.get("success_rate"),
+        },
+    }
+
+
+def _summary(h: dict[str, Any]) -> str:
+    """Five lines: what ran and the headline figures."""
+
+    def cm(entry: dict[str, Any] | None) -> str:
+        return f"{entry['mean_xy_cm']:.2f} cm" if entry else "not run"
+
+    def rate(value: float | None) -> str:
+        return f"{value:.0%}" if value is not None else "not measured"
+
+    sim, adapted = h["target"]["sim_only"], h["target"]["adapted"]
+    change = ""
+    if sim and adapted and sim["mean_xy_cm"] > 0:
+        change = f" ({adapted['mean_xy_cm'] / sim['mean_xy_cm'] - 1:+.0%})"
+    p = h["policy"]
+    budget = f" (budget {h['budget_minutes']:g} min)" if h.get("budget_minutes") else ""
+    return (
+        "## Summary\n\n"
+        f"- Ran: data, pretraining, adaptation, evaluation, policy, export and the runtime, in "
+        f"{h['total_seconds']:.0f} s{budget}.\n"
+        f"- Target-domain position error (mean xy, test frames): sim-only {cm(sim)}, adapted "
+        f"{cm(adapted)}{change}.\n"
+        f"- Policy success on the target domain through `Runner`: {rate(p['target_success_rate'])}"
+        f" over {p['episodes']} episode(s); training domain {rate(p['training_success_rate'])}.\n"
+        f"- From-scratch policy, same budget: {rate(p['scratch_success_rate'])}.\n"
+        "- The same figures are in `report.json`; the sections below say how each was made.\n"
+    )
 
 
 def render(
@@ -53,6 +118,7 @@ def render(
         f"# {cfg.report.title}: `{cfg.name}`\n",
         f"Scene `{cfg.scene}`, images {cfg.image_size[0]}x{cfg.image_size[1]}, device "
         f"`{cfg.device}`, torch threads {cfg.threads or 'default'}, seed {cfg.seed}.\n",
+        _summary(headline(cfg, results, meta)),
         _stages(meta),
         _samples(results, img),
         _pretraining(results),
@@ -405,6 +471,5 @@ def top_level(out: Path, cfg: Any, results: dict[str, Any], meta: dict[str, Any]
     """Write ``OUT/report.md``: the report with picture links into ``report/``."""
     pictures = results["report"]["pictures"]
     text = render(cfg, results, meta, {k: f"report/{v}" for k, v in pictures.items()}, prefix="")
-    path = out / "report.md"
-    path.write_text(text)
-    return path
+    write_json(out / "report.json", headline(cfg, results, meta))
+    return write_text(out / "report.md", text)
