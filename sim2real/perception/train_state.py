@@ -1,7 +1,8 @@
 """The ``last`` checkpoint of :mod:`sim2real.perception.train`: weights, optimizer, counters.
 
-Split from ``train.py`` (which re-exports these names). Optimizer tensors go to
-``train_state.safetensors``, everything else to ``train_state.json``; nothing is pickled.
+Optimizer tensors go to ``train_state.safetensors``, everything else to ``train_state.json``;
+nothing is pickled. The folder is written beside ``last`` and swapped in
+(:func:`sim2real.atomic.swap_folder`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from sim2real.atomic import swap_folder
+from sim2real.atomic import swap_folder, write_json
 from sim2real.perception.encoder import WEIGHTS_FILE, Encoder
 
 
@@ -63,7 +64,7 @@ def save_state(
         for g in sd["param_groups"]
     ]
     meta = {"config": config, "state": asdict(state), "param_groups": groups}
-    (tmp / STATE_JSON).write_text(json.dumps(meta, indent=1, default=str) + "\n")
+    write_json(tmp / STATE_JSON, meta, indent=1, default=str)
     swap_folder(tmp, folder, old)
 
 
@@ -87,13 +88,3 @@ def load_state(
     if config.get("size") is not None:
         config["size"] = tuple(config["size"])
     return config, TrainState(**meta["state"])
-
-
-def save_atomic(encoder: Encoder, root: Path) -> None:
-    """Write the encoder into a temporary folder, then move its files into ``root``."""
-    tmp = root / f".tmp-best-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    encoder.save(tmp)
-    for f in sorted(tmp.iterdir()):
-        os.replace(f, root / f.name)
-    tmp.rmdir()

@@ -36,9 +36,9 @@ import torch
 from sim2real.data.real import RealFrames, open_real
 from sim2real.data.shards import ShardedDataset
 from sim2real.errors import ConfigError, DataError
+from sim2real.perception.device import resolve_device
 from sim2real.perception.encoder import Encoder
 from sim2real.perception.geometry import summarise
-from sim2real.perception.train import resolve_device
 from sim2real.transfer.adabn import adapt_batchnorm, require_batchnorm
 from sim2real.transfer.config import DEFAULT_LR, FinetuneConfig
 from sim2real.transfer.training import (

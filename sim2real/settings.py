@@ -1,0 +1,122 @@
+"""The base of every job's settings: one frozen, typed pydantic model per job.
+
+A job's settings (:class:`~sim2real.perception.train_config.PretrainConfig`,
+:class:`~sim2real.transfer.config.FinetuneConfig`) are declared once, as fields with their
+constraints; the library function, the pipeline section and the CLI (``--set KEY=VALUE``)
+all read them through that model, and the card records its :meth:`~pydantic.BaseModel.
+model_dump`. A bad value raises :class:`~sim2real.errors.ConfigError` naming the field, what
+was expected and what came; strings (the command line) are converted by pydantic, and
+``"none"``/``"null"`` mean ``None`` for a field that allows it.
+
+Example:
+    >>> class Demo(Settings):
+    ...     epochs: int = Field(3, ge=1)
+    ...     lr: float | None = None
+    >>> Demo.from_overrides({"epochs": "5", "lr": "none"})
+    Demo(epochs=5, lr=None)
+    >>> Demo(epochs=0)
+    Traceback (most recent call last):
+    ...
+    sim2real.errors.ConfigError: epochs=0: expected greater than or equal to 1
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from typing_extensions import Self
+
+from sim2real.errors import ConfigError
+
+__all__ = ["Field", "Settings", "describe_validation_error"]
+
+_NONE_WORDS = ("none", "null", "")
+
+
+class Settings(BaseModel):
+    """Frozen, unknown keys are errors; validation errors are :class:`ConfigError`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise ConfigError(describe_validation_error(exc, type(self))) from exc
+
+    @model_validator(mode="before")
+    @classmethod
+    def _none_words(cls, data: Any) -> Any:
+        """``"none"``/``"null"``/``""`` (command-line strings) -> ``None`` where allowed."""
+        if not isinstance(data, Mapping):
+            return data
+        out = dict(data)
+        for name, value in data.items():
+            field = cls.model_fields.get(name)
+            is_none_word = isinstance(value, str) and value.lower() in _NONE_WORDS
+            if field is not None and is_none_word and _allows_none(field.annotation):
+                out[name] = None
+        return out
+
+    @classmethod
+    def from_overrides(cls, overrides: Mapping[str, Any] | None = None, **more: Any) -> Self:
+        """Build from ``{field: value}`` (strings from the command line are converted).
+
+        Raises:
+            ConfigError: an unknown field (the valid ones listed), or a bad value.
+        """
+        values = {**(overrides or {}), **more}
+        check_names(cls, values)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Self:
+        """A validated copy with ``changes`` (field names of this model)."""
+        check_names(type(self), changes)
+        return type(self)(**{**self.model_dump(), **changes})
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form (the card's record)."""
+        return self.model_dump(mode="json")
+
+
+def check_names(model: type[BaseModel], values: Mapping[str, Any], what: str = "") -> None:
+    """Raise :class:`ConfigError` if ``values`` has a key that is not a field of ``model``."""
+    unknown = sorted(set(values) - set(model.model_fields))
+    if unknown:
+        what = what or f"{model.__name__} settings"
+        raise ConfigError(f"unknown {what} {unknown}: expected {sorted(model.model_fields)}")
+
+
+def describe_validation_error(exc: ValidationError, model: type[BaseModel]) -> str:
+    """One line per problem: ``field=value: expected ...`` (validator messages as they are)."""
+    problems = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = str(err["msg"])
+        if err["type"] == "value_error":  # a ConfigError from one of the model's validators
+            problems.append(msg.removeprefix("Value error, "))
+        elif err["type"] == "extra_forbidden":
+            problems.append(
+                f"unknown setting {loc!r}: expected one of {sorted(model.model_fields)}"
+            )
+        elif err["type"] == "missing":
+            problems.append(f"{loc}: required, but not given")
+        else:
+            expected = msg.removeprefix("Input should be ").removeprefix("Value should be ")
+            name = loc.split(".")[0] if loc else model.__name__
+            value = err.get("input")
+            problems.append(f"{name}={value!r}: expected {expected}")
+    return "; ".join(dict.fromkeys(problems))
+
+
+def _allows_none(annotation: Any) -> bool:
+    if annotation is None or annotation is type(None):
+        return True
+    origin = typing.get_origin(annotation)
+    if origin is typing.Union or origin is types.UnionType:
+        return any(_allows_none(a) for a in typing.get_args(annotation))
+    return False
