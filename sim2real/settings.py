@@ -22,9 +22,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -32,9 +34,24 @@ from typing_extensions import Self
 
 from sim2real.errors import ConfigError
 
-__all__ = ["Field", "Settings", "describe_validation_error"]
+__all__ = ["Field", "Settings", "check_names", "describe_validation_error", "nested_validation"]
 
 _NONE_WORDS = ("none", "null", "")
+#: True while a model that reports pydantic's errors itself is being validated (a Settings, or
+#: :func:`nested_validation`): a Settings inside it re-raises the ValidationError, whose
+#: locations then name the whole dotted path.
+_NESTED: contextvars.ContextVar[bool] = contextvars.ContextVar("settings_nested", default=False)
+
+
+@contextlib.contextmanager
+def nested_validation() -> Iterator[None]:
+    """Within this block, Settings raise pydantic's ``ValidationError`` (for a containing
+    model that reports dotted keys, e.g. the pipeline's config), not ``ConfigError``."""
+    token = _NESTED.set(True)
+    try:
+        yield
+    finally:
+        _NESTED.reset(token)
 
 
 class Settings(BaseModel):
@@ -43,10 +60,15 @@ class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     def __init__(self, **data: Any) -> None:
+        token = _NESTED.set(True)  # a Settings inside this one reports to this one
         try:
             super().__init__(**data)
         except ValidationError as exc:
+            if token.old_value is True:  # nested: the outer model names the whole path
+                raise
             raise ConfigError(describe_validation_error(exc, type(self))) from exc
+        finally:
+            _NESTED.reset(token)
 
     @model_validator(mode="before")
     @classmethod

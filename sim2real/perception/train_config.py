@@ -112,8 +112,12 @@ class PretrainConfig(Settings):
     """
 
     data: str | None = Field(None, description="dataset folder (set by pretrain)")
-    backbone: str = Field("efficientnet_lite0", description="backbone registry name")
-    head: Literal["position", "keypoint", "keypoint+position"] = "keypoint+position"
+    backbone: str = Field(
+        "efficientnet_lite0", description="efficientnet_lite0 | resnet18 | a small CNN"
+    )
+    head: Literal["position", "keypoint", "keypoint+position"] = Field(
+        "keypoint+position", description="the heads trained"
+    )
     feature_stride: int | None = Field(
         None, ge=1, description="backbone output stride; None: 16 for lite0/resnet18"
     )
@@ -148,10 +152,14 @@ class PretrainConfig(Settings):
     )
     freeze_blocks: int = Field(0, ge=0, description="freeze the first N backbone blocks")
     val_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="held-out fraction")
-    seed: int = Field(0, description="the only source of randomness")
-    max_minutes: float | None = Field(None, gt=0.0, description="wall-clock training budget")
+    seed: int = Field(0, description="training seed, the only source of randomness")
+    max_minutes: float | None = Field(None, gt=0.0, description="wall-clock budget in minutes")
     pretrained: bool = Field(True, description="start from the backbone's ImageNet weights")
-    init: str | None = Field(None, description="start from this saved encoder's weights")
+    init: str | None = Field(
+        None,
+        description="start from this saved encoder's weights (same architecture settings) with "
+        "a fresh optimiser and schedule: fine-tune it on new or more data",
+    )
 
     @field_validator("data", "init", mode="before")
     @classmethod

@@ -54,29 +54,12 @@ def run_pretrain(ctx: Context) -> dict[str, Any]:
     from sim2real.perception.train import pretrain
 
     cfg, sec = ctx.cfg, ctx.cfg.pretrain
+    data = ctx.path(ctx.results["data"]["dataset"])
     model = pretrain(
-        ctx.path(ctx.results["data"]["dataset"]),
+        data,
         ctx.dir / "encoder",
-        backbone=sec.backbone,
-        head=sec.head,
-        epochs=sec.epochs,
-        batch_size=sec.batch_size,
-        lr=sec.lr,
-        freeze_blocks=sec.freeze_blocks,
-        seed=cfg.seed,
+        sec.settings(data, cfg.seed),
         device=cfg.device,
-        max_minutes=sec.max_minutes,
-        feature_stride=sec.feature_stride,
-        dilated=sec.dilated,
-        position_pool=sec.position_pool,
-        heatmap_weight=sec.heatmap_weight,
-        shift_px=sec.shift_px,
-        keypoint_window=sec.keypoint_window,
-        crop=tuple(sec.crop) if sec.crop else None,
-        mixstyle=sec.mixstyle,
-        randconv=sec.randconv,
-        exposure=sec.exposure,
-        pretrained=sec.pretrained,
         resume=ctx.resume,
         progress=ctx.progress,
     )
