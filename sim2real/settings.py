@@ -27,7 +27,7 @@ import contextvars
 import types
 import typing
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from typing_extensions import Self
@@ -58,6 +58,8 @@ class Settings(BaseModel):
     """Frozen, unknown keys are errors; validation errors are :class:`ConfigError`."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+    #: What errors call these settings (``unknown fine-tuning settings [...]``).
+    settings_name: ClassVar[str] = "settings"
 
     def __init__(self, **data: Any) -> None:
         token = _NESTED.set(True)  # a Settings inside this one reports to this one
@@ -92,12 +94,12 @@ class Settings(BaseModel):
             ConfigError: an unknown field (the valid ones listed), or a bad value.
         """
         values = {**(overrides or {}), **more}
-        check_names(cls, values)
+        check_names(cls, values, cls.settings_name)
         return cls(**values)
 
     def replace(self, **changes: Any) -> Self:
         """A validated copy with ``changes`` (field names of this model)."""
-        check_names(type(self), changes)
+        check_names(type(self), changes, self.settings_name)
         return type(self)(**{**self.model_dump(), **changes})
 
     def to_dict(self) -> dict[str, Any]:
@@ -109,7 +111,7 @@ def check_names(model: type[BaseModel], values: Mapping[str, Any], what: str = "
     """Raise :class:`ConfigError` if ``values`` has a key that is not a field of ``model``."""
     unknown = sorted(set(values) - set(model.model_fields))
     if unknown:
-        what = what or f"{model.__name__} settings"
+        what = what or f"{model.__name__} fields"
         raise ConfigError(f"unknown {what} {unknown}: expected {sorted(model.model_fields)}")
 
 

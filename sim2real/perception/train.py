@@ -118,7 +118,7 @@ def resolve_config(
         raise ConfigError(
             f"config={config!r}: expected a PretrainConfig or None, got {type(config).__name__}"
         )
-    check_names(PretrainConfig, overrides, "pretraining settings")
+    check_names(PretrainConfig, overrides, PretrainConfig.settings_name)
     values = {**(config or PretrainConfig()).model_dump(exclude={"data"}), **overrides}
     cfg = PretrainConfig(**values, data=str(Path(data).resolve()))
     changes: dict[str, Any] = {}

@@ -17,7 +17,7 @@ Example:
 from __future__ import annotations
 
 import os
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -110,6 +110,8 @@ class PretrainConfig(Settings):
             architecture (backbone, heads, input size, crop) must be the one these settings
             build. Unlike ``resume``, the data and the schedule may differ.
     """
+
+    settings_name: ClassVar[str] = "pretraining settings"
 
     data: str | None = Field(None, description="dataset folder (set by pretrain)")
     backbone: str = Field(

@@ -32,6 +32,7 @@ from sim2real.errors import ConfigError
 from sim2real.paths import preset_path
 from sim2real.perception.train_config import PretrainConfig
 from sim2real.settings import nested_validation
+from sim2real.transfer.config import CurveConfig, FinetuneConfig
 
 Randomization = str | dict[str, Any]
 
@@ -95,13 +96,15 @@ class PretrainSection(PretrainConfig):
                     )
         return data
 
-    def settings(self, data: str | Path, seed: int) -> PretrainConfig:
+    def config(self, data: str | Path, seed: int) -> PretrainConfig:
         """The :class:`PretrainConfig` of the stage: these settings on ``data`` with ``seed``."""
         return PretrainConfig(**self.model_dump(), data=str(data), seed=seed)
 
 
-class CurveSection(Section):
-    """The k-shot transfer curve inside stage ``adapt`` (:func:`run_curve`)."""
+class CurveSection(CurveConfig):
+    """The k-shot transfer curve inside stage ``adapt`` (:func:`run_curve`): the
+    :class:`~sim2real.transfer.config.CurveConfig` fields with smaller defaults (``seed`` is
+    the pipeline's), ``enabled`` and the runs' fine-tuning ``settings``."""
 
     enabled: bool = True
     ks: list[int | str] = Field(default_factory=lambda: [0, 2, 4, "all"])
@@ -109,14 +112,37 @@ class CurveSection(Section):
     strategies: list[str] = Field(default_factory=lambda: ["probe", "adabn", "adabn+top-k"])
     baselines: bool = False
     outer_folds: int = Field(3, ge=0)
-    settings: dict[str, Any] = Field(default_factory=dict, description="FinetuneConfig fields")
+    seed: int = Field(0, exclude=True, description="set by the pipeline (top-level seed)")
+    settings: FinetuneConfig = Field(
+        default_factory=FinetuneConfig, description="fine-tuning settings of every run"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _set_by_the_pipeline(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "seed" in data:
+            raise ConfigError(
+                f"seed={data['seed']!r}: expected no seed in this section (the pipeline uses "
+                "its top-level seed)"
+            )
+        return data
+
+    def config(self, seed: int) -> CurveConfig:
+        """The :class:`CurveConfig` of the stage, with the pipeline's ``seed``."""
+        return CurveConfig(**self.model_dump(exclude={"enabled", "settings"}), seed=seed)
 
 
 class AdaptSection(Section):
-    """Stage ``adapt``: :func:`sim2real.transfer.finetune_cli` on the target frames."""
+    """Stage ``adapt``: :func:`sim2real.transfer.finetune_cli` on the target frames.
+
+    ``settings`` (and ``curve.settings``) are :class:`~sim2real.transfer.config.FinetuneConfig`
+    fields; ``seed``, ``device`` and ``progress`` default to the pipeline's.
+    """
 
     strategy: str = "adabn+top-k"
-    settings: dict[str, Any] = Field(default_factory=dict, description="FinetuneConfig fields")
+    settings: FinetuneConfig = Field(
+        default_factory=FinetuneConfig, description="fine-tuning settings"
+    )
     curve: CurveSection = CurveSection()
 
 

@@ -58,7 +58,7 @@ def run_pretrain(ctx: Context) -> dict[str, Any]:
     model = pretrain(
         data,
         ctx.dir / "encoder",
-        sec.settings(data, cfg.seed),
+        sec.config(data, cfg.seed),
         device=cfg.device,
         resume=ctx.resume,
         progress=ctx.progress,
@@ -75,7 +75,8 @@ def run_adapt(ctx: Context) -> dict[str, Any]:
     cfg, sec, target = ctx.cfg, ctx.cfg.adapt, ctx.results["target"]
     encoder = ctx.path(ctx.results["pretrain"]["encoder"])
     unlabelled = _maybe_path(ctx, target["unlabelled"])
-    settings = {"seed": cfg.seed, "device": cfg.device, "progress": ctx.progress, **sec.settings}
+    given = sec.settings.model_dump(exclude_unset=True)  # what the YAML sets
+    settings = {"seed": cfg.seed, "device": cfg.device, "progress": ctx.progress, **given}
     adapted = finetune_cli(
         encoder, ctx.path(target["labelled"]), ctx.dir / "encoder", sec.strategy, unlabelled,
         None, **settings,
@@ -95,15 +96,10 @@ def run_adapt(ctx: Context) -> dict[str, Any]:
             encoder,
             ctx.path(target["labelled"]),
             ctx.dir / "curve",
+            curve.config(cfg.seed),
             unlabelled_dir=unlabelled,
-            ks=curve.ks,
-            repeats=curve.repeats,
-            strategies=curve.strategies,
-            baselines=curve.baselines,
-            outer_folds=curve.outer_folds,
-            seed=cfg.seed,
             progress=ctx.progress,
-            **{"device": cfg.device, **curve.settings},
+            **{"device": cfg.device, **curve.settings.model_dump(exclude_unset=True)},
         )
         from sim2real.transfer.report import summary
 

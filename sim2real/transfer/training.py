@@ -34,7 +34,7 @@ from sim2real.transfer.adabn import batchnorm_layers
 from sim2real.transfer.dann import DomainClassifier, dann_lambda
 
 if TYPE_CHECKING:
-    from sim2real.transfer.strategies import FinetuneConfig
+    from sim2real.transfer.config import FinetuneConfig
 
 logger = logging.getLogger(__name__)
 
