@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from sim2real.atomic import swap_folder, write_json
+from sim2real.atomic import swap_folder, temp_path, write_json
 from sim2real.perception.encoder import WEIGHTS_FILE, Encoder
 
 
@@ -48,7 +47,7 @@ def save_state(
 
     Optimizer tensors go to safetensors (``optim.<param>.<key>``), everything else to JSON.
     """
-    tmp = folder.parent / f".tmp-last-{os.getpid()}"
+    tmp = temp_path(folder)  # .last.PID.TID.tmp beside it
     old = folder.parent / ".old-last"
     shutil.rmtree(tmp, ignore_errors=True)
     encoder.save(tmp)
