@@ -119,6 +119,11 @@ def resolve_config(
             f"config={config!r}: expected a PretrainConfig or None, got {type(config).__name__}"
         )
     check_names(PretrainConfig, overrides, PretrainConfig.settings_name)
+    if "data" in overrides:
+        raise ConfigError(
+            f"data={overrides['data']!r} as a setting: expected the dataset as pretrain's "
+            "first argument"
+        )
     values = {**(config or PretrainConfig()).model_dump(exclude={"data"}), **overrides}
     cfg = PretrainConfig(**values, data=str(Path(data).resolve()))
     changes: dict[str, Any] = {}

@@ -22,7 +22,6 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 
 from sim2real.errors import ConfigError
-from sim2real.perception import geometry
 from sim2real.settings import Settings
 
 DEFAULT_STRIDES = {"efficientnet_lite0": 16, "resnet18": 16}
@@ -194,6 +193,8 @@ class PretrainConfig(Settings):
 
     def heads(self) -> dict[str, dict[str, Any]]:
         """Head specs for :class:`Encoder`."""
+        from sim2real.perception import geometry  # numpy; the CLI imports this module early
+
         specs: dict[str, dict[str, Any]] = {}
         if "keypoint" in self.head:
             specs[geometry.KEYPOINT_HEAD] = {

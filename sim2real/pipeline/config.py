@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PlainSerializer,
     ValidationError,
     field_validator,
     model_validator,
@@ -101,6 +102,16 @@ class PretrainSection(PretrainConfig):
         return PretrainConfig(**self.model_dump(), data=str(data), seed=seed)
 
 
+def _given(settings: FinetuneConfig) -> dict[str, Any]:
+    return settings.model_dump(mode="json", exclude_unset=True)
+
+
+#: Fine-tuning settings in a section: validated as :class:`FinetuneConfig`, written (the
+#: fingerprint, ``config.yaml``) as the keys the YAML gave, so the stage's defaults (the
+#: pipeline's seed and device) still apply to the rest when a saved config is run again.
+GivenFinetuneConfig = Annotated[FinetuneConfig, PlainSerializer(_given)]
+
+
 class CurveSection(CurveConfig):
     """The k-shot transfer curve inside stage ``adapt`` (:func:`run_curve`): the
     :class:`~sim2real.transfer.config.CurveConfig` fields with smaller defaults (``seed`` is
@@ -113,7 +124,7 @@ class CurveSection(CurveConfig):
     baselines: bool = False
     outer_folds: int = Field(3, ge=0)
     seed: int = Field(0, exclude=True, description="set by the pipeline (top-level seed)")
-    settings: FinetuneConfig = Field(
+    settings: GivenFinetuneConfig = Field(
         default_factory=FinetuneConfig, description="fine-tuning settings of every run"
     )
 
@@ -140,7 +151,7 @@ class AdaptSection(Section):
     """
 
     strategy: str = "adabn+top-k"
-    settings: FinetuneConfig = Field(
+    settings: GivenFinetuneConfig = Field(
         default_factory=FinetuneConfig, description="fine-tuning settings"
     )
     curve: CurveSection = CurveSection()
