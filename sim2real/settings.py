@@ -17,7 +17,7 @@ Example:
     >>> Demo(epochs=0)
     Traceback (most recent call last):
     ...
-    sim2real.errors.ConfigError: epochs=0: expected greater than or equal to 1
+    sim2real.errors.ConfigError: epochs=0: expected a number >= 1
 """
 
 from __future__ import annotations
@@ -130,11 +130,38 @@ def describe_validation_error(exc: ValidationError, model: type[BaseModel]) -> s
         elif err["type"] == "missing":
             problems.append(f"{loc}: required, but not given")
         else:
-            expected = msg.removeprefix("Input should be ").removeprefix("Value should be ")
-            name = loc.split(".")[0] if loc else model.__name__
+            expected = _EXPECTED.get(str(err["type"]), "").format(**err.get("ctx", {}))
+            if not expected:
+                expected = msg.removeprefix("Input should be ").removeprefix("Value should be ")
+            parts = [p for p in err["loc"] if not _is_union_tag(p)] or [model.__name__]
+            name = str(parts[0]) + "".join(
+                f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts[1:]
+            )
             value = err.get("input")
             problems.append(f"{name}={value!r}: expected {expected}")
     return "; ".join(dict.fromkeys(problems))
+
+
+#: pydantic's error types in the project's words (``expected ...``).
+_EXPECTED = {
+    "greater_than_equal": "a number >= {ge}",
+    "greater_than": "a number > {gt}",
+    "less_than_equal": "a number <= {le}",
+    "less_than": "a number < {lt}",
+    "int_parsing": "an integer",
+    "int_type": "an integer",
+    "int_from_float": "an integer",
+    "float_parsing": "a number",
+    "float_type": "a number",
+    "bool_parsing": "true or false",
+    "bool_type": "true or false",
+    "string_type": "a string",
+}
+
+
+def _is_union_tag(part: Any) -> bool:
+    """pydantic names the member of a union in ``loc`` (``tuple[int, int]``, ``literal[...]``)."""
+    return isinstance(part, str) and ("[" in part or part in ("str", "int", "float", "bool"))
 
 
 def _allows_none(annotation: Any) -> bool:

@@ -11,7 +11,7 @@ Example:
     >>> PretrainConfig(mixstyle=1.5)
     Traceback (most recent call last):
     ...
-    sim2real.errors.ConfigError: mixstyle=1.5: expected less than or equal to 1
+    sim2real.errors.ConfigError: mixstyle=1.5: expected a number <= 1.0
 """
 
 from __future__ import annotations
