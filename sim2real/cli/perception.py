@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from sim2real.cli.common import (
     Subparsers,
@@ -35,7 +36,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         settings["crop"] = args.crop if args.crop == "table" else crop_box(args.crop)
     config = PretrainConfig.from_overrides({**settings, **parse_overrides(args.set)})
     path = pretrain(args.data, args.out, config, device=args.device, resume=args.resume)
-    print(f"encoder checkpoint: {path}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one line from rank 0
+        print(f"encoder checkpoint: {path}")
     return 0
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -34,6 +34,9 @@ from sim2real.paths import preset_path
 from sim2real.perception.train_config import PretrainConfig
 from sim2real.settings import nested_validation
 from sim2real.transfer.config import CurveConfig, FinetuneConfig
+
+if TYPE_CHECKING:
+    from sim2real.policies.config import TrainConfig
 
 Randomization = str | dict[str, Any]
 
@@ -176,6 +179,21 @@ class PolicySection(Section):
     n_envs: int = Field(2, ge=1)
     randomization: Randomization | None = Field(None, description="None: data.randomization")
     settings: dict[str, Any] = Field(default_factory=dict, description="TrainConfig fields")
+
+    def train_config(self, encoder: str, **shared: Any) -> TrainConfig:
+        """The stage's :class:`~sim2real.policies.config.TrainConfig` (the model ``sim2real
+        train`` reads too): this section's fields, the pipeline's ``shared`` settings, then
+        ``settings`` (any other TrainConfig field).
+
+        Example:
+            >>> PolicySection(steps=64).train_config("enc", seed=1).steps
+            64
+        """
+        from sim2real.policies.config import make_config
+
+        own = {"env_id": self.env_id, "encoder": encoder, "algo": self.algo, "mode": self.mode}
+        own |= {"steps": self.steps, "n_envs": self.n_envs}
+        return make_config(**{**own, **shared, **self.settings})
 
 
 class ExportSection(Section):
