@@ -32,7 +32,8 @@ from sim2real.envs.sources import scene_spec
 from sim2real.perception.evaluate import predict_folder
 from sim2real.perception.train import pretrain
 from sim2real.transfer import finetune_cli
-from sim2real.transfer.curve import DEFAULT_STRATEGIES, run_curve
+from sim2real.transfer.config import DEFAULT_STRATEGIES
+from sim2real.transfer.curve import run_curve
 from sim2real.transfer.report import summary
 
 FACTORY = "sim2real.envs.sources:make_source"
@@ -122,7 +123,8 @@ def main() -> None:
     unlabelled = Path(args.unlabelled) if args.unlabelled else Path(args.real) / "unlabelled"
     t0 = time.perf_counter()
     report = run_curve(
-        model, args.real, out / "curve", args.unlabelled, sim, ks=ks, repeats=args.repeats,
+        model, args.real, out / "curve", unlabelled_dir=args.unlabelled, sim_dir=sim, ks=ks,
+        repeats=args.repeats,
         strategies=args.strategies.split(","), outer_folds=args.outer_folds,
         baselines=not args.no_baselines, **overrides,
     )  # fmt: skip

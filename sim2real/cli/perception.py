@@ -13,25 +13,29 @@ from sim2real.cli.common import (
     image_size,
     parse_overrides,
 )
+from sim2real.cli.settings import add_setting_flags, flag_settings
+from sim2real.perception.train_config import PretrainConfig
 
-#: pretrain flags that map one to one onto the pretraining settings of the same name.
-PRETRAIN_FIELDS = (
-    "backbone", "head", "epochs", "batch_size", "lr", "freeze_blocks", "feature_stride",
-    "dilated", "position_pool", "position_target", "heatmap_weight", "shift_px",
-    "keypoint_window", "mixstyle", "randconv", "exposure", "seed", "init",
+#: Pretraining settings that are also flags (``--batch-size`` for ``batch_size``); every
+#: setting of :class:`~sim2real.perception.train_config.PretrainConfig` is a ``--set KEY=VALUE``.
+PRETRAIN_FLAGS = (
+    "backbone", "head", "epochs", "batch_size", "lr", "freeze_blocks", "mixstyle", "randconv",
+    "exposure", "feature_stride", "dilated", "position_pool", "position_target",
+    "heatmap_weight", "shift_px", "keypoint_window", "max_minutes", "seed", "init",
 )  # fmt: skip
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from sim2real.perception.train import pretrain
+    from sim2real.perception.train_config import PretrainConfig
 
-    settings = {name: getattr(args, name) for name in PRETRAIN_FIELDS}
-    settings["size"] = image_size(args.size) if args.size else None
+    settings = flag_settings(args, PRETRAIN_FLAGS)
+    if args.size:
+        settings["size"] = image_size(args.size)
     if args.crop:
         settings["crop"] = args.crop if args.crop == "table" else crop_box(args.crop)
-    settings["max_minutes"] = args.minutes
-    settings.update(parse_overrides(args.set))
-    path = pretrain(args.data, args.out, device=args.device, resume=args.resume, **settings)
+    config = PretrainConfig.from_overrides({**settings, **parse_overrides(args.set)})
+    path = pretrain(args.data, args.out, config, device=args.device, resume=args.resume)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one line from rank 0
         print(f"encoder checkpoint: {path}")
     return 0
@@ -112,17 +116,6 @@ def _add_pretrain(sub: Subparsers) -> None:
     )
     p.add_argument("--data", required=True, help="dataset folder from `sim2real generate`")
     p.add_argument("--out", required=True, help="encoder folder to write")
-    p.add_argument(
-        "--backbone",
-        default="efficientnet_lite0",
-        help="efficientnet_lite0 | resnet18 | a small CNN (default efficientnet_lite0)",
-    )
-    p.add_argument(
-        "--head",
-        default="keypoint+position",
-        help="position | keypoint | keypoint+position (default)",
-    )
-    p.add_argument("--epochs", type=int, default=10, help="passes over the data (default 10)")
     p.add_argument("--size", default=None, help="input size WxH (default: the dataset's)")
     p.add_argument(
         "--crop",
@@ -130,73 +123,9 @@ def _add_pretrain(sub: Subparsers) -> None:
         help="X0,Y0,X1,Y1 region of interest in pixels of the --size frame, or 'table' "
         "(the scene's table seen by the nominal camera); default: the whole frame",
     )
-    p.add_argument("--batch-size", type=int, default=64, help="images per step (default 64)")
-    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
-    p.add_argument("--freeze-blocks", type=int, default=0, help="freeze the first N blocks")
-    p.add_argument(
-        "--mixstyle",
-        type=float,
-        default=0.0,
-        help="probability of MixStyle (feature statistics mixed across the batch after the "
-        "first 3 blocks) per step; 0: off",
-    )
-    p.add_argument(
-        "--randconv",
-        type=float,
-        default=0.0,
-        help="probability of a random convolution over the training images per step; 0: off",
-    )
-    p.add_argument(
-        "--exposure",
-        type=float,
-        default=0.0,
-        help="overexposure: half the training images get a gain up to 1+E, clipped; 0: off",
-    )
-    p.add_argument(
-        "--feature-stride", type=int, default=None, help="8|16|32 (default: 16 for lite0/resnet18)"
-    )
-    p.add_argument(
-        "--dilated", action="store_true", help="lite0 stride 8 by dilation, keeping 112 channels"
-    )
-    p.add_argument(
-        "--position-pool", default="mean", help="position head input: mean | mean+points"
-    )
-    p.add_argument(
-        "--position-target",
-        default="cube",
-        choices=["cube", "ee_relative"],
-        help="what the routes locate: the cube (robot base frame) or the cube relative to "
-        "the gripper (needs data from generate --reach-poses; for reaching policies)",
-    )
-    p.add_argument(
-        "--heatmap-weight",
-        type=float,
-        default=0.0,
-        help="weight of the keypoint heatmap KL term (0: L1 on the soft-argmax only)",
-    )
-    p.add_argument(
-        "--shift-px",
-        type=int,
-        default=0,
-        help="random image translation up to N px, keypoint label moved along",
-    )
-    p.add_argument(
-        "--keypoint-window",
-        type=int,
-        default=3,
-        help="keypoint decoding at eval: soft-argmax over N cells around the peak (0: whole map)",
-    )
-    p.add_argument("--minutes", type=float, default=None, help="wall-clock budget in minutes")
-    p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    add_setting_flags(p, PretrainConfig, PRETRAIN_FLAGS, flags={"max_minutes": "minutes"})
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
-    p.add_argument(
-        "--init",
-        default=None,
-        metavar="ENCODER",
-        help="start from this saved encoder's weights (same architecture settings) with a "
-        "fresh optimiser and schedule: fine-tune it on new or more data",
-    )
     add_set_argument(p, "any pretraining setting, e.g. weight_decay=1e-4 heatmap_sigma=1.5")
 
 

@@ -12,13 +12,23 @@ from sim2real.cli.common import (
     parse_overrides,
     sweep_backend,
 )
+from sim2real.cli.settings import add_setting_flags, flag_settings
+from sim2real.transfer.config import DEFAULT_KS, CurveConfig, FinetuneConfig
 
 STRATEGY_HELP = "probe | top-k | full | adabn | dann, or adabn+ one of the others"
+
+
+#: Fine-tuning settings that are also flags of ``finetune`` (every
+#: :class:`~sim2real.transfer.config.FinetuneConfig` field is a ``--set KEY=VALUE``).
+FINETUNE_FLAGS = ("epochs", "lr", "top_k", "bn_mode", "seed", "device")
+#: Curve settings that are flags of ``curve`` besides ``--ks`` and ``--strategies``.
+CURVE_FLAGS = ("repeats", "outer_folds", "seed")
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
     from sim2real.transfer import finetune_cli
 
+    settings = {**flag_settings(args, FINETUNE_FLAGS), **parse_overrides(args.set)}
     path = finetune_cli(
         args.model,
         args.real,
@@ -26,7 +36,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         args.strategy,
         unlabelled_dir=args.unlabelled,
         sim_dir=args.sim,
-        **parse_overrides(args.set),
+        config=FinetuneConfig.from_overrides(settings),
     )
     print(f"adapted encoder: {path}")
     return 0
@@ -35,19 +45,19 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 def cmd_curve(args: argparse.Namespace) -> int:
     from sim2real.transfer.curve import run_curve
 
-    ks = tuple(k if k == "all" else int(k) for k in args.ks.split(","))
-    kwargs = {"strategies": tuple(args.strategies.split(","))} if args.strategies else {}
+    curve = flag_settings(args, CURVE_FLAGS)
+    if args.ks:
+        curve["ks"] = [k if k == "all" else int(k) for k in args.ks.split(",")]
+    if args.strategies:
+        curve["strategies"] = args.strategies.split(",")
     report = run_curve(
         args.model,
         args.real,
         args.out,
+        CurveConfig.from_overrides(curve),
         unlabelled_dir=args.unlabelled,
         sim_dir=args.sim,
-        ks=ks,
-        repeats=args.repeats,
-        seed=args.seed,
         backend=sweep_backend(args),
-        **kwargs,
         **parse_overrides(args.set),
     )
     print(f"transfer report: {report}")
@@ -76,7 +86,8 @@ def add_parsers(sub: Subparsers) -> None:
     p.add_argument("--strategy", required=True, help=STRATEGY_HELP)
     p.add_argument("--unlabelled", default=None, help="folder of unlabelled real frames")
     p.add_argument("--sim", default=None, help="sim dataset to mix in (needed by dann)")
-    add_set_argument(p, "fine-tuning setting (FinetuneConfig field), e.g. epochs=30")
+    add_setting_flags(p, FinetuneConfig, FINETUNE_FLAGS)
+    add_set_argument(p, "fine-tuning setting (FinetuneConfig field), e.g. steps_per_epoch=20")
 
     p = add_command(
         sub,
@@ -98,9 +109,11 @@ def add_parsers(sub: Subparsers) -> None:
     p.add_argument("--out", required=True, help="report folder")
     p.add_argument("--unlabelled", default=None, help="folder of unlabelled real frames")
     p.add_argument("--sim", default=None, help="sim dataset (for dann)")
-    p.add_argument("--ks", default="0,1,2,4,8,all", help="labelled-frame counts, comma-separated")
-    p.add_argument("--repeats", type=int, default=3, help="draws of k frames (default 3)")
+    default_ks = ",".join(str(k) for k in DEFAULT_KS)
+    p.add_argument(
+        "--ks", default=None, help=f"labelled-frame counts, comma-separated (default {default_ks})"
+    )
     p.add_argument("--strategies", default=None, help="comma-separated (default: all)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the draws (default 0)")
+    add_setting_flags(p, CurveConfig, CURVE_FLAGS)
     add_sweep_arguments(p, "(strategy, k, repeat) run")
-    add_set_argument(p, "fine-tuning setting (FinetuneConfig field)")
+    add_set_argument(p, "fine-tuning setting (FinetuneConfig field) or curve setting")

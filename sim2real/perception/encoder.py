@@ -20,10 +20,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 import sim2real
+from sim2real.atomic import write_bytes, write_text
 from sim2real.errors import CheckpointError, ConfigError
 from sim2real.perception.backbones import DEFAULT_BACKBONE, Backbone, build_backbone
 from sim2real.perception.heads import build_head, normalised_to_pixels
@@ -315,7 +317,8 @@ class Encoder(nn.Module):
         }
 
     def save(self, path: str | Path) -> Path:
-        """Write ``path/model.safetensors`` and ``path/card.json``; returns the folder.
+        """Write ``path/model.safetensors`` and ``path/card.json`` (each atomically, through
+        :mod:`sim2real.atomic`); returns the folder.
 
         Example:
             >>> Encoder("nature_cnn", pretrained=False).save("runs/tmp/encoder")  # doctest: +SKIP
@@ -324,8 +327,9 @@ class Encoder(nn.Module):
         folder.mkdir(parents=True, exist_ok=True)
         self.card.update(self.structure())
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(state, str(folder / WEIGHTS_FILE), metadata={"format": CARD_FORMAT})
-        (folder / CARD_FILE).write_text(json.dumps(self.card, indent=2, sort_keys=True) + "\n")
+        # each file atomically (a killed run leaves the old file or the new one, never half)
+        write_bytes(folder / WEIGHTS_FILE, safetensors_bytes(state, {"format": CARD_FORMAT}))
+        write_text(folder / CARD_FILE, json.dumps(self.card, indent=2, sort_keys=True) + "\n")
         logger.info("saved encoder (%d tensors) to %s", len(state), folder)
         return folder
 

@@ -1,6 +1,6 @@
 """The training data of :mod:`sim2real.perception.train`: samples, augmentation, ordering.
 
-Split from ``train.py`` (which re-exports these names). The augmentation of a sample is
+The augmentation of a sample is
 seeded per ``(seed, epoch, sample)`` and the order of an epoch per ``(seed, epoch)``, so
 batches do not depend on the number of workers or on resuming.
 """

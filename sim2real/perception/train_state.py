@@ -1,14 +1,14 @@
 """The ``last`` checkpoint of :mod:`sim2real.perception.train`: weights, optimizer, counters.
 
-Split from ``train.py`` (which re-exports these names). Optimizer tensors go to
-``train_state.safetensors``, everything else to ``train_state.json``; nothing is pickled.
+Optimizer tensors go to ``train_state.safetensors``, everything else to ``train_state.json``;
+nothing is pickled. The folder is written beside ``last`` and swapped in
+(:func:`sim2real.atomic.swap_folder`).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from sim2real.atomic import swap_folder
+from sim2real.atomic import swap_folder, temp_path, write_json
 from sim2real.perception.encoder import WEIGHTS_FILE, Encoder
 
 
@@ -47,7 +47,7 @@ def save_state(
 
     Optimizer tensors go to safetensors (``optim.<param>.<key>``), everything else to JSON.
     """
-    tmp = folder.parent / f".tmp-last-{os.getpid()}"
+    tmp = temp_path(folder)  # .last.PID.TID.tmp beside it
     old = folder.parent / ".old-last"
     shutil.rmtree(tmp, ignore_errors=True)
     encoder.save(tmp)
@@ -63,7 +63,7 @@ def save_state(
         for g in sd["param_groups"]
     ]
     meta = {"config": config, "state": asdict(state), "param_groups": groups}
-    (tmp / STATE_JSON).write_text(json.dumps(meta, indent=1, default=str) + "\n")
+    write_json(tmp / STATE_JSON, meta, indent=1, default=str)
     swap_folder(tmp, folder, old)
 
 
@@ -87,13 +87,3 @@ def load_state(
     if config.get("size") is not None:
         config["size"] = tuple(config["size"])
     return config, TrainState(**meta["state"])
-
-
-def save_atomic(encoder: Encoder, root: Path) -> None:
-    """Write the encoder into a temporary folder, then move its files into ``root``."""
-    tmp = root / f".tmp-best-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    encoder.save(tmp)
-    for f in sorted(tmp.iterdir()):
-        os.replace(f, root / f.name)
-    tmp.rmdir()

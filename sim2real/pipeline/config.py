@@ -16,13 +16,24 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from sim2real.errors import ConfigError
 from sim2real.paths import preset_path
+from sim2real.perception.train_config import PretrainConfig
+from sim2real.settings import nested_validation
+from sim2real.transfer.config import CurveConfig, FinetuneConfig
 
 if TYPE_CHECKING:
     from sim2real.policies.config import TrainConfig
@@ -64,35 +75,50 @@ class TargetSection(Section):
     test_fraction: float = Field(0.34, gt=0.0, lt=1.0, description="real frames: test split")
 
 
-class PretrainSection(Section):
-    """Stage ``pretrain``: :func:`sim2real.perception.train.pretrain` arguments."""
+class PretrainSection(PretrainConfig):
+    """Stage ``pretrain``: the :class:`~sim2real.perception.train_config.PretrainConfig`
+    fields (every pretraining setting, declared there once), with smaller defaults.
 
-    backbone: str = "efficientnet_lite0"
-    head: str = "keypoint+position"
-    epochs: int = Field(5, ge=1)
-    batch_size: int = Field(32, ge=1)
-    lr: float = Field(1e-3, gt=0.0)
-    freeze_blocks: int = Field(0, ge=0)
-    feature_stride: int | None = None
-    dilated: bool = Field(False, description="lite0 stride 8 by dilation (112 channels)")
-    position_pool: str = Field("mean", description="position head input: mean | mean+points")
-    heatmap_weight: float = Field(0.0, ge=0.0, description="keypoint heatmap KL term weight")
-    shift_px: int = Field(0, ge=0, description="random image translation (keypoint route)")
-    keypoint_window: int = Field(
-        3, ge=0, description="eval-time soft-argmax window around the peak, cells (0: whole map)"
-    )
-    crop: list[int] | None = Field(
-        None, min_length=4, max_length=4, description="x0, y0, x1, y1 region of interest, px"
-    )
-    mixstyle: float = Field(0.0, ge=0.0, le=1.0, description="MixStyle probability per step")
-    randconv: float = Field(0.0, ge=0.0, le=1.0, description="RandConv probability per step")
-    exposure: float = Field(0.0, ge=0.0, le=3.0, description="overexposure gain up to 1+E")
-    max_minutes: float | None = Field(None, gt=0.0)
-    pretrained: bool = True
+    ``data`` (the ``data`` stage's dataset) and ``seed`` (the pipeline's) are set by the
+    pipeline, not here.
+    """
+
+    data: str | None = Field(None, exclude=True, description="set by the pipeline")
+    seed: int = Field(0, exclude=True, description="set by the pipeline (top-level seed)")
+    epochs: int = Field(5, ge=1, description="passes over the training split")
+    batch_size: int = Field(32, ge=1, description="images per step (per process)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _set_by_the_pipeline(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key, where in (("data", "the data stage's dataset"), ("seed", "top-level seed")):
+                if key in data:
+                    raise ConfigError(
+                        f"{key}={data[key]!r}: expected no {key} in this section (the pipeline "
+                        f"uses {where})"
+                    )
+        return data
+
+    def config(self, data: str | Path, seed: int) -> PretrainConfig:
+        """The :class:`PretrainConfig` of the stage: these settings on ``data`` with ``seed``."""
+        return PretrainConfig(**self.model_dump(), data=str(data), seed=seed)
 
 
-class CurveSection(Section):
-    """The k-shot transfer curve inside stage ``adapt`` (:func:`run_curve`)."""
+def _given(settings: FinetuneConfig) -> dict[str, Any]:
+    return settings.model_dump(mode="json", exclude_unset=True)
+
+
+#: Fine-tuning settings in a section: validated as :class:`FinetuneConfig`, written (the
+#: fingerprint, ``config.yaml``) as the keys the YAML gave, so the stage's defaults (the
+#: pipeline's seed and device) still apply to the rest when a saved config is run again.
+GivenFinetuneConfig = Annotated[FinetuneConfig, PlainSerializer(_given)]
+
+
+class CurveSection(CurveConfig):
+    """The k-shot transfer curve inside stage ``adapt`` (:func:`run_curve`): the
+    :class:`~sim2real.transfer.config.CurveConfig` fields with smaller defaults (``seed`` is
+    the pipeline's), ``enabled`` and the runs' fine-tuning ``settings``."""
 
     enabled: bool = True
     ks: list[int | str] = Field(default_factory=lambda: [0, 2, 4, "all"])
@@ -100,14 +126,37 @@ class CurveSection(Section):
     strategies: list[str] = Field(default_factory=lambda: ["probe", "adabn", "adabn+top-k"])
     baselines: bool = False
     outer_folds: int = Field(3, ge=0)
-    settings: dict[str, Any] = Field(default_factory=dict, description="FinetuneConfig fields")
+    seed: int = Field(0, exclude=True, description="set by the pipeline (top-level seed)")
+    settings: GivenFinetuneConfig = Field(
+        default_factory=FinetuneConfig, description="fine-tuning settings of every run"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _set_by_the_pipeline(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "seed" in data:
+            raise ConfigError(
+                f"seed={data['seed']!r}: expected no seed in this section (the pipeline uses "
+                "its top-level seed)"
+            )
+        return data
+
+    def config(self, seed: int) -> CurveConfig:
+        """The :class:`CurveConfig` of the stage, with the pipeline's ``seed``."""
+        return CurveConfig(**self.model_dump(exclude={"enabled", "settings"}), seed=seed)
 
 
 class AdaptSection(Section):
-    """Stage ``adapt``: :func:`sim2real.transfer.finetune_cli` on the target frames."""
+    """Stage ``adapt``: :func:`sim2real.transfer.finetune_cli` on the target frames.
+
+    ``settings`` (and ``curve.settings``) are :class:`~sim2real.transfer.config.FinetuneConfig`
+    fields; ``seed``, ``device`` and ``progress`` default to the pipeline's.
+    """
 
     strategy: str = "adabn+top-k"
-    settings: dict[str, Any] = Field(default_factory=dict, description="FinetuneConfig fields")
+    settings: GivenFinetuneConfig = Field(
+        default_factory=FinetuneConfig, description="fine-tuning settings"
+    )
     curve: CurveSection = CurveSection()
 
 
@@ -256,14 +305,15 @@ def load_config(
 def validate(data: dict[str, Any], where: str) -> PipelineConfig:
     """Build a :class:`PipelineConfig`; the error names every bad dotted key and value."""
     try:
-        return PipelineConfig.model_validate(data)
+        with nested_validation():  # the sections' errors keep their dotted keys
+            return PipelineConfig.model_validate(data)
     except ValidationError as exc:
         by_key: dict[str, list[str]] = {}
         got: dict[str, str] = {}
         for err in exc.errors():
             key = ".".join(str(p) for p in err["loc"] if not _is_union_tag(p))
-            by_key.setdefault(key, []).append(err["msg"])
-            if err["type"] != "extra_forbidden":
+            by_key.setdefault(key, []).append(err["msg"].removeprefix("Value error, "))
+            if err["type"] not in ("extra_forbidden", "value_error"):  # a ConfigError names it
                 got[key] = f" (got {err.get('input')!r})"
         problems = [f"{k}: {' or '.join(msgs)}{got.get(k, '')}" for k, msgs in by_key.items()]
         raise ConfigError(f"{where}: invalid pipeline config:\n  " + "\n  ".join(problems)) from exc

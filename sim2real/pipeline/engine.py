@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -33,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sim2real.atomic import write_text
 from sim2real.errors import ConfigError, Sim2RealError
 from sim2real.pipeline.config import PipelineConfig
 
@@ -270,7 +270,7 @@ def _run_one(stage: Stage, context: Context, fingerprint: str) -> dict[str, Any]
         shutil.rmtree(stage_dir, ignore_errors=True)
         stage_dir.mkdir(parents=True)
         if stage.resumable:
-            _write_atomic(partial, fingerprint + "\n")
+            write_text(partial, fingerprint + "\n")
     started = time.perf_counter()
     try:
         result = stage.run(context)
@@ -287,7 +287,7 @@ def _run_one(stage: Stage, context: Context, fingerprint: str) -> dict[str, Any]
         "seconds": seconds,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    _write_atomic(stage_dir / STAGE_FILE, json.dumps(record, indent=1, sort_keys=True) + "\n")
+    write_text(stage_dir / STAGE_FILE, json.dumps(record, indent=1, sort_keys=True) + "\n")
     partial.unlink(missing_ok=True)
     logger.info("stage %s: done in %.1f s", stage.name, seconds)
     return record
@@ -304,9 +304,3 @@ def _file_entry(path: Path) -> dict[str, Any]:
 def _sha256_json(payload: Any) -> str:
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

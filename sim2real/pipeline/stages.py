@@ -54,29 +54,12 @@ def run_pretrain(ctx: Context) -> dict[str, Any]:
     from sim2real.perception.train import pretrain
 
     cfg, sec = ctx.cfg, ctx.cfg.pretrain
+    data = ctx.path(ctx.results["data"]["dataset"])
     model = pretrain(
-        ctx.path(ctx.results["data"]["dataset"]),
+        data,
         ctx.dir / "encoder",
-        backbone=sec.backbone,
-        head=sec.head,
-        epochs=sec.epochs,
-        batch_size=sec.batch_size,
-        lr=sec.lr,
-        freeze_blocks=sec.freeze_blocks,
-        seed=cfg.seed,
+        sec.config(data, cfg.seed),
         device=cfg.device,
-        max_minutes=sec.max_minutes,
-        feature_stride=sec.feature_stride,
-        dilated=sec.dilated,
-        position_pool=sec.position_pool,
-        heatmap_weight=sec.heatmap_weight,
-        shift_px=sec.shift_px,
-        keypoint_window=sec.keypoint_window,
-        crop=tuple(sec.crop) if sec.crop else None,
-        mixstyle=sec.mixstyle,
-        randconv=sec.randconv,
-        exposure=sec.exposure,
-        pretrained=sec.pretrained,
         resume=ctx.resume,
         progress=ctx.progress,
     )
@@ -92,7 +75,8 @@ def run_adapt(ctx: Context) -> dict[str, Any]:
     cfg, sec, target = ctx.cfg, ctx.cfg.adapt, ctx.results["target"]
     encoder = ctx.path(ctx.results["pretrain"]["encoder"])
     unlabelled = _maybe_path(ctx, target["unlabelled"])
-    settings = {"seed": cfg.seed, "device": cfg.device, "progress": ctx.progress, **sec.settings}
+    given = sec.settings.model_dump(exclude_unset=True)  # what the YAML sets
+    settings = {"seed": cfg.seed, "device": cfg.device, "progress": ctx.progress, **given}
     adapted = finetune_cli(
         encoder, ctx.path(target["labelled"]), ctx.dir / "encoder", sec.strategy, unlabelled,
         None, **settings,
@@ -112,15 +96,10 @@ def run_adapt(ctx: Context) -> dict[str, Any]:
             encoder,
             ctx.path(target["labelled"]),
             ctx.dir / "curve",
+            curve.config(cfg.seed),
             unlabelled_dir=unlabelled,
-            ks=curve.ks,
-            repeats=curve.repeats,
-            strategies=curve.strategies,
-            baselines=curve.baselines,
-            outer_folds=curve.outer_folds,
-            seed=cfg.seed,
             progress=ctx.progress,
-            **{"device": cfg.device, **curve.settings},
+            **{"device": cfg.device, **curve.settings.model_dump(exclude_unset=True)},
         )
         from sim2real.transfer.report import summary
 

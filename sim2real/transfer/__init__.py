@@ -9,17 +9,50 @@ Example:
 
 from __future__ import annotations
 
-from sim2real.transfer.adabn import adapt_batchnorm, batchnorm_layers, has_batchnorm
-from sim2real.transfer.config import FinetuneConfig
-from sim2real.transfer.dann import DomainClassifier, GradientReversal, dann_lambda, grad_reverse
-from sim2real.transfer.strategies import (
-    STRATEGIES,
-    Plan,
-    finetune,
-    finetune_cli,
-    parse_strategy,
-)
-from sim2real.transfer.training import FrameSet
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sim2real.transfer.adabn import adapt_batchnorm, batchnorm_layers, has_batchnorm
+    from sim2real.transfer.config import FinetuneConfig
+    from sim2real.transfer.dann import DomainClassifier, GradientReversal, dann_lambda, grad_reverse
+    from sim2real.transfer.strategies import (
+        STRATEGIES,
+        Plan,
+        finetune,
+        finetune_cli,
+        parse_strategy,
+    )
+    from sim2real.transfer.training import FrameSet
+
+#: Where each public name is defined; imported on first use, so that importing a
+#: submodule (e.g. the settings, for the command line) does not load torch.
+_SOURCES = {
+    "adapt_batchnorm": "sim2real.transfer.adabn",
+    "batchnorm_layers": "sim2real.transfer.adabn",
+    "has_batchnorm": "sim2real.transfer.adabn",
+    "FinetuneConfig": "sim2real.transfer.config",
+    "DomainClassifier": "sim2real.transfer.dann",
+    "GradientReversal": "sim2real.transfer.dann",
+    "dann_lambda": "sim2real.transfer.dann",
+    "grad_reverse": "sim2real.transfer.dann",
+    "STRATEGIES": "sim2real.transfer.strategies",
+    "Plan": "sim2real.transfer.strategies",
+    "finetune": "sim2real.transfer.strategies",
+    "finetune_cli": "sim2real.transfer.strategies",
+    "parse_strategy": "sim2real.transfer.strategies",
+    "FrameSet": "sim2real.transfer.training",
+}
+
+
+def __getattr__(name: str) -> Any:
+    source = _SOURCES.get(name)
+    if source is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(source), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "STRATEGIES",

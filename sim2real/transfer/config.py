@@ -1,19 +1,36 @@
-"""Settings of the fine-tuning strategies (:func:`sim2real.transfer.finetune`)."""
+"""Settings of the fine-tuning strategies (:func:`sim2real.transfer.finetune`).
+
+:class:`FinetuneConfig` is declared once and read by :func:`~sim2real.transfer.finetune`,
+``sim2real finetune``/``sim2real curve`` (``--set KEY=VALUE``) and the pipeline's
+``adapt.settings``; the card's ``transfer`` record holds its ``to_dict()``.
+
+Example:
+    >>> FinetuneConfig.from_overrides({"epochs": "5", "lr": "3e-4"}).lr
+    0.0003
+    >>> FinetuneConfig(cv_folds=1)
+    Traceback (most recent call last):
+    ...
+    sim2real.errors.ConfigError: cv_folds=1: expected 0 (leave-one-out) or at least 2 folds
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, field_validator
 
 from sim2real.errors import ConfigError
+from sim2real.settings import Settings
 
 #: Learning rate of the heads per training strategy (blocks get less, see ``lr_decay``).
+DEFAULT_KS: tuple[int | str, ...] = (0, 1, 2, 4, 8, "all")
+DEFAULT_STRATEGIES = ("probe", "top-k", "full", "adabn", "dann", "adabn+top-k")
 DEFAULT_LR = {"probe": 1e-3, "top-k": 3e-4, "full": 1e-4, "dann": 1e-4}
 BN_MODES = ("frozen", "train")
 
 
-@dataclass(frozen=True)
-class FinetuneConfig:
+class FinetuneConfig(Settings):
     """Settings of :func:`finetune` (stored in the card's ``transfer`` record).
 
     Attributes:
@@ -43,87 +60,93 @@ class FinetuneConfig:
         progress: tqdm bars.
     """
 
-    epochs: int = 20
-    steps_per_epoch: int = 10
-    batch_size: int = 16
-    lr: float | None = None
-    lr_decay: float = 0.7
-    weight_decay: float = 1e-4
-    top_k: int = 2
-    bn_mode: str = "frozen"
+    settings_name: ClassVar[str] = "fine-tuning settings"
+
+    epochs: int = Field(20, ge=0, description="most epochs (cross-validation picks 0..epochs)")
+    steps_per_epoch: int = Field(10, ge=1)
+    batch_size: int = Field(16, ge=1)
+    lr: float | None = Field(None, gt=0.0, description="heads' learning rate; none: the strategy's")
+    lr_decay: float = Field(0.7, gt=0.0, le=1.0)
+    weight_decay: float = Field(1e-4, ge=0.0)
+    top_k: int = Field(2, ge=0, description="backbone blocks trained by top-k")
+    bn_mode: Literal["frozen", "train"] = Field("frozen", description="BatchNorm while training")
     reset_heads: bool = False
-    sim_batch_size: int = 0
-    sim_weight: float = 1.0
+    sim_batch_size: int = Field(0, ge=0)
+    sim_weight: float = Field(1.0, ge=0.0)
     augment: bool = True
     select_epochs: bool = True
-    cv_folds: int = 4
-    fallback_epochs: int | None = None
-    dann_weight: float = 1.0
-    dann_gamma: float = 10.0
-    dann_hidden: int = 256
-    adabn_batch_size: int = 64
-    seed: int = 0
-    device: str = "auto"
+    cv_folds: int = Field(4, ge=0)
+    fallback_epochs: int | None = Field(None, ge=0)
+    dann_weight: float = Field(1.0, ge=0.0)
+    dann_gamma: float = Field(10.0, ge=0.0)
+    dann_hidden: int = Field(256, ge=1)
+    adabn_batch_size: int = Field(64, ge=1)
+    seed: int = Field(0, ge=0, description="the only source of randomness")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     progress: bool = True
 
-    def __post_init__(self) -> None:
-        for name in ("epochs", "cv_folds", "sim_batch_size", "top_k", "seed"):
-            _check(name, getattr(self, name), int, 0)
-        for name in ("steps_per_epoch", "batch_size", "dann_hidden", "adabn_batch_size"):
-            _check(name, getattr(self, name), int, 1)
-        if self.fallback_epochs is not None:
-            _check("fallback_epochs", self.fallback_epochs, int, 0)
-        for name in ("weight_decay", "sim_weight", "dann_weight", "dann_gamma"):
-            _check(name, getattr(self, name), float, 0.0)
-        if self.lr is not None and not (isinstance(self.lr, int | float) and self.lr > 0):
-            raise ConfigError(f"lr={self.lr!r}: expected a positive number or None")
-        if not (isinstance(self.lr_decay, int | float) and 0 < self.lr_decay <= 1):
-            raise ConfigError(f"lr_decay={self.lr_decay!r}: expected a number in (0, 1]")
-        if self.bn_mode not in BN_MODES:
-            raise ConfigError(f"bn_mode={self.bn_mode!r}: expected one of {list(BN_MODES)}")
-        if self.cv_folds == 1:
-            raise ConfigError("cv_folds=1: expected 0 (leave-one-out) or at least 2 folds")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable form."""
-        return asdict(self)
-
+    @field_validator("cv_folds")
     @classmethod
-    def from_overrides(cls, overrides: dict[str, Any] | None = None, **more: Any) -> FinetuneConfig:
-        """Build from ``{field: value}``; string values (command line) are converted.
-
-        Raises:
-            ConfigError: an unknown field, or a value that does not convert or validate.
-
-        Example:
-            >>> FinetuneConfig.from_overrides({"epochs": "5", "lr": "3e-4"}).lr
-            0.0003
-        """
-        values = {**(overrides or {}), **more}
-        known = {f.name: f.type for f in fields(cls)}
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise ConfigError(f"unknown fine-tuning settings {unknown}: expected {sorted(known)}")
-        return cls(**{k: _convert(k, v, str(known[k])) for k, v in values.items()})
-
-
-def _check(name: str, value: Any, kind: type, minimum: float) -> None:
-    ok_type = isinstance(value, kind) or (kind is float and isinstance(value, int))
-    if isinstance(value, bool) or not ok_type or value < minimum:
-        what = "an integer" if kind is int else "a number"
-        raise ConfigError(f"{name}={value!r}: expected {what} >= {minimum}")
-
-
-def _convert(name: str, value: Any, kind: str) -> Any:
-    if not isinstance(value, str) or kind == "str":
+    def _folds(cls, value: int) -> int:
+        if value == 1:
+            raise ConfigError("cv_folds=1: expected 0 (leave-one-out) or at least 2 folds")
         return value
-    if "None" in kind and value.lower() in ("none", "null", ""):
-        return None
-    try:
-        if kind.startswith("bool"):
-            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError(value)
-            return value.lower() in ("true", "1", "yes")
-        return int(value) if kind.startswith("int") else float(value)
-    except ValueError as exc:
-        raise ConfigError(f"{name}={value!r}: expected a value of type {kind}") from exc
+
+
+class CurveConfig(Settings):
+    """Settings of the k-shot transfer curve (:func:`~sim2real.transfer.curve.run_curve`)
+    besides the fine-tuning settings every run uses (:class:`FinetuneConfig`).
+
+    Attributes:
+        ks: labelled-frame counts; ``0`` and ``"all"`` (outer cross-validation) allowed.
+        repeats: random subsets per ``k``.
+        strategies: strategies to measure (see :func:`~sim2real.transfer.finetune`).
+        baselines: also train the real-only baselines (ImageNet init, scratch).
+        outer_folds: folds of the ``k = "all"`` cross-validation; 0 = leave-one-out.
+        seed: subsets and training seeds.
+
+    Example:
+        >>> CurveConfig(ks=(0, "2", "all")).ks
+        [0, 2, 'all']
+    """
+
+    settings_name: ClassVar[str] = "curve settings"
+
+    ks: list[int | str] = Field(default_factory=lambda: list(DEFAULT_KS))
+    repeats: int = Field(3, ge=1, description="random subsets per k")
+    strategies: list[str] = Field(default_factory=lambda: list(DEFAULT_STRATEGIES))
+    baselines: bool = Field(True, description="also the real-only baselines")
+    outer_folds: int = Field(4, ge=0, description="k=all cross-validation folds; 0: LOO")
+    seed: int = Field(0, description="subsets and training seeds")
+
+    @field_validator("ks", mode="before")
+    @classmethod
+    def _ks(cls, value: Any) -> Any:
+        return check_ks(value) if isinstance(value, list | tuple) else value
+
+    @field_validator("outer_folds")
+    @classmethod
+    def _outer_folds(cls, value: int) -> int:
+        if value == 1:
+            raise ConfigError(f"outer_folds={value}: expected 0 (leave-one-out) or >= 2")
+        return value
+
+
+def check_ks(ks: Sequence[int | str]) -> list[int | str]:
+    """Validate ``ks``: non-negative integers and/or ``"all"``, no duplicates.
+
+    Example:
+        >>> check_ks((0, "1", "all"))
+        [0, 1, 'all']
+    """
+    out: list[int | str] = []
+    for k in ks:
+        ok = k == "all" or (isinstance(k, int) and not isinstance(k, bool) and k >= 0)
+        if not ok and isinstance(k, str) and k.isdigit():
+            k, ok = int(k), True
+        if not ok or k in out:
+            raise ConfigError(f"ks={list(ks)!r}: expected distinct integers >= 0 and/or 'all'")
+        out.append(k)
+    if not out:
+        raise ConfigError("ks is empty: expected e.g. (0, 1, 2, 4, 8, 'all')")
+    return out

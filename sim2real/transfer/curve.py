@@ -27,7 +27,6 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -36,13 +35,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from sim2real.data.label_pixels import write_text_atomic
+from sim2real.atomic import write_text
 from sim2real.data.real import open_real
 from sim2real.errors import CheckpointError, ConfigError, DataError
 from sim2real.perception.encoder import Encoder
 from sim2real.sweep import SweepBackend, run_tasks
 from sim2real.transfer.adabn import has_batchnorm
-from sim2real.transfer.config import FinetuneConfig
+from sim2real.transfer.config import CurveConfig, FinetuneConfig
 from sim2real.transfer.journal import Journal
 from sim2real.transfer.strategies import (
     LABELLED_STRATEGIES,
@@ -55,8 +54,6 @@ from sim2real.transfer.training import FrameSet, as_frame_set, held_out_errors
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_KS: tuple[int | str, ...] = (0, 1, 2, 4, 8, "all")
-DEFAULT_STRATEGIES = ("probe", "top-k", "full", "adabn", "dann", "adabn+top-k")
 JOURNAL = "runs.jsonl"
 ZERO_SHOT = "zero-shot"
 IMAGENET = "real-only (ImageNet)"
@@ -80,14 +77,10 @@ def run_curve(
     model_path: str | Path,
     real_dir: str | Path,
     out_dir: str | Path,
+    config: CurveConfig | None = None,
+    *,
     unlabelled_dir: str | Path | None = None,
     sim_dir: str | Path | None = None,
-    ks: Sequence[int | str] = DEFAULT_KS,
-    repeats: int = 3,
-    strategies: Sequence[str] = DEFAULT_STRATEGIES,
-    baselines: bool = True,
-    outer_folds: int = 4,
-    seed: int = 0,
     progress: bool = True,
     backend: SweepBackend | None = None,
     **overrides: Any,
@@ -99,21 +92,19 @@ def run_curve(
         real_dir: real frames with ``labels.csv`` (at least 2 labelled); its unlabelled
             frames are the unlabelled set unless ``unlabelled_dir`` is given.
         out_dir: where ``report.md``, ``curve.json`` and the PNG plots go.
+        config: the curve's settings (:class:`~sim2real.transfer.config.CurveConfig`: ``ks``,
+            ``repeats``, ``strategies``, ``baselines``, ``outer_folds``, ``seed``).
         unlabelled_dir: unlabelled real frames for AdaBN / DANN.
         sim_dir: simulated dataset (DANN, and ``sim_batch_size`` mixing).
-        ks: labelled-frame counts; ``0`` and ``"all"`` (outer cross-validation) allowed.
-        repeats: random subsets per ``k``.
-        strategies: strategies to measure (see :func:`~sim2real.transfer.finetune`).
-        baselines: also train the real-only baselines (ImageNet init, scratch).
-        outer_folds: folds of the ``k = "all"`` cross-validation; 0 = leave-one-out.
-        seed: subsets and training seeds.
         progress: a tqdm bar over the runs.
         backend: where the runs go (:class:`~sim2real.sweep.SweepBackend`: here, or one Ray
             task per run with its declared CPUs/GPUs); the journal is kept here either way.
-        **overrides: :class:`~sim2real.transfer.config.FinetuneConfig` fields for every run.
+        **overrides: :class:`~sim2real.transfer.config.CurveConfig` fields (on top of
+            ``config``) and :class:`~sim2real.transfer.config.FinetuneConfig` fields for every
+            run.
 
     Raises:
-        ConfigError: bad ``ks``, ``repeats``, strategy or setting.
+        ConfigError: bad ``ks``, ``repeats``, strategy or setting, or an unknown name.
         DataError: fewer than 2 labelled frames.
 
     Example:
@@ -123,13 +114,9 @@ def run_curve(
     """
     from sim2real.transfer.report import write_report
 
-    ks = check_ks(ks)
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ConfigError(f"repeats={repeats!r}: expected an integer >= 1")
-    if outer_folds == 1 or outer_folds < 0:
-        raise ConfigError(f"outer_folds={outer_folds}: expected 0 (leave-one-out) or >= 2")
-    plans = {s: parse_strategy(s) for s in strategies}
-    cfg = FinetuneConfig.from_overrides({"progress": False, **overrides})
+    curve, cfg = curve_settings(config, overrides)
+    ks, repeats, outer_folds, seed = curve.ks, curve.repeats, curve.outer_folds, curve.seed
+    plans = {s: parse_strategy(s) for s in curve.strategies}
     encoder = Encoder.load(model_path, device=cfg.device)
     real = open_real(real_dir)
     labelled = as_frame_set(real.labelled(), encoder, "labelled real", labels=True)
@@ -159,7 +146,7 @@ def run_curve(
     }
     setup.journal = Journal(out / JOURNAL, fingerprint)
     started = time.time()
-    entries = measure(setup, ks, repeats, list(strategies), baselines, progress, backend)
+    entries = measure(setup, curve, progress=progress, backend=backend)
     results = {
         "meta": {
             "model": str(model_path),
@@ -180,23 +167,30 @@ def run_curve(
         },
         "entries": entries,
     }
-    write_text_atomic(out / "curve.json", json.dumps(results, indent=1) + "\n")
+    write_text(out / "curve.json", json.dumps(results, indent=1) + "\n")
     return write_report(results, out)
 
 
-def check_ks(ks: Sequence[int | str]) -> list[int | str]:
-    """Validate ``ks``: non-negative integers and/or ``"all"``, no duplicates."""
-    out: list[int | str] = []
-    for k in ks:
-        ok = k == "all" or (isinstance(k, int) and not isinstance(k, bool) and k >= 0)
-        if not ok and isinstance(k, str) and k.isdigit():
-            k, ok = int(k), True
-        if not ok or k in out:
-            raise ConfigError(f"ks={list(ks)!r}: expected distinct integers >= 0 and/or 'all'")
-        out.append(k)
-    if not out:
-        raise ConfigError("ks is empty: expected e.g. (0, 1, 2, 4, 8, 'all')")
-    return out
+def curve_settings(
+    config: CurveConfig | None, overrides: dict[str, Any]
+) -> tuple[CurveConfig, FinetuneConfig]:
+    """Split ``overrides`` into :class:`CurveConfig` fields (on top of ``config``) and
+    :class:`FinetuneConfig` fields (``progress`` off unless given). ``seed`` is the curve's
+    (subsets, baselines); the runs' fine-tuning seed stays ``FinetuneConfig``'s default.
+
+    Raises:
+        ConfigError: a name that is a field of neither (the valid ones listed), a bad value.
+    """
+    known = set(CurveConfig.model_fields) | set(FinetuneConfig.model_fields)
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown curve or fine-tuning settings {unknown}: expected {sorted(known)}"
+        )
+    mine = {k: v for k, v in overrides.items() if k in CurveConfig.model_fields}
+    curve = (config or CurveConfig()).replace(**mine)
+    runs = {k: v for k, v in overrides.items() if k not in CurveConfig.model_fields}
+    return curve, FinetuneConfig.from_overrides({"progress": False, **runs})
 
 
 def splits(
@@ -261,10 +255,8 @@ class _Job:
 
 def measure(
     setup: _Setup,
-    ks: list[int | str],
-    repeats: int,
-    strategies: list[str],
-    baselines: bool,
+    curve: CurveConfig,
+    *,
     progress: bool = True,
     backend: SweepBackend | None = None,
 ) -> dict[str, dict[str, Any]]:
@@ -275,13 +267,13 @@ def measure(
     The runs the journal lacks go to ``backend`` (here, or Ray tasks); each is journalled here
     as it arrives.
     """
-    n = len(setup.labelled)
+    ks, repeats, n = curve.ks, curve.repeats, len(setup.labelled)
     usable = [k for k in ks if k == "all" or (isinstance(k, int) and k < n)]
     for k in ks:
         if k not in usable:
             logger.warning("k=%s skipped: only %d labelled frames (need k < n)", k, n)
     entries: dict[str, dict[str, Any]] = {ZERO_SHOT: _entry("reference", None)}
-    jobs = _jobs(setup, entries, usable, strategies, baselines)
+    jobs = _jobs(setup, entries, usable, curve.strategies, curve.baselines)
     plan_runs = {
         (job.name, str(k)): _splits_or_all(setup, k, repeats) for job in jobs for k in job.ks
     }
@@ -337,7 +329,7 @@ def _jobs(
             jobs.append(_Job(s, s, setup.cfg, own_ks))
     if baselines:
         lr = setup.cfg.lr or BASELINE_LR
-        base_cfg = replace(setup.cfg, lr=lr, bn_mode="train", sim_batch_size=0)
+        base_cfg = setup.cfg.replace(lr=lr, bn_mode="train", sim_batch_size=0)
         for name, imagenet in ((IMAGENET, True), (SCRATCH, False)):
             try:
                 _baseline_encoder(setup, imagenet)
@@ -380,7 +372,7 @@ def _one_run(
             strategy,
             setup.unlabelled,
             setup.sim,
-            replace(job.cfg, seed=job.cfg.seed + 7919 * repeat),
+            config=job.cfg.replace(seed=job.cfg.seed + 7919 * repeat),
         )
         epochs = encoder.card["transfer"][-1].get("epochs")
     return train, held_out_errors(encoder, setup.labelled.select(test)), epochs

@@ -36,9 +36,9 @@ import torch
 from sim2real.data.real import RealFrames, open_real
 from sim2real.data.shards import ShardedDataset
 from sim2real.errors import ConfigError, DataError
+from sim2real.perception.device import resolve_device
 from sim2real.perception.encoder import Encoder
 from sim2real.perception.geometry import summarise
-from sim2real.perception.train import resolve_device
 from sim2real.transfer.adabn import adapt_batchnorm, require_batchnorm
 from sim2real.transfer.config import DEFAULT_LR, FinetuneConfig
 from sim2real.transfer.training import (
@@ -102,6 +102,7 @@ def finetune(
     strategy: str,
     unlabelled: RealFrames | FrameSet | None = None,
     sim: str | Path | ShardedDataset | None = None,
+    *,
     config: FinetuneConfig | None = None,
 ) -> Encoder:
     """Adapt a simulation-trained encoder to real frames; returns a new encoder.
@@ -304,6 +305,8 @@ def finetune_cli(
     strategy: str,
     unlabelled_dir: str | Path | None = None,
     sim_dir: str | Path | None = None,
+    *,
+    config: FinetuneConfig | None = None,
     **overrides: Any,
 ) -> Path:
     """``sim2real finetune``: load, adapt, save; returns the saved model folder.
@@ -316,21 +319,23 @@ def finetune_cli(
         strategy: see :func:`finetune`.
         unlabelled_dir: unlabelled real frames (all its frames; labels, if any, ignored).
         sim_dir: simulated dataset folder.
-        **overrides: :class:`FinetuneConfig` fields (strings are converted).
+        config: the settings; default ``FinetuneConfig()``.
+        **overrides: :class:`FinetuneConfig` fields set on top of ``config`` (strings are
+            converted).
 
     Example:
         >>> finetune_cli("runs/kuka/encoder", "real/kuka_cube", "runs/kuka/adapted",
         ...              "adabn+top-k", epochs="30")  # doctest: +SKIP
         PosixPath('runs/kuka/adapted')
     """
-    cfg = FinetuneConfig.from_overrides(overrides)
+    cfg = (config or FinetuneConfig()).replace(**overrides)
     plan = parse_strategy(strategy)
     encoder = Encoder.load(model_path)
     real = open_real(real_dir)
     labelled = real.labelled()
     unlabelled = open_unlabelled(real, unlabelled_dir, plan)
     adapted = finetune(
-        encoder, labelled if len(labelled) else None, strategy, unlabelled, sim_dir, cfg
+        encoder, labelled if len(labelled) else None, strategy, unlabelled, sim_dir, config=cfg
     )
     adapted.card["transfer"][-1].update(
         source_model=str(model_path), real=str(real_dir), unlabelled=str(unlabelled_dir or real_dir)

@@ -29,12 +29,12 @@ from sim2real.data.shards import ShardedDataset
 from sim2real.errors import DataError
 from sim2real.perception import geometry
 from sim2real.perception.encoder import Encoder, resize_frames
-from sim2real.perception.train import SimSamples, photometric_augmentation
+from sim2real.perception.train_data import SimSamples, photometric_augmentation
 from sim2real.transfer.adabn import batchnorm_layers
 from sim2real.transfer.dann import DomainClassifier, dann_lambda
 
 if TYPE_CHECKING:
-    from sim2real.transfer.strategies import FinetuneConfig
+    from sim2real.transfer.config import FinetuneConfig
 
 logger = logging.getLogger(__name__)
 

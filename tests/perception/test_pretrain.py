@@ -15,7 +15,7 @@ from sim2real.data.generate import generate_dataset
 from sim2real.data.shards import ShardedDataset
 from sim2real.envs.sources import scene_spec
 from sim2real.errors import CheckpointError, ConfigError, InputError
-from sim2real.perception import Encoder, train
+from sim2real.perception import Encoder, train_model, trainer
 from sim2real.perception.geometry import ROUTES, PlaneCamera, predict_positions
 from sim2real.perception.train import pretrain
 from sim2real.perception.train_data import SimSamples
@@ -96,15 +96,15 @@ def test_resume_continues_and_matches_uninterrupted(
     sim_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     straight = pretrain(sim_data, tmp_path / "straight", epochs=2, **TINY)
-    original = train._Trainer.checkpoint
+    original = trainer.Trainer.checkpoint
 
-    def crash_after_first(self: train._Trainer, val: dict[str, float]) -> None:
+    def crash_after_first(self: trainer.Trainer, val: dict[str, float]) -> None:
         original(self, val)
         if self.state.epoch == 1:
             raise KeyboardInterrupt
 
     with monkeypatch.context() as patch:
-        patch.setattr(train._Trainer, "checkpoint", crash_after_first)
+        patch.setattr(trainer.Trainer, "checkpoint", crash_after_first)
         with pytest.raises(KeyboardInterrupt):
             pretrain(sim_data, tmp_path / "resumed", epochs=2, **TINY)
     assert [r["epoch"] for r in _metrics(tmp_path / "resumed")] == ["1"]
@@ -137,7 +137,7 @@ def test_init_starts_from_a_saved_encoder(sim_data: Path, trained: Path, tmp_pat
     # the card says where the weights came from, not what the new run's settings asked for
     encoder = Encoder.load(trained)
     encoder.backbone.pretrained = True
-    train._load_init(encoder, trained)
+    train_model.load_init(encoder, trained)
     assert encoder.structure()["backbone"]["imagenet_init"] is False
     with pytest.raises(ConfigError, match=r"init=.*\['heads'\] differ"):
         pretrain(sim_data, tmp_path / "other", head="position", init=trained, **TINY)
@@ -397,7 +397,7 @@ def test_keypoint_relative_route_trains_and_needs_the_gripper(tmp_path: Path) ->
     # the reach poses centre on (and ReachCube's target is): 5 cm above the cube's top
     from sim2real.envs.sources import REACH_HOVER
     from sim2real.envs.tasks.reach import ReachTask
-    from sim2real.perception.train import NEAR_HOVER_M
+    from sim2real.perception.trainer import NEAR_HOVER_M
 
     assert NEAR_HOVER_M == REACH_HOVER == ReachTask.hover
     assert float(rows[-1]["val_keypoint_relative_near_xy_cm"]) >= 0

@@ -10,12 +10,12 @@ import pytest
 
 from sim2real.errors import ConfigError, DataError
 from sim2real.perception import Encoder
+from sim2real.transfer.config import check_ks
 from sim2real.transfer.curve import (
     IMAGENET,
     JOURNAL,
     SCRATCH,
     ZERO_SHOT,
-    check_ks,
     run_curve,
     splits,
 )

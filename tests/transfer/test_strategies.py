@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -92,8 +91,8 @@ def test_strategy_changes_exactly_what_it_should(
 ) -> None:
     real = open_real(real_dir)
     before = _state(encoder)
-    cfg = replace(cfg, select_epochs=False)  # cross-validation may choose 0 epochs
-    adapted = finetune(encoder, real.labelled(), strategy, real.unlabelled(), sim_dir, cfg)
+    cfg = cfg.replace(select_epochs=False)  # cross-validation may choose 0 epochs
+    adapted = finetune(encoder, real.labelled(), strategy, real.unlabelled(), sim_dir, config=cfg)
     assert not _changed(before, encoder), "finetune must not modify its input encoder"
     changed = _changed(before, adapted)
     plan = parse_strategy(strategy)
@@ -147,9 +146,9 @@ def test_mixing_sim_batches_into_a_labelled_strategy(
     encoder: Encoder, real_dir: Path, sim_dir: Path, cfg: FinetuneConfig
 ) -> None:
     real = open_real(real_dir).labelled()
-    mixed = replace(cfg, sim_batch_size=2, select_epochs=False, epochs=1)
+    mixed = cfg.replace(sim_batch_size=2, select_epochs=False, epochs=1)
     adapted = finetune(encoder, real, "top-k", sim=sim_dir, config=mixed)
-    plain = finetune(encoder, real, "top-k", config=replace(mixed, sim_batch_size=0))
+    plain = finetune(encoder, real, "top-k", config=mixed.replace(sim_batch_size=0))
     assert adapted.card["transfer"][-1]["sim"] == str(sim_dir)
     assert not torch.equal(
         adapted.heads["position"].mlp[0].weight, plain.heads["position"].mlp[0].weight
@@ -158,7 +157,7 @@ def test_mixing_sim_batches_into_a_labelled_strategy(
 
 def test_probe_with_a_new_head(encoder: Encoder, real_dir: Path, cfg: FinetuneConfig) -> None:
     real = open_real(real_dir).labelled()
-    fresh = replace(cfg, reset_heads=True, select_epochs=False, epochs=0)
+    fresh = cfg.replace(reset_heads=True, select_epochs=False, epochs=0)
     before = _state(encoder)
     a, b = (finetune(encoder, real, "probe", config=fresh) for _ in range(2))
     changed = _changed(before, a)
