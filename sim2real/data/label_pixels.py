@@ -27,8 +27,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from sim2real.data.labels import csv_records, finite_numbers
-from sim2real.data.real import IMAGE_SUFFIXES, LABELS_FILE, read_labels
+from sim2real.data.decode import IMAGE_SUFFIXES
+from sim2real.data.labels import LABELS_FILE, csv_records, finite_numbers, read_labels
 from sim2real.errors import DataError
 
 logger = logging.getLogger(__name__)

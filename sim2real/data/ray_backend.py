@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sim2real.data import shards
+from sim2real.data.source import render_shard, resolve_factory
 from sim2real.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -56,17 +57,13 @@ class ShardRenderer:
     """A Ray actor's state: one sample source (one PyBullet client) for many shards."""
 
     def __init__(self, factory_ref: Any, source_spec: dict[str, Any]) -> None:
-        from sim2real.data.generate import resolve_factory
-
         self.source = resolve_factory(factory_ref)(source_spec)
 
     def render(
         self, index: int, start: int, stop: int, root: str | None
     ) -> tuple[int, dict[str, Any] | None, dict[str, Any], dict[str, Any] | None]:
         """Render shard ``index``; write it under ``root`` when given, else return it."""
-        from sim2real.data.generate import _render_shard
-
-        arrays, fields = _render_shard(self.source, start, stop, lambda count: None)
+        arrays, fields = render_shard(self.source, start, stop, lambda count: None)
         if root is None:
             return index, None, fields, arrays
         folder = Path(root) / shards.shard_name(index)

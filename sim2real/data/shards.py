@@ -37,8 +37,8 @@ from typing import Any, Literal
 import numpy as np
 from tqdm.auto import tqdm
 
-import sim2real
 from sim2real.errors import ConfigError, DataError
+from sim2real.version import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def code_version() -> dict[str, str | None]:
         )
         if result.returncode == 0:
             commit = result.stdout.strip() or None
-    return {"sim2real": sim2real.__version__, "git_commit": commit}
+    return {"sim2real": __version__, "git_commit": commit}
 
 
 def new_manifest(

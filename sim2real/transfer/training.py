@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from sim2real.data.real import RealFrames
+from sim2real.data.frames import RealFrames
 from sim2real.data.shards import ShardedDataset
 from sim2real.errors import DataError
 from sim2real.perception import geometry
@@ -34,7 +34,7 @@ from sim2real.transfer.adabn import batchnorm_layers
 from sim2real.transfer.dann import DomainClassifier, dann_lambda
 
 if TYPE_CHECKING:
-    from sim2real.transfer.strategies import FinetuneConfig
+    from sim2real.transfer.config import FinetuneConfig
 
 logger = logging.getLogger(__name__)
 

@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from sim2real.data.generate import generate_dataset, resolve_factory
+from sim2real.data.generate import generate_dataset
 from sim2real.data.shards import ShardedDataset, read_manifest
+from sim2real.data.source import resolve_factory
 from sim2real.errors import ConfigError, DataError
 
 HERE = Path(__file__).resolve().parent

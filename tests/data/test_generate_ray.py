@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from sim2real.data.generate import generate_dataset
+from sim2real.data.generate import Backend, generate_dataset
 from sim2real.data.shards import ShardedDataset, read_manifest
 from sim2real.errors import ConfigError, DataError
 
@@ -56,7 +56,7 @@ def local_reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize("output", ["driver", "shared"])
 def test_ray_is_byte_identical_to_local(local_reference: Path, tmp_path: Path, output: str):
-    out = _generate(tmp_path / "ray", backend="ray", ray_output=output)
+    out = _generate(tmp_path / "ray", backend=Backend("ray", ray_output=output))
     assert _shard_bytes(out) == _shard_bytes(local_reference)
     assert read_manifest(out)["shards"] == read_manifest(local_reference)["shards"]
     assert len(ShardedDataset(out)) == N
@@ -97,7 +97,7 @@ def test_bad_backend_and_output_are_refused(tmp_path: Path):
     with pytest.raises(ConfigError, match="expected 'local' or 'ray'"):
         _generate(tmp_path / "a", backend="slurm")
     with pytest.raises(ConfigError, match="expected 'driver' or 'shared'"):
-        _generate(tmp_path / "b", backend="ray", ray_output="nfs")
+        _generate(tmp_path / "b", backend=Backend("ray", ray_output="nfs"))
 
 
 def test_missing_extra_names_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
