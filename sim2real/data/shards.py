@@ -178,7 +178,9 @@ def write_shard(root: Path, index: int, start: int, arrays: Mapping[str, np.ndar
         ``{"start", "stop", "files": {"<field>.npy": {"sha256", "bytes"}}}``.
     """
     counts = {len(array) for array in arrays.values()}
-    assert len(counts) == 1, f"fields of different lengths: {counts}"
+    if len(counts) != 1:
+        lengths = {name: len(array) for name, array in arrays.items()}
+        raise DataError(f"shard {index}: expected fields of one length, got lengths {lengths}")
     tmp = root / f"{TMP_PREFIX}{shard_name(index)}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
