@@ -16,8 +16,8 @@ from sim2real.errors import ConfigError, DataError
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed")
 
-HERE = Path(__file__).resolve().parent
-FACTORY = "fake_source:make_source"
+ROOT = Path(__file__).resolve().parents[2]  # Ray workers import tests.data.fake_source
+FACTORY = "tests.data.fake_source:make_source"
 SPEC = {"size": 8, "renderer": "fake", "labels": ["image", "position"]}
 N, SHARD = 23, 5
 
@@ -25,10 +25,8 @@ N, SHARD = 23, 5
 @pytest.fixture(scope="module", autouse=True)
 def cluster() -> Any:
     """One local Ray cluster (2 CPUs) for the module; its workers import the fake source."""
-    if str(HERE) not in sys.path:
-        sys.path.insert(0, str(HERE))
     old = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), old) if p)
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), old) if p)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="error")
     yield
     ray.shutdown()
