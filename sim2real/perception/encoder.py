@@ -26,7 +26,6 @@ from torch import nn
 from sim2real.errors import CheckpointError, ConfigError
 from sim2real.perception.backbones import DEFAULT_BACKBONE, Backbone, build_backbone
 from sim2real.perception.heads import build_head, normalised_to_pixels
-from sim2real.perception.preprocessing import COLOUR_ORDERS as COLOUR_ORDERS  # re-exported
 from sim2real.perception.preprocessing import RESIZE_METHOD, Frames, Preprocessing, as_frames
 from sim2real.perception.preprocessing import RESIZE_POLICIES as RESIZE_POLICIES  # re-exported
 from sim2real.perception.preprocessing import resize_frames as resize_frames  # re-exported
