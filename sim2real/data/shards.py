@@ -37,6 +37,7 @@ from typing import Any, Literal
 import numpy as np
 from tqdm.auto import tqdm
 
+from sim2real import atomic
 from sim2real.errors import ConfigError, DataError
 from sim2real.version import __version__
 
@@ -131,16 +132,10 @@ def new_manifest(
 
 
 def write_manifest(root: Path, manifest: Mapping[str, Any]) -> None:
-    """Write ``root/manifest.json`` atomically (temp file, fsync, ``os.replace``)."""
+    """Write ``root/manifest.json`` atomically (:func:`sim2real.atomic.write_json`)."""
     data = dict(manifest)
     data["shards"] = dict(sorted(manifest["shards"].items(), key=lambda item: item[1]["start"]))
-    tmp = root / f"{TMP_PREFIX}{MANIFEST_NAME}-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, root / MANIFEST_NAME)
+    atomic.write_json(root / MANIFEST_NAME, data, indent=1)
 
 
 def read_manifest(root: str | os.PathLike[str]) -> dict[str, Any]:
@@ -262,8 +257,9 @@ def _size(record: Mapping[str, Any], files: list[str] | None) -> int:
 
 
 def remove_tmp(root: Path) -> None:
-    """Remove what interrupted writes left in ``root`` (``.tmp-*`` files and folders)."""
-    for path in root.glob(f"{TMP_PREFIX}*"):
+    """Remove what interrupted writes left in ``root`` (``.tmp-*`` shard folders, manifest
+    temp files)."""
+    for path in [*root.glob(f"{TMP_PREFIX}*"), *root.glob(f".{MANIFEST_NAME}.*.tmp")]:
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
         else:
