@@ -58,7 +58,10 @@ def read_pixel_labels(path: str | Path) -> PixelLabels:
             half-filled or non-finite ``u, v``.
 
     Example:
-        >>> labels = read_pixel_labels("configs/labels/kuka_cube_uv.csv")  # doctest: +SKIP
+        >>> from sim2real.paths import CONFIGS
+        >>> labels = read_pixel_labels(CONFIGS / "labels" / "kuka_cube_uv.csv")
+        >>> labels["07f092f9.jpg"]
+        array([602., 425.])
     """
     path = Path(path)
     if not path.is_file():
