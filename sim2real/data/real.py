@@ -1,9 +1,11 @@
 """Real camera frames from a folder, a video file or a LeRobot v3 dataset, validated.
 
-Every source becomes one :class:`RealFrames`: a sequence of :class:`RealFrame` records whose
-``image`` is ``uint8`` ``(H, W, 3)`` in **RGB** order (never BGR), with the frame's source
-id, its label position in metres (or ``None``), optional pixel ``uv`` and ``box`` labels and,
-for recorded robot data, ``state`` and ``action``. Pixels load lazily; everything else is
+Every source becomes one :class:`~sim2real.data.frames.RealFrames` (defined with its records
+in :mod:`sim2real.data.frames`; videos in :mod:`sim2real.data.video`, LeRobot datasets in
+:mod:`sim2real.data.lerobot`): a sequence of ``RealFrame`` records whose ``image`` is
+``uint8`` ``(H, W, 3)`` in **RGB** order (never BGR), with the frame's source id, its label
+position in metres (or ``None``), optional pixel ``uv`` and ``box`` labels and, for recorded
+robot data, ``state`` and ``action``. Pixels load lazily; everything else is
 checked when the source is opened, so a bad file fails at once with a :class:`DataError`
 that names the file (and the ``labels.csv`` row) and says what was expected.
 
