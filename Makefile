@@ -35,8 +35,9 @@ docs: install
 docs-serve: install
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
 
+# the suite and every docstring example (>>>) in the packages
 test: lint docs
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --doctest-modules tests sim2real envs policies
 
 bench: install
 	$(BIN)/python benchmarks/render.py

@@ -47,6 +47,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from sim2real.atomic import write_json
+
 ARMS = ("pretrained-frozen", "same-arch-scratch", "nature_cnn-scratch")
 FRACTIONS = (0.0, 0.25, 0.5, 1.0)
 
@@ -299,9 +301,7 @@ def final_success(run: Path, episodes: int, seed: int) -> dict[str, Any]:
         "failed_within_5cm": sum(c < NEAR_CM for c in failed),
         "wall_s": time.perf_counter() - start,
     }
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    tmp.replace(path)
+    write_json(path, result, indent=1)
     logging.getLogger(__name__).info(
         "%s: bundle success %.0f%% over %d fresh episodes (%.0f s); failures: %d came within "
         "%g cm of the target (closest approach), %d did not",

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from sim2real.errors import ConfigError, InputError
+from sim2real.errors import ConfigError
 
 Vec3 = tuple[float, float, float]
 
@@ -226,14 +226,3 @@ def render(
         # With link indices encoded, body id is the low 24 bits; background stays -1.
         out_seg = np.where(seg_arr < 0, -1, seg_arr & ((1 << 24) - 1)).astype(np.int32)
     return RenderOutput(rgb=np.ascontiguousarray(rgb), depth=out_depth, seg=out_seg)
-
-
-def check_frame(frame: np.ndarray, name: str = "frame") -> np.ndarray:
-    """Validate a uint8 (H, W, 3) image and return it."""
-    if not isinstance(frame, np.ndarray):
-        raise InputError(f"{name}: expected a numpy array, got {type(frame).__name__}")
-    if frame.ndim != 3 or frame.shape[2] != 3:
-        raise InputError(f"{name}: expected shape (H, W, 3), got {frame.shape}")
-    if frame.dtype != np.uint8:
-        raise InputError(f"{name}: expected dtype uint8, got {frame.dtype}")
-    return frame

@@ -19,20 +19,32 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from sim2real.envs.appliers import ImageAugmenter, apply_world
 from sim2real.envs.camera import CameraGeometry, RenderOutput, render
 from sim2real.envs.labels import FrameLabels, compute_labels
-from sim2real.envs.randomization import (
-    ImageAugmenter,
-    RandomizationConfig,
-    RandomizationParams,
-    apply_world,
-    sample_all,
-)
+from sim2real.envs.randomization import RandomizationConfig, RandomizationParams
+from sim2real.envs.sampling import sample_all
 from sim2real.envs.scene import Scene, SceneConfig
 from sim2real.envs.tasks import Task, make_task
-from sim2real.errors import ConfigError, InputError, RendererError
+from sim2real.errors import ConfigError, InputError, RendererError, Sim2RealError
 
 logger = logging.getLogger(__name__)
+
+
+class ResetNeeded(Sim2RealError, gym.error.ResetNeeded):
+    """The env was stepped, rendered or asked for labels before its first ``reset()``.
+
+    Also a :class:`gymnasium.error.ResetNeeded`, as Gymnasium's order-enforcing wrapper raises.
+
+    Example:
+        >>> env = TabletopEnv(randomization="none", image_size=32)
+        >>> env.step(np.zeros(3, np.float32))  # doctest: +IGNORE_EXCEPTION_DETAIL
+        Traceback (most recent call last):
+        ...
+        sim2real.envs.core.ResetNeeded: step() was called before reset(): call env.reset(...
+        >>> env.close()
+    """
+
 
 LabelLevel = Literal["none", "pose", "full"]
 
@@ -197,7 +209,8 @@ class TabletopEnv(gym.Env):
             raise InputError(f"action: expected shape (3,), got {action.shape}")
         if not np.all(np.isfinite(action)):
             raise InputError(f"action: expected finite values, got {action}")
-        assert self.params is not None, "call reset() before step()"
+        if self.params is None:
+            raise ResetNeeded("step() was called before reset(): call env.reset(seed=...) first")
         phys = self.params.physics
         self._pending.append(np.clip(action, -1.0, 1.0))
         applied = self._pending.popleft()
@@ -220,7 +233,8 @@ class TabletopEnv(gym.Env):
     def render(self) -> np.ndarray | None:
         if self.render_mode != "rgb_array":
             return None
-        assert self._frame is not None, "call reset() before render()"
+        if self._frame is None:
+            raise ResetNeeded("render() was called before reset(): call env.reset(seed=...) first")
         return self._frame.rgb
 
     def close(self) -> None:
@@ -274,7 +288,10 @@ class TabletopEnv(gym.Env):
 
     def frame_labels(self) -> FrameLabels:
         """Labels of the cube in the last rendered frame."""
-        assert self._frame is not None and self._geometry is not None
+        if self._frame is None or self._geometry is None:
+            raise ResetNeeded(
+                "frame_labels() was called before reset(): call env.reset(seed=...) first"
+            )
         pos, orn = self.scene.cube_pose()
         return compute_labels(
             self._geometry,

@@ -20,15 +20,12 @@ from typing import Any
 
 import numpy as np
 
+from sim2real.envs.appliers import ImageAugmenter, apply_world
 from sim2real.envs.camera import CameraGeometry, render
 from sim2real.envs.core import connect, image_size_tuple
 from sim2real.envs.labels import compute_labels, world_to_base
-from sim2real.envs.randomization import (
-    ImageAugmenter,
-    RandomizationConfig,
-    apply_world,
-    sample_all,
-)
+from sim2real.envs.randomization import RandomizationConfig
+from sim2real.envs.sampling import sample_all
 from sim2real.envs.scene import Scene, SceneConfig
 from sim2real.errors import ConfigError
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from sim2real.atomic import write_bytes
 from sim2real.errors import ConfigError
 
 KINDS = ("flat", "checker", "stripes", "noise", "gradient")
@@ -86,9 +87,7 @@ class TexturePool:
             digest = hashlib.sha1(img.tobytes()).hexdigest()[:16]
             path = cache / f"{digest}.png"
             if not path.exists():
-                tmp = cache / f"{digest}.{os.getpid()}.tmp.png"
-                cv2.imwrite(str(tmp), img[:, :, ::-1])
-                os.replace(tmp, path)
+                write_bytes(path, cv2.imencode(".png", img[:, :, ::-1])[1].tobytes())
             self.ids.append(client.loadTexture(str(path)))
 
     def __len__(self) -> int:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from sim2real.atomic import write_bytes
 from sim2real.envs.camera import CameraGeometry, render
 from sim2real.envs.core import TabletopEnv, connect
 from sim2real.envs.scene import Scene, SceneConfig
@@ -59,14 +59,11 @@ def tile(images: list[np.ndarray], cols: int | None = None, pad: int = 2) -> np.
 
 
 def save_png(rgb: np.ndarray, out: str | Path) -> Path:
-    """Write an RGB image atomically as PNG."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp.png")
-    if not cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-        raise DataError(f"could not write image {out}")
-    os.replace(tmp, out)
-    return out
+    """Write an RGB image atomically as PNG (:func:`sim2real.atomic.write_bytes`)."""
+    ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise DataError(f"could not write image {out}: PNG encoding failed")
+    return write_bytes(out, png.tobytes())
 
 
 def preview_scene(

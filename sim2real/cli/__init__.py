@@ -13,10 +13,10 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from sim2real import __version__
 from sim2real.cli import data, perception, policy, transfer
 from sim2real.cli.common import one_line, parse_overrides
 from sim2real.errors import Sim2RealError
+from sim2real.version import __version__
 
 logger = logging.getLogger("sim2real")
 

@@ -10,7 +10,7 @@ from sim2real.errors import ConfigError
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from sim2real.data.generate import generate_dataset
+    from sim2real.data.generate import Backend, generate_dataset
     from sim2real.envs.sources import scene_spec
 
     spec = scene_spec(
@@ -31,9 +31,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         seed=args.seed,
         shard_size=args.shard_size,
         resume=args.resume,
-        backend=args.backend,
-        address=args.address,
-        ray_output=args.ray_output,
+        backend=Backend(args.backend, address=args.address, ray_output=args.ray_output),
     )
     print(f"wrote {args.n} samples to {path}")
     return 0

@@ -30,7 +30,8 @@ import cv2
 import numpy as np
 import yaml
 
-from sim2real.data.label_pixels import load_correspondences, write_text_atomic
+from sim2real.atomic import write_text
+from sim2real.data.label_pixels import load_correspondences
 from sim2real.envs.camera import CameraConfig, CameraGeometry
 from sim2real.envs.scene import SceneConfig
 from sim2real.errors import DataError
@@ -413,4 +414,4 @@ def _write_scene(
         f"# reprojection RMS {result.rms_px:.2f} px ({result.method}).\n" + cfg.to_yaml()
     )
     SceneConfig.model_validate(yaml.safe_load(text))  # what we write must load
-    write_text_atomic(path, text)
+    write_text(path, text)

@@ -10,7 +10,6 @@ whatever the number of workers. Workers write their shards themselves (atomicall
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import multiprocessing as mp
@@ -21,14 +20,15 @@ import shutil
 import signal
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
-import numpy as np
 from tqdm.auto import tqdm
 
 from sim2real.data import shards
+from sim2real.data.source import SourceFactory, render_shard, resolve_factory
 from sim2real.errors import ConfigError, DataError, Sim2RealError
 
 logger = logging.getLogger(__name__)
@@ -37,43 +37,37 @@ DEFAULT_SHARD_SIZE = 256
 _PROGRESS_EVERY_S = 0.2
 
 
-class SampleSource(Protocol):
-    """Renders the samples of one dataset; one instance per worker process."""
-
-    def __call__(self, index: int) -> Mapping[str, np.ndarray | str]:
-        """Sample ``index``: the same fields, dtypes and shapes for every index."""
-        ...
-
-    def close(self) -> None:
-        """Release the simulator."""
-        ...
-
-
-SourceFactory = Callable[[dict[str, Any]], SampleSource]
 Task = tuple[int, int, int]  # (shard index, first sample, stop)
 
 
-def resolve_factory(factory: str | SourceFactory) -> SourceFactory:
-    """Turn ``"package.module:function"`` into the function; pass callables through.
+@dataclass(frozen=True)
+class Backend:
+    """Where :func:`generate_dataset` renders: worker processes here, or actors on Ray.
+
+    Attributes:
+        name: ``"local"`` (worker processes on this machine) or ``"ray"``.
+        address: Ray cluster to join (``"auto"``, ``HOST:PORT``); ``None`` starts a local one.
+        ray_output: Who writes the shards on Ray: ``"driver"`` (default, any cluster) or
+            ``"shared"`` (the workers, into an ``out`` every node sees).
 
     Example:
-        >>> resolve_factory("json:loads")  # doctest: +ELLIPSIS
-        <function loads at ...>
+        >>> Backend("ray", address="auto").ray_output
+        'driver'
+        >>> Backend("slurm")
+        Traceback (most recent call last):
+        ...
+        sim2real.errors.ConfigError: backend 'slurm': expected 'local' or 'ray'
     """
-    if callable(factory):
-        return factory
-    if not isinstance(factory, str) or factory.count(":") != 1:
-        raise ConfigError(
-            f"source_factory: expected a callable or 'package.module:function', got {factory!r}"
-        )
-    module_name, attr = factory.split(":")
-    try:
-        function = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as err:
-        raise ConfigError(f"source_factory {factory!r}: cannot import it ({err})") from err
-    if not callable(function):
-        raise ConfigError(f"source_factory {factory!r}: expected a callable, got {function!r}")
-    return function
+
+    name: Literal["local", "ray"] = "local"
+    address: str | None = None
+    ray_output: Literal["driver", "shared"] = "driver"
+
+    def __post_init__(self) -> None:
+        if self.name not in ("local", "ray"):
+            raise ConfigError(f"backend {self.name!r}: expected 'local' or 'ray'")
+        if self.ray_output not in ("driver", "shared"):
+            raise ConfigError(f"ray output {self.ray_output!r}: expected 'driver' or 'shared'")
 
 
 def generate_dataset(
@@ -81,14 +75,13 @@ def generate_dataset(
     spec: Mapping[str, Any],
     n: int,
     out: str | os.PathLike[str],
+    *,
     workers: int = 1,
     seed: int = 0,
     shard_size: int = DEFAULT_SHARD_SIZE,
     resume: bool = False,
     progress: bool = True,
-    backend: Literal["local", "ray"] = "local",
-    address: str | None = None,
-    ray_output: Literal["driver", "shared"] = "driver",
+    backend: Literal["local", "ray"] | Backend = "local",
 ) -> Path:
     """Render ``n`` samples into a sharded dataset folder.
 
@@ -108,11 +101,9 @@ def generate_dataset(
         resume: Finish an interrupted run in ``out``: keep the shards whose checksums
             verify, redo the rest. Refused if spec, seed, n or shard_size differ.
         progress: Show a tqdm bar (images/s).
-        backend: ``"local"`` (worker processes on this machine) or ``"ray"`` (actors on a
-            Ray cluster, :mod:`sim2real.data.ray_backend`); the bytes are the same.
-        address: Ray cluster to join (``"auto"``, ``HOST:PORT``); ``None`` starts a local one.
-        ray_output: Who writes the shards on Ray: ``"driver"`` (default, any cluster) or
-            ``"shared"`` (the workers, into an ``out`` every node sees).
+        backend: ``"local"`` (worker processes on this machine), ``"ray"`` (actors on a
+            Ray cluster, :mod:`sim2real.data.ray_backend`) or a :class:`Backend` with the
+            Ray cluster's address and who writes the shards; the bytes are the same.
 
     Returns:
         The dataset folder, with a ``complete`` manifest.
@@ -131,9 +122,8 @@ def generate_dataset(
         PosixPath('data/kuka')
     """
     _check_args(spec, n, workers, seed, shard_size)
-    if backend not in ("local", "ray"):
-        raise ConfigError(f"backend {backend!r}: expected 'local' or 'ray'")
-    if backend == "ray":
+    backend = backend if isinstance(backend, Backend) else Backend(backend)
+    if backend.name == "ray":
         from sim2real.data.ray_backend import require_ray
 
         require_ray()
@@ -163,10 +153,18 @@ def generate_dataset(
         with tqdm(
             total=n, initial=n - count, unit="img", desc="generate", disable=not progress
         ) as bar:
-            if tasks and backend == "ray":
+            if tasks and backend.name == "ray":
                 from sim2real.data.ray_backend import run_ray
 
-                run_ray(job, sendable, tasks, workers, bar, address=address, output=ray_output)
+                run_ray(
+                    job,
+                    sendable,
+                    tasks,
+                    workers,
+                    bar,
+                    address=backend.address,
+                    output=backend.ray_output,
+                )
             elif tasks and workers == 1:
                 job.run_here(factory, tasks, bar)
             elif tasks:
@@ -287,43 +285,6 @@ def _difference(old: Any, new: Any, path: str) -> str | None:
     return None
 
 
-def _render_shard(
-    source: SampleSource, start: int, stop: int, on_progress: Callable[[int], None]
-) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Render samples ``[start, stop)`` into one stacked array per field."""
-    arrays: dict[str, Any] = {}
-    fields: dict[str, Any] = {}
-    for index in range(start, stop):
-        sample = source(index)
-        if not isinstance(sample, Mapping):
-            raise DataError(f"sample {index}: expected a dict of fields, got {type(sample)}")
-        infos = {name: shards.field_info(name, value) for name, value in sample.items()}
-        if index == start:
-            fields = infos
-            arrays = {
-                name: []
-                if info["dtype"] == shards.STR_DTYPE
-                else np.empty((stop - start, *info["shape"]), dtype=info["dtype"])
-                for name, info in infos.items()
-            }
-        elif infos != fields:
-            raise DataError(
-                f"sample {index}: fields {infos}, expected {fields} (as sample {start}); "
-                f"sources must return the same fields, dtypes and shapes for every index"
-            )
-        for name, value in sample.items():
-            if fields[name]["dtype"] == shards.STR_DTYPE:
-                arrays[name].append(value.encode("utf-8"))
-            else:
-                arrays[name][index - start] = value
-        on_progress(1)
-    for name, info in fields.items():
-        if info["dtype"] == shards.STR_DTYPE:
-            width = max([1, *map(len, arrays[name])])
-            arrays[name] = np.array(arrays[name], dtype=f"S{width}")
-    return arrays, fields
-
-
 def _worker_main(
     factory_ref: str | SourceFactory,
     source_spec: dict[str, Any],
@@ -351,7 +312,7 @@ def _worker_main(
         try:
             while (task := tasks.get()) is not None:
                 index, start, stop = task
-                arrays, fields = _render_shard(source, start, stop, on_progress)
+                arrays, fields = render_shard(source, start, stop, on_progress)
                 record = shards.write_shard(root, index, start, arrays)
                 results.put(("done", index, record, fields, pending))
                 pending = 0
@@ -386,7 +347,7 @@ class _Job:
         source = factory(self.source_spec)
         try:
             for index, start, stop in tasks:
-                arrays, fields = _render_shard(source, start, stop, bar.update)
+                arrays, fields = render_shard(source, start, stop, bar.update)
                 self.record(index, shards.write_shard(self.root, index, start, arrays), fields)
         finally:
             source.close()

@@ -20,15 +20,15 @@ import io
 import logging
 import os
 import sys
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from sim2real.data.labels import csv_records, finite_numbers
-from sim2real.data.real import IMAGE_SUFFIXES, LABELS_FILE, read_labels
+from sim2real.atomic import write_text
+from sim2real.data.decode import IMAGE_SUFFIXES
+from sim2real.data.labels import LABELS_FILE, csv_records, finite_numbers, read_labels
 from sim2real.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -58,7 +58,10 @@ def read_pixel_labels(path: str | Path) -> PixelLabels:
             half-filled or non-finite ``u, v``.
 
     Example:
-        >>> labels = read_pixel_labels("configs/labels/kuka_cube_uv.csv")  # doctest: +SKIP
+        >>> from sim2real.paths import CONFIGS
+        >>> labels = read_pixel_labels(CONFIGS / "labels" / "kuka_cube_uv.csv")
+        >>> labels["07f092f9.jpg"]
+        array([602., 425.])
     """
     path = Path(path)
     if not path.is_file():
@@ -90,22 +93,13 @@ def write_pixel_labels(path: str | Path, labels: Mapping[str, np.ndarray | None]
     writer.writerow(PIXEL_COLUMNS)
     for name, uv in labels.items():
         writer.writerow([name, *(["", ""] if uv is None else [f"{uv[0]:.2f}", f"{uv[1]:.2f}"])])
-    return write_text_atomic(path, buffer.getvalue())
+    return write_text(path, buffer.getvalue())
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """:func:`sim2real.atomic.write_text`; kept only for ``sim2real.transfer.curve`` (issue 27:
+    remove once it imports ``sim2real.atomic`` itself)."""
+    return write_text(path, text)
 
 
 def display_available() -> bool:

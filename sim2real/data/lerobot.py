@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sim2real.data.real import FrameRef, RealFrames, ResizePolicy, Size, fit_sizes
+from sim2real.data.frames import FrameRef, RealFrames, ResizePolicy, Size, fit_sizes
 from sim2real.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -60,9 +60,19 @@ def open_lerobot(
         Frames with ``state`` (``observation.state``) and ``action`` where those columns exist.
 
     Example:
-        >>> frames = open_lerobot("so101_pick", camera="observation.images.top")  # doctest: +SKIP
-        >>> rec = frames[0]; rec.image.shape, rec.state.shape, rec.source
-        ((480, 640, 3), (6,), 'observation.images.top/episode_000000/frame_000000')
+        On a recorded dataset (``so101_pick/`` with a ``top`` camera and 6 joints)::
+
+            frames = open_lerobot("so101_pick", camera="observation.images.top")
+            rec = frames[0]  # rec.image (480, 640, 3), rec.state (6,),
+            rec.source       # 'observation.images.top/episode_000000/frame_000000'
+
+        A folder that is not a LeRobot v3 dataset is refused by name:
+
+        >>> import tempfile
+        >>> open_lerobot(tempfile.mkdtemp())  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        sim2real.errors.DataError: '.../meta/info.json' does not exist, expected a LeRobot v3 ...
     """
     if isinstance(step, bool) or not isinstance(step, int) or step < 1:
         raise ConfigError(f"step is {step!r}, expected an integer >= 1")

@@ -5,9 +5,10 @@ Sample ``i`` depends only on ``(seed, i)`` and a shard is written by the same
 :func:`sim2real.data.shards.write_shard` as the local backend, so the dataset is
 byte-identical to ``backend="local"``. Where the shards are written:
 
-- ``output="driver"`` (the default): the actors return the rendered arrays through Ray's
-  object store and the driver writes them. Works on any cluster, with or without a shared
-  filesystem; a shard can never end up on a node the driver cannot read.
+- ``output="driver"`` (the default; ``Backend("ray", ray_output=...)`` chooses): the actors
+  return the rendered arrays through Ray's object store and the driver writes them. Works on
+  any cluster, with or without a shared filesystem; a shard can never end up on a node the
+  driver cannot read.
 - ``output="shared"``: the actors write their shards into the output folder themselves (it
   must be a path every node sees, e.g. NFS); the driver then checks that every shard it is
   told of is there and complete, and stops with a :class:`DataError` if not (never a hole).
@@ -17,10 +18,10 @@ A task whose actor dies (a killed worker, a lost node) is retried by Ray itself
 shards, as the local backend does.
 
 Example:
-    >>> from sim2real.data.generate import generate_dataset
+    >>> from sim2real.data.generate import Backend, generate_dataset
     >>> generate_dataset("sim2real.envs.sources:make_source", {"scene": "kuka_cube"},
-    ...                  n=10_000, out="runs/kuka", workers=14, backend="ray",
-    ...                  address="auto")  # doctest: +SKIP
+    ...                  n=10_000, out="runs/kuka", workers=14,
+    ...                  backend=Backend("ray", address="auto"))  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sim2real.data import shards
+from sim2real.data.source import render_shard, resolve_factory
 from sim2real.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -56,17 +58,13 @@ class ShardRenderer:
     """A Ray actor's state: one sample source (one PyBullet client) for many shards."""
 
     def __init__(self, factory_ref: Any, source_spec: dict[str, Any]) -> None:
-        from sim2real.data.generate import resolve_factory
-
         self.source = resolve_factory(factory_ref)(source_spec)
 
     def render(
         self, index: int, start: int, stop: int, root: str | None
     ) -> tuple[int, dict[str, Any] | None, dict[str, Any], dict[str, Any] | None]:
         """Render shard ``index``; write it under ``root`` when given, else return it."""
-        from sim2real.data.generate import _render_shard
-
-        arrays, fields = _render_shard(self.source, start, stop, lambda count: None)
+        arrays, fields = render_shard(self.source, start, stop, lambda count: None)
         if root is None:
             return index, None, fields, arrays
         folder = Path(root) / shards.shard_name(index)

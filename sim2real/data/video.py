@@ -1,67 +1,27 @@
-"""Real frames from a video file, read frame-accurately and safely across forks.
+"""Real frames from a video file: every ``step``-th frame, checked once, decoded lazily.
 
-:func:`open_video` checks a video once and returns :class:`~sim2real.data.real.RealFrames`;
-:class:`_VideoReader` decodes the pixels later, reopening its capture in each process.
+:func:`open_video` returns :class:`~sim2real.data.frames.RealFrames`; the pixels are read
+later by :class:`~sim2real.data.decode.VideoReader`.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import cv2
-import numpy as np
 
-from sim2real.data.frames import FrameRef, ResizePolicy, Size
+from sim2real.data.frames import (
+    FrameRef,
+    RealFrames,
+    ResizePolicy,
+    Size,
+    check_resize_policy,
+    fit_sizes,
+)
 from sim2real.errors import ConfigError, DataError
 
-if TYPE_CHECKING:
-    from sim2real.data.real import RealFrames
-
 logger = logging.getLogger(__name__)
-
-VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"})
-
-_INHERITED: list[Any] = []  # captures inherited through fork, kept alive, never released
-
-
-class _VideoReader:
-    """Frame-accurate reads from one video by decoding forward (seeking is not exact).
-
-    Reading in increasing order costs one pass; going back reopens the file. The capture is
-    reopened after a fork or unpickling, so DataLoader workers each get their own.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._cap: Any = None
-        self._pos = 0
-        self._pid = -1
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "_cap": None, "_pos": 0, "_pid": -1}
-
-    def read(self, frame: int) -> np.ndarray:
-        """Return frame number ``frame`` (0-based) as BGR ``uint8`` ``(H, W, 3)``."""
-        if self._cap is not None and self._pid != os.getpid():
-            _INHERITED.append(self._cap)  # releasing a forked FFmpeg capture can deadlock
-            self._cap = None
-        if self._cap is None or frame < self._pos:
-            self._cap = cv2.VideoCapture(str(self.path))
-            self._pos, self._pid = 0, os.getpid()
-            if not self._cap.isOpened():
-                raise DataError(f"video '{self.path}' cannot be opened by OpenCV")
-        while self._pos < frame:
-            if not self._cap.grab():
-                raise DataError(f"video '{self.path}' ends at frame {self._pos}, needed {frame}")
-            self._pos += 1
-        ok, image = self._cap.read()
-        self._pos += 1
-        if not ok:
-            raise DataError(f"video '{self.path}': frame {frame} cannot be decoded")
-        return image
 
 
 def open_video(
@@ -76,14 +36,17 @@ def open_video(
     The video is decoded once to count and check its frames; pixels load lazily later.
 
     Example:
-        >>> frames = open_video("run.mp4", step=10)  # doctest: +SKIP
-        >>> frames[1].source
-        'run.mp4#frame=10'
+        >>> import tempfile, numpy as np
+        >>> path = Path(tempfile.mkdtemp()) / "run.mp4"
+        >>> writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (32, 24))
+        >>> for _ in range(25):
+        ...     _ = writer.write(np.zeros((24, 32, 3), np.uint8))
+        >>> writer.release()
+        >>> frames = open_video(path, step=10)
+        >>> len(frames), frames[1].source, frames[1].image.shape
+        (3, 'run.mp4#frame=10', (24, 32, 3))
     """
-    # Imported here: sim2real.data.real imports this module.
-    from sim2real.data.real import RealFrames, _check_policy, fit_sizes
-
-    _check_policy(size, resize)
+    check_resize_policy(size, resize)
     if isinstance(step, bool) or not isinstance(step, int) or step < 1:
         raise ConfigError(f"step is {step!r}, expected an integer >= 1")
     p = Path(path)

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from sim2real.errors import CheckpointError, ConfigError, InputError
-from sim2real.perception.preprocessing import COLOUR_ORDERS, as_frames
+from sim2real.images import COLOUR_ORDERS
+from sim2real.perception.preprocessing import as_frames
 
 logger = logging.getLogger(__name__)
 

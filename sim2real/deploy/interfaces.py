@@ -15,8 +15,9 @@ Conventions every implementation keeps:
   injected), taken when the frame was captured, so ``clock() - timestamp`` is its age.
 - Using a device before ``connect()`` raises :class:`DeviceNotConnectedError`.
 
-It also holds the checks of what crosses these interfaces: frames, proprioception and
-actions (:class:`ActionLimits`). It imports only numpy, so it runs on a robot computer.
+It also holds the checks of what crosses these interfaces: proprioception and actions
+(:class:`ActionLimits`); frames are checked by :func:`sim2real.images.check_frame`. It imports
+only numpy, so it runs on a robot computer.
 """
 
 from __future__ import annotations
@@ -27,10 +28,9 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from sim2real.errors import ConfigError, InputError, Sim2RealError
+from sim2real.images import COLOUR_ORDERS
 
 logger = logging.getLogger(__name__)
-
-COLOUR_ORDERS = ("RGB", "BGR")
 
 
 class DeviceNotConnectedError(Sim2RealError, RuntimeError):
@@ -226,45 +226,6 @@ def check_colour_order(colour: str) -> str:
     if colour not in COLOUR_ORDERS:
         raise ConfigError(f"colour order {colour!r}: expected one of {list(COLOUR_ORDERS)}")
     return colour
-
-
-def check_frame(frame: Any, where: str = "frame") -> np.ndarray:
-    """Return ``frame`` if it is a ``uint8`` ``(H, W, 3)`` array, else raise ``InputError``.
-
-    The message says what came and, for the usual mistakes (floats in [0, 1], channels
-    first, grayscale, an alpha channel, a batch), what to do about it.
-
-    Example:
-        >>> check_frame(np.zeros((4, 6, 3), np.uint8)).shape
-        (4, 6, 3)
-    """
-    if not isinstance(frame, np.ndarray):
-        raise InputError(
-            f"{where}: expected a numpy uint8 (H, W, 3) array, got {type(frame).__name__}"
-        )
-    if frame.dtype != np.uint8:
-        hint = ""
-        if np.issubdtype(frame.dtype, np.floating):
-            hint = "; floats in [0, 1]? use (frame * 255).round().astype(np.uint8)"
-        raise InputError(f"{where}: expected a uint8 (H, W, 3) array, got {frame.dtype}{hint}")
-    if frame.ndim != 3 or frame.shape[2] != 3 or 0 in frame.shape:
-        raise InputError(
-            f"{where}: expected a uint8 (H, W, 3) array, got shape {frame.shape}"
-            + _shape_hint(frame.shape)
-        )
-    return frame
-
-
-def _shape_hint(shape: tuple[int, ...]) -> str:
-    if len(shape) == 2 or (len(shape) == 3 and shape[2] == 1):
-        return "; a grayscale frame: colour images are expected"
-    if len(shape) == 3 and shape[2] == 4:
-        return "; RGBA/BGRA? drop the alpha channel: frame[..., :3]"
-    if len(shape) == 3 and shape[0] == 3:
-        return "; channels first? use frame.transpose(1, 2, 0)"
-    if len(shape) == 4:
-        return "; one frame is expected, not a batch"
-    return ""
 
 
 def check_proprio(proprio: Any, where: str = "proprio") -> np.ndarray | None:

@@ -31,8 +31,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from sim2real.deploy.interfaces import check_colour_order, check_frame
+from sim2real.deploy.interfaces import check_colour_order
 from sim2real.errors import CheckpointError, InputError
+from sim2real.images import check_frame
 from sim2real.perception.encoder import Encoder
 from sim2real.perception.preprocessing import resize_frames
 from sim2real.policies.bundle import BundleActor, load_bundle

@@ -36,11 +36,11 @@ from sim2real.deploy.interfaces import (
     Robot,
     StagedPolicy,
     WatchdogError,
-    check_frame,
     check_proprio,
 )
 from sim2real.deploy.recording import Recorder
 from sim2real.errors import ConfigError, InputError
+from sim2real.images import check_frame
 
 logger = logging.getLogger(__name__)
 

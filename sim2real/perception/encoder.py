@@ -24,15 +24,14 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
-import sim2real
 from sim2real.atomic import write_bytes, write_text
 from sim2real.errors import CheckpointError, ConfigError
 from sim2real.perception.backbones import DEFAULT_BACKBONE, Backbone, build_backbone
 from sim2real.perception.heads import build_head, normalised_to_pixels
-from sim2real.perception.preprocessing import COLOUR_ORDERS as COLOUR_ORDERS  # re-exported
 from sim2real.perception.preprocessing import RESIZE_METHOD, Frames, Preprocessing, as_frames
 from sim2real.perception.preprocessing import RESIZE_POLICIES as RESIZE_POLICIES  # re-exported
 from sim2real.perception.preprocessing import resize_frames as resize_frames  # re-exported
+from sim2real.version import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -301,7 +300,7 @@ class Encoder(nn.Module):
         )
         return {
             "format": CARD_FORMAT,
-            "code_version": sim2real.__version__,
+            "code_version": __version__,
             "backbone": {
                 "name": self.backbone.name,
                 "kwargs": self.backbone.kwargs,

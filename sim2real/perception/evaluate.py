@@ -22,7 +22,8 @@ import cv2
 import numpy as np
 import torch
 
-from sim2real.data.real import RealFrames, open_real
+from sim2real.data.frames import RealFrames
+from sim2real.data.real import open_real
 from sim2real.errors import CheckpointError, ConfigError, DataError
 from sim2real.perception import geometry
 from sim2real.perception.encoder import CARD_FILE, WEIGHTS_FILE, Encoder

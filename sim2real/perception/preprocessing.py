@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from sim2real.errors import ConfigError, InputError
+from sim2real.images import COLOUR_ORDERS, check_frame
 
-COLOUR_ORDERS = ("RGB", "BGR")
 RESIZE_POLICIES = ("stretch",)
 #: What :func:`resize_frames` does, recorded in the card for other runtimes.
 RESIZE_METHOD = "torch bilinear, antialias, align_corners=False, float then round to uint8"
@@ -32,39 +32,16 @@ def as_frames(frames: Frames) -> torch.Tensor:
     """Validate uint8 frames and return them as a ``(N, H, W, 3)`` uint8 tensor (no copy).
 
     Raises:
-        InputError: wrong type, dtype, number of dimensions or channels.
+        InputError: wrong type, dtype, number of dimensions or channels
+            (:func:`sim2real.images.check_frame`).
 
     Shape:
         - frames: ``(H, W, 3)`` or ``(N, H, W, 3)``; returns ``(N, H, W, 3)``.
     """
+    check_frame(frames, "frames", batch=True, tensors=True)
     if isinstance(frames, np.ndarray):
-        dtype_ok = frames.dtype == np.uint8
-        tensor = torch.from_numpy(np.ascontiguousarray(frames)) if dtype_ok else None
-    elif isinstance(frames, torch.Tensor):
-        dtype_ok = frames.dtype == torch.uint8
-        tensor = frames
-    else:
-        raise InputError(
-            f"frames: expected a uint8 numpy array or torch tensor, got {type(frames).__name__}"
-        )
-    if not dtype_ok:
-        raise InputError(
-            f"frames: expected dtype uint8 (0-255 pixels), got {frames.dtype}; "
-            "convert with (x * 255).round().astype(np.uint8) if they are floats in [0, 1]"
-        )
-    assert tensor is not None
-    if tensor.ndim not in (3, 4):
-        raise InputError(
-            f"frames: expected (H, W, 3) or (N, H, W, 3), got shape {tuple(tensor.shape)}"
-        )
-    if tensor.shape[-1] != 3:
-        raise InputError(
-            f"frames: expected 3 colour channels last (H, W, 3), got shape {tuple(tensor.shape)}"
-            + ("; channels-first? use frames.transpose(1, 2, 0)" if tensor.shape[-3] == 3 else "")
-        )
-    if tensor.shape[-2] < 1 or tensor.shape[-3] < 1:
-        raise InputError(f"frames: empty image, shape {tuple(tensor.shape)}")
-    return tensor if tensor.ndim == 4 else tensor.unsqueeze(0)
+        frames = torch.from_numpy(np.ascontiguousarray(frames))
+    return frames if frames.ndim == 4 else frames.unsqueeze(0)
 
 
 def resize_frames(frames: Frames, width: int, height: int) -> torch.Tensor:

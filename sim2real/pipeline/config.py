@@ -283,7 +283,7 @@ def load_config(
         ConfigError: missing file, bad YAML, an unknown key or a bad value (named).
 
     Example:
-        >>> load_config("configs/pipelines/demo.yaml", ["policy.steps=5000"]).policy.steps
+        >>> load_config("demo", ["policy.steps=5000"]).policy.steps
         5000
     """
     file = preset_path("pipelines", path)

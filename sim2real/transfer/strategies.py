@@ -33,7 +33,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from sim2real.data.real import RealFrames, open_real
+from sim2real.data.frames import RealFrames
+from sim2real.data.real import open_real
 from sim2real.data.shards import ShardedDataset
 from sim2real.errors import ConfigError, DataError
 from sim2real.perception.device import resolve_device

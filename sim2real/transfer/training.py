@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from sim2real.data.real import RealFrames
+from sim2real.data.frames import RealFrames
 from sim2real.data.shards import ShardedDataset
 from sim2real.errors import DataError
 from sim2real.perception import geometry

@@ -1,7 +1,8 @@
 """A numpy sample source standing in for the simulator in the data tests.
 
 It lives in its own module so that spawned generation workers can import it by name
-(``fake_source:make_source``; the tests put this folder on ``sys.path``). Environment
+(``tests.data.fake_source:make_source``; pytest puts the repository root on ``sys.path``, as
+``tests`` is a package). Environment
 variables inject faults without changing the spec, so a failed run can be resumed:
 ``FAKE_SOURCE_FAIL_AT`` raises from that sample index on, ``FAKE_SOURCE_DELAY`` sleeps that
 many seconds per sample, and from sample ``FAKE_SOURCE_SLOW_FROM`` on it sleeps

@@ -13,17 +13,14 @@ from typing import Any
 
 import pytest
 
-from sim2real.data.generate import generate_dataset, resolve_factory
+from sim2real.data.generate import generate_dataset
 from sim2real.data.shards import ShardedDataset, read_manifest
+from sim2real.data.source import resolve_factory
 from sim2real.errors import ConfigError, DataError
+from tests.data import fake_source
 
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:  # spawned workers import the fake source from sys.path
-    sys.path.insert(0, str(HERE))
-
-import fake_source  # noqa: E402
-
-FACTORY = "fake_source:make_source"
+ROOT = Path(__file__).resolve().parents[2]  # spawned workers import tests.data.fake_source
+FACTORY = "tests.data.fake_source:make_source"
 SPEC = {"size": 8, "renderer": "fake", "labels": ["image", "position"]}
 N, SHARD = 23, 5
 
@@ -99,7 +96,7 @@ def _start_generator(out: Path, workers: int) -> subprocess.Popen[str]:
     # machine is.
     env = {
         **os.environ,
-        "PYTHONPATH": str(HERE),
+        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
         "FAKE_SOURCE_DELAY": "0.15",
         "FAKE_SOURCE_SLOW_FROM": str(2 * SHARD),
         "FAKE_SOURCE_SLOW_DELAY": "2.0",
@@ -181,7 +178,7 @@ def test_non_empty_folder_without_resume_is_refused(tmp_path: Path):
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_inconsistent_source_is_reported(tmp_path: Path, workers: int):
-    factory = "fake_source:make_shape_changing_source"
+    factory = "tests.data.fake_source:make_shape_changing_source"
     with pytest.raises(DataError, match=r"sample 3: fields .*'shape': \[7, 8, 3\]"):
         _generate(tmp_path / "data", factory=factory, workers=workers)
 
@@ -189,14 +186,14 @@ def test_inconsistent_source_is_reported(tmp_path: Path, workers: int):
 def test_factory_can_be_a_function_or_a_string(tmp_path: Path):
     assert resolve_factory(FACTORY) is fake_source.make_source
     out = _generate(tmp_path / "data", factory=fake_source.make_source, n=6)
-    assert read_manifest(out)["source"] == "fake_source:make_source"
+    assert read_manifest(out)["source"] == "tests.data.fake_source:make_source"
 
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"factory": "fake_source.make_source"}, "package.module:function"),
-        ({"factory": "fake_source:nope"}, "cannot import"),
+        ({"factory": "tests.data.fake_source.make_source"}, "package.module:function"),
+        ({"factory": "tests.data.fake_source:nope"}, "cannot import"),
         ({"factory": lambda spec: None, "workers": 2}, "module-level function"),
         ({"spec": {"size": object()}}, "JSON-serialisable"),
         ({"spec": {**SPEC, "seed": 3}}, "pass the seed once"),

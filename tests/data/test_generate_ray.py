@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
-from sim2real.data.generate import generate_dataset
+from sim2real.data.generate import Backend, generate_dataset
 from sim2real.data.shards import ShardedDataset, read_manifest
 from sim2real.errors import ConfigError, DataError
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed")
 
-HERE = Path(__file__).resolve().parent
-FACTORY = "fake_source:make_source"
+ROOT = Path(__file__).resolve().parents[2]  # Ray workers import tests.data.fake_source
+FACTORY = "tests.data.fake_source:make_source"
 SPEC = {"size": 8, "renderer": "fake", "labels": ["image", "position"]}
 N, SHARD = 23, 5
 
@@ -25,10 +25,8 @@ N, SHARD = 23, 5
 @pytest.fixture(scope="module", autouse=True)
 def cluster() -> Any:
     """One local Ray cluster (2 CPUs) for the module; its workers import the fake source."""
-    if str(HERE) not in sys.path:
-        sys.path.insert(0, str(HERE))
     old = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), old) if p)
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), old) if p)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="error")
     yield
     ray.shutdown()
@@ -56,7 +54,7 @@ def local_reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize("output", ["driver", "shared"])
 def test_ray_is_byte_identical_to_local(local_reference: Path, tmp_path: Path, output: str):
-    out = _generate(tmp_path / "ray", backend="ray", ray_output=output)
+    out = _generate(tmp_path / "ray", backend=Backend("ray", ray_output=output))
     assert _shard_bytes(out) == _shard_bytes(local_reference)
     assert read_manifest(out)["shards"] == read_manifest(local_reference)["shards"]
     assert len(ShardedDataset(out)) == N
@@ -97,7 +95,7 @@ def test_bad_backend_and_output_are_refused(tmp_path: Path):
     with pytest.raises(ConfigError, match="expected 'local' or 'ray'"):
         _generate(tmp_path / "a", backend="slurm")
     with pytest.raises(ConfigError, match="expected 'driver' or 'shared'"):
-        _generate(tmp_path / "b", backend="ray", ray_output="nfs")
+        _generate(tmp_path / "b", backend=Backend("ray", ray_output="nfs"))
 
 
 def test_missing_extra_names_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):

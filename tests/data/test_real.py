@@ -13,7 +13,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from sim2real.data.real import RealFrame, RealFrames, open_folder, open_real, open_video
+from sim2real.data.frames import RealFrame, RealFrames
+from sim2real.data.real import open_folder, open_real
+from sim2real.data.video import open_video
 from sim2real.errors import ConfigError, DataError
 
 KUKA_CUBE = Path(__file__).resolve().parents[2].parent / "shared" / "real" / "kuka_cube"

@@ -6,7 +6,6 @@ import hashlib
 import json
 import pickle
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +14,7 @@ import pytest
 from sim2real.data.generate import generate_dataset
 from sim2real.data.shards import ShardedDataset, read_manifest, write_manifest, write_shard
 from sim2real.errors import ConfigError, DataError
-
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
-
-import fake_source  # noqa: E402
+from tests.data import fake_source
 
 N, SHARD = 23, 5
 

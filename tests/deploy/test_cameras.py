@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -11,13 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
-
-from fakes import FakeClock  # noqa: E402
-
-from sim2real.deploy import (  # noqa: E402
+from sim2real.deploy import (
     CameraError,
     DeviceAlreadyConnectedError,
     DeviceNotConnectedError,
@@ -26,8 +19,9 @@ from sim2real.deploy import (  # noqa: E402
     ReplayCamera,
     make_camera,
 )
-from sim2real.deploy import cameras as cameras_module  # noqa: E402
-from sim2real.errors import ConfigError, DataError  # noqa: E402
+from sim2real.deploy import cameras as cameras_module
+from sim2real.errors import ConfigError, DataError
+from tests.deploy.fakes import FakeClock
 
 W, H, N = 16, 12, 4
 

@@ -155,7 +155,7 @@ def test_parity_keypoint_relative_route(
 def test_parity_on_real_frames_efficientnet(tmp_path: Path, fmt: str) -> None:
     if not REAL.is_dir():
         pytest.skip(f"real frames not found at {REAL} (shared/real/kuka_cube is not checked out)")
-    from sim2real.data.real import read_image
+    from sim2real.data.decode import read_image
 
     files = sorted(REAL.glob("*.jpg"))[:6]
     frames = np.stack([read_image(f)[..., ::-1] for f in files])  # 640x480 RGB

@@ -11,11 +11,17 @@ from typing import Any
 import numpy as np
 import pytest
 
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
-
-from fakes import (  # noqa: E402
+from sim2real.data.shards import ShardedDataset, read_manifest
+from sim2real.deploy import (
+    ActionLimits,
+    CameraError,
+    LatencyStats,
+    Recorder,
+    Runner,
+    WatchdogError,
+)
+from sim2real.errors import ConfigError, DataError, InputError
+from tests.deploy.fakes import (
     PROPRIO,
     SHAPE,
     FakeCamera,
@@ -25,17 +31,6 @@ from fakes import (  # noqa: E402
     FakeStagedPolicy,
     solid,
 )
-
-from sim2real.data.shards import ShardedDataset, read_manifest  # noqa: E402
-from sim2real.deploy import (  # noqa: E402
-    ActionLimits,
-    CameraError,
-    LatencyStats,
-    Recorder,
-    Runner,
-    WatchdogError,
-)
-from sim2real.errors import ConfigError, DataError, InputError  # noqa: E402
 
 HZ = 10.0
 

@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
-
-from fakes import FakeClock, FakePolicy  # noqa: E402
-
-from sim2real.data.shards import ShardedDataset  # noqa: E402
-from sim2real.deploy import (  # noqa: E402
+from sim2real.data.shards import ShardedDataset
+from sim2real.deploy import (
     ActionLimits,
     DeviceNotConnectedError,
     Recorder,
@@ -25,7 +18,8 @@ from sim2real.deploy import (  # noqa: E402
     make_camera,
     make_robot,
 )
-from sim2real.errors import ConfigError, InputError  # noqa: E402
+from sim2real.errors import ConfigError, InputError
+from tests.deploy.fakes import FakeClock, FakePolicy
 
 SIZE = 32
 ENV_KW = {"randomization": "none", "image_size": SIZE, "labels": "none"}

@@ -9,12 +9,14 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
-from gymnasium.utils.env_checker import check_env
+from gymnasium.utils.env_checker import check_env, data_equivalence
 
 import sim2real.envs
+from sim2real.envs.appliers import apply_world
 from sim2real.envs.camera import CameraGeometry
-from sim2real.envs.core import TabletopEnv
-from sim2real.envs.randomization import RandomizationConfig, apply_world, sample_all
+from sim2real.envs.core import ResetNeeded, TabletopEnv
+from sim2real.envs.randomization import RandomizationConfig
+from sim2real.envs.sampling import sample_all
 from sim2real.envs.scene import SceneConfig, sample_spawn
 from sim2real.errors import ConfigError, InputError
 
@@ -46,13 +48,16 @@ def test_same_seed_resets_put_the_cube_in_the_same_place(env_id: str) -> None:
 @pytest.mark.parametrize("env_id", ["Sim2Real/ReachCube-v0", "Sim2Real/PushCube-v0"])
 def test_same_seed_same_observations(env_id: str) -> None:
     envs = [gym.make(env_id, randomization="strong", image_size=48) for _ in range(2)]
-    obs = [e.reset(seed=123)[0] for e in envs]
+    results = [e.reset(seed=123) for e in envs]  # (obs, info), then (obs, r, term, trunc, info)
     rng = np.random.default_rng(0)
-    for _ in range(50):
+    for step in range(50):
+        assert data_equivalence(results[0], results[1], exact=True), f"step {step} differs"
+        obs = [result[0] for result in results]
         np.testing.assert_array_equal(obs[0]["image"], obs[1]["image"])
         np.testing.assert_array_equal(obs[0]["proprio"], obs[1]["proprio"])
         action = rng.uniform(-1, 1, 3).astype(np.float32)
-        obs = [e.step(action)[0] for e in envs]
+        results = [e.step(action) for e in envs]
+    assert data_equivalence(results[0], results[1], exact=True), "the last step differs"
     for e in envs:
         e.close()
 
@@ -250,6 +255,10 @@ def test_bad_inputs_raise_clear_errors() -> None:
     with pytest.raises(ConfigError, match="renderer"):
         TabletopEnv(renderer="vulkan")
     env = TabletopEnv(randomization="none", image_size=32)
+    with pytest.raises(ResetNeeded, match=r"step\(\) was called before reset\(\)"):
+        env.step(np.zeros(3, dtype=np.float32))
+    with pytest.raises(gym.error.ResetNeeded, match=r"frame_labels\(\) .* before reset"):
+        env.frame_labels()
     env.reset(seed=0)
     with pytest.raises(InputError, match=r"shape \(3,\)"):
         env.step(np.zeros(4, dtype=np.float32))
@@ -259,7 +268,7 @@ def test_bad_inputs_raise_clear_errors() -> None:
 def test_egl_loads_or_explains() -> None:
     """Run in a subprocess: a loaded EGL plugin stays in the process and can upset others."""
     code = (
-        "from sim2real.envs.core import TabletopEnv\n"
+        "from sim2real.envs.core import ResetNeeded, TabletopEnv\n"
         "from sim2real.errors import RendererError\n"
         "try:\n"
         "    env = TabletopEnv(renderer='egl', image_size=32, randomization='none')\n"
