@@ -90,17 +90,20 @@ def _hull(points: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
 
 
 def _box(verts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The oriented bounding box of ``verts`` (principal axes), no side under MIN_THICKNESS."""
+    """The smaller of the axis-aligned and the principal-axes bounding box of ``verts``, no
+    side under MIN_THICKNESS (a flat part stays visible, a millimetre thick)."""
     centre = verts.mean(axis=0)
-    _, _, axes = np.linalg.svd(verts - centre, full_matrices=False)
-    if axes.shape[0] < 3:  # fewer than 3 points
-        axes = np.eye(3)
-    local = (verts - centre) @ axes.T
-    lo, hi = local.min(axis=0), local.max(axis=0)
-    mid, half = (lo + hi) / 2, np.maximum((hi - lo) / 2, MIN_THICKNESS / 2)
+    _, _, principal = np.linalg.svd(verts - centre, full_matrices=True)
+    best = None
+    for axes in (np.eye(3), principal):
+        local = (verts - centre) @ axes.T
+        lo, hi = local.min(axis=0), local.max(axis=0)
+        half = np.maximum((hi - lo) / 2, MIN_THICKNESS / 2)
+        if best is None or np.prod(half) < np.prod(best[2]) - 1e-15:
+            best = (axes, (lo + hi) / 2, half)
+    axes, mid, half = best
     corners = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], float)
-    pts = centre + (mid + corners * half) @ axes
-    hull = _hull(pts)
+    hull = _hull(centre + (mid + corners * half) @ axes)
     assert hull is not None, "a thickened box is never flat"
     return hull
 

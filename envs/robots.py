@@ -156,6 +156,14 @@ class RobotConfig(BaseModel):
                 del data[key]
         return data
 
+    def __eq__(self, other: object) -> bool:  # the YAML's folder (a private hint) aside
+        if not isinstance(other, RobotConfig):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
+    def __hash__(self) -> int:
+        return hash(tuple(_hashable(v) for v in self.__dict__.values()))
+
     @property
     def color(self) -> RGBA:
         """The former name of :attr:`colour` (old YAML may still say ``color:``)."""
@@ -181,6 +189,10 @@ class RobotConfig(BaseModel):
             return self.resolved().urdf_path()
         base = [Path(self._base_dir)] if self._base_dir else []
         return find_file(self.urdf, what="robot.urdf", base_dirs=base)
+
+
+def _hashable(v: Any) -> Any:
+    return tuple(sorted(v.items())) if isinstance(v, dict) else v
 
 
 def robot_presets() -> list[str]:

@@ -219,10 +219,10 @@ def mesh_path(filename: str, urdf_dir: Path) -> Path:
     raise ConfigError(f"mesh {filename!r} of {urdf_dir}: not found; tried {shown}")
 
 
-def format_urdf(info: UrdfInfo) -> str:
+def format_urdf(info: UrdfInfo, shown: str | None = None) -> str:
     """A URDF's joints (name, type, limits, parent -> child) and links as a text table, then a
-    starter ``robot:`` section for a scene YAML (the rotational joints on the way to the
-    deepest link)."""
+    starter ``robot:`` section for a scene YAML (see :func:`starter_yaml`); ``shown`` is the
+    URDF path to put in it (default: the full path)."""
     rows = [("#", "joint", "type", "limits", "parent -> child")]
     rows += [
         (
@@ -244,23 +244,36 @@ def format_urdf(info: UrdfInfo) -> str:
         lines.append("  ".join(r[c].ljust(widths[c]) for c in range(4)) + "  " + r[4])
     lines += ["", "links: " + ", ".join(info.links), ""]
     lines += ["a starting point for a scene's robot: section (check the joints and ee_link):"]
-    lines += ["  " + line for line in starter_yaml(info).splitlines()]
+    lines += ["  " + line for line in starter_yaml(info, shown).splitlines()]
     return "\n".join(lines)
 
 
-def starter_yaml(info: UrdfInfo) -> str:
-    """A ``robot:`` section naming the rotational, non-mimic joints on the longest chain."""
-    best: list[JointInfo] = []
-    for link in info.links:
-        arm = [j for j in info.chain(link) if j.type in ROTATIONAL and not j.mimic]
-        if len(arm) > len(best):
-            best = arm
-    ee = best[-1].child if best else info.root_link
-    names = ", ".join(j.name for j in best)
+def arm_guess(info: UrdfInfo) -> tuple[list[str], str]:
+    """The arm a URDF most likely has: from the root link down while each link has one child
+    joint (a gripper branches) and that joint is fixed or rotational (a prismatic or mimic
+    joint is a gripper's), the rotational joints; and the link where that walk stops."""
+    children: dict[str, list[JointInfo]] = {}
+    for j in info.joints:
+        children.setdefault(j.parent, []).append(j)
+    link, arm, seen = info.root_link, [], set()
+    while len(children.get(link, [])) == 1 and link not in seen:
+        seen.add(link)
+        joint = children[link][0]
+        if joint.type in MOVABLE and (joint.type not in ROTATIONAL or joint.mimic):
+            break
+        if joint.type in ROTATIONAL:
+            arm.append(joint.name)
+        link = joint.child
+    return arm, link
+
+
+def starter_yaml(info: UrdfInfo, shown: str | None = None) -> str:
+    """A ``robot:`` section naming the joints and end link of :func:`arm_guess`."""
+    arm, ee = arm_guess(info)
     return (
         "robot:\n"
-        f"  urdf: {info.path}\n"
-        f"  arm_joints: [{names}]\n"
+        f"  urdf: {shown or info.path}\n"
+        f"  arm_joints: [{', '.join(arm)}]\n"
         f"  ee_link: {ee}\n"
         "  ee_orientation: free   # or [roll, pitch, yaw] of the tool pointing down\n"
     )
