@@ -36,7 +36,7 @@ from sim2real.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 #: Bumped when the generated files change for the same inputs (it is part of the cache key).
-LOWPOLY_VERSION = 2
+LOWPOLY_VERSION = 3
 #: Smallest box side (metres) of a flat part's bounding-box fallback.
 MIN_THICKNESS = 0.001
 
@@ -108,17 +108,33 @@ def _box(verts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return hull
 
 
-def convex_hull_obj(src: Path, dst: Path, grid: float = 0.004) -> int:
-    """Write the convex hull of a mesh's vertices as an .obj; returns its triangle count.
+#: Most authored parts (OBJ objects, scene geometries) a mesh is hulled part by part with;
+#: a mesh of more parts (or of one) gets one hull.
+MAX_PARTS = 8
 
-    Vertices are snapped to a ``grid`` (metres) first, which keeps hulls small. Where the
-    snapped points are flat (a part thinner than the grid), finer grids are tried, then the
-    raw vertices, then the part's oriented bounding box; each fallback is logged.
-    """
-    verts = mesh_vertices(src)
-    if len(verts) == 0:
-        raise ConfigError(f"mesh {src}: has no vertices")
-    result = None
+
+def mesh_parts(path: Path) -> list[np.ndarray]:
+    """Vertices of each authored part of a mesh file: the objects of an OBJ (``o`` lines, as a
+    convex decomposition such as VHACD writes them) or the geometries of a scene file; one
+    array for a single-part mesh."""
+    import trimesh
+
+    kwargs = (
+        {"split_object": True, "group_material": False} if path.suffix.lower() == ".obj" else {}
+    )
+    try:
+        loaded = trimesh.load(str(path), process=False, **kwargs)
+    except Exception as exc:  # trimesh raises many types on bad files
+        raise ConfigError(f"mesh {path}: cannot be read ({type(exc).__name__}: {exc})") from exc
+    if isinstance(loaded, trimesh.Scene):
+        meshes = [g for g in loaded.dump() if isinstance(g, trimesh.Trimesh) and len(g.vertices)]
+        if 1 < len(meshes) <= MAX_PARTS:
+            return [np.asarray(m.vertices, dtype=np.float64) for m in meshes]
+    return [mesh_vertices(path)]
+
+
+def _part_hull(verts: np.ndarray, grid: float, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Hull of one part on ``grid``, with the fallbacks (finer grids, raw vertices, box)."""
     for g in (grid, grid / 4, grid / 16, 0.0):
         pts = np.unique(np.round(verts / g) * g, axis=0) if g else np.unique(verts, axis=0)
         result = _hull(pts)
@@ -127,27 +143,45 @@ def convex_hull_obj(src: Path, dst: Path, grid: float = 0.004) -> int:
                 how = f"a {g:g} m grid" if g else "its raw vertices"
                 logger.info(
                     "low-poly: %s is flat on the %g m hull grid (a thin part); hull of %s",
-                    src.name,
+                    name,
                     grid,
                     how,
                 )
-            break
-    if result is None:
-        logger.info(
-            "low-poly: %s is flat whatever the grid; rendered as its bounding box", src.name
-        )
-        result = _box(verts)
-    pts, faces = result
-    pts = pts + 0.0  # -0.0 -> 0.0: the same file whichever reader listed the vertices
-    centre = pts.mean(axis=0)
-    lines = [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in pts]
-    for a, b, c in faces:  # orient outwards
-        n = np.cross(pts[b] - pts[a], pts[c] - pts[a])
-        if np.dot(n, pts[a] - centre) < 0:
-            b, c = c, b
-        lines.append(f"f {a + 1} {b + 1} {c + 1}")
-    write_text(dst, "\n".join(lines) + "\n")
-    return len(faces)
+            return result
+    logger.info("low-poly: %s is flat whatever the grid; rendered as its bounding box", name)
+    return _box(verts)
+
+
+def convex_hull_obj(src: Path, dst: Path, grid: float = 0.004) -> int:
+    """Write the convex hull of a mesh's vertices as an .obj; returns its triangle count.
+
+    Vertices are snapped to a ``grid`` (metres) first, which keeps hulls small. Where the
+    snapped points are flat (a part thinner than the grid), finer grids are tried, then the
+    raw vertices, then the part's oriented bounding box; each fallback is logged. A mesh of
+    a few authored parts (a convex decomposition, :func:`mesh_parts`) gets one hull per part,
+    so a bent link keeps its bend.
+    """
+    parts = mesh_parts(src)
+    if not any(len(v) for v in parts):
+        raise ConfigError(f"mesh {src}: has no vertices")
+    lines: list[str] = []
+    faces_out: list[str] = []
+    n_faces = offset = 0
+    for i, verts in enumerate(parts):
+        name = src.name if len(parts) == 1 else f"{src.name} (part {i})"
+        pts, faces = _part_hull(verts, grid, name)
+        pts = pts + 0.0  # -0.0 -> 0.0: the same file whichever reader listed the vertices
+        centre = pts.mean(axis=0)
+        lines += [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in pts]
+        for a, b, c in faces:  # orient outwards
+            n = np.cross(pts[b] - pts[a], pts[c] - pts[a])
+            if np.dot(n, pts[a] - centre) < 0:
+                b, c = c, b
+            faces_out.append(f"f {a + 1 + offset} {b + 1 + offset} {c + 1 + offset}")
+        offset += len(pts)
+        n_faces += len(faces)
+    write_text(dst, "\n".join(lines + faces_out) + "\n")
+    return n_faces
 
 
 def _mesh_files(root: ET.Element, base: Path) -> list[Path]:
