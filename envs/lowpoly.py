@@ -120,7 +120,7 @@ def mesh_parts(path: Path) -> list[np.ndarray]:
     import trimesh
 
     kwargs = (
-        {"split_object": True, "group_material": False} if path.suffix.lower() == ".obj" else {}
+        {"split_objects": True, "group_material": False} if path.suffix.lower() == ".obj" else {}
     )
     try:
         loaded = trimesh.load(str(path), process=False, **kwargs)

@@ -367,3 +367,19 @@ def test_inspect_prints_joints_links_and_a_starter(
     info = read_urdf(urdf)
     assert [j.name for j in info.movable] == ["yaw", "shoulder", "elbow", "slide"]
     assert main(["inspect", str(tmp_path / "missing.urdf")]) == 2
+
+
+def test_a_convex_decomposition_is_hulled_part_by_part(tmp_path: Path) -> None:
+    one, two = tmp_path / "a.obj", tmp_path / "b.obj"
+    _box_obj(one, (0.1, 0.02, 0.02), (0.05, 0, 0))
+    _box_obj(two, (0.02, 0.02, 0.1), (0.1, 0, 0.05))  # an L: its single hull fills the corner
+    b_lines = two.read_text().splitlines()
+    shifted = [
+        f"f {' '.join(str(int(i) + 8) for i in ln.split()[1:])}" if ln.startswith("f") else ln
+        for ln in b_lines
+    ]
+    both = tmp_path / "l_shape.obj"
+    both.write_text("o a\n" + one.read_text() + "o b\n" + "\n".join(shifted) + "\n")
+    assert convex_hull_obj(both, tmp_path / "hull.obj", grid=0.001) == 24
+    parts = load_mesh(tmp_path / "hull.obj").split(only_watertight=False)
+    assert len(parts) == 2
