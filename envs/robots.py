@@ -203,10 +203,12 @@ def robot_presets() -> list[str]:
 def load_robot_preset(name_or_path: str | Path) -> RobotConfig:
     """A robot preset (``configs/robots/NAME.yaml``) or a robot YAML file, validated.
 
-    Relative ``urdf:`` paths in the file are tried relative to the file first.
+    A preset holds only the description (:data:`DESCRIPTION_FIELDS`); where the arm stands,
+    its workspace and colour are the scene's. Relative ``urdf:`` paths in the file are tried
+    relative to the file first.
 
     Raises:
-        ConfigError: unknown name, bad fields, or a preset without ``urdf``.
+        ConfigError: unknown name, bad or placement fields, or a preset without ``urdf``.
     """
     p = Path(name_or_path)
     path = p if p.suffix in {".yaml", ".yml"} and p.is_file() else CONFIGS / "robots" / f"{p}.yaml"
@@ -219,6 +221,12 @@ def load_robot_preset(name_or_path: str | Path) -> RobotConfig:
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict) or not data.get("urdf"):
         raise ConfigError(f"robot preset {path}: expected a mapping with urdf: (got {data!r})")
+    placement = sorted(set(data) - {*DESCRIPTION_FIELDS, "name"})
+    if placement:
+        raise ConfigError(
+            f"robot preset {path}: {placement} belong in a scene's robot: section (where the "
+            f"arm stands and how it moves); a preset describes the arm: {list(DESCRIPTION_FIELDS)}"
+        )
     data.setdefault("name", path.stem)
     try:
         return RobotConfig.model_validate(data, context={"base_dir": str(path.parent)})

@@ -383,3 +383,14 @@ def test_a_convex_decomposition_is_hulled_part_by_part(tmp_path: Path) -> None:
     assert convex_hull_obj(both, tmp_path / "hull.obj", grid=0.001) == 24
     parts = load_mesh(tmp_path / "hull.obj").split(only_watertight=False)
     assert len(parts) == 2
+
+
+def test_a_robot_yaml_file_is_a_preset(tmp_path: Path) -> None:
+    write_arm(tmp_path / "my_arm")
+    description = {k: v for k, v in ROBOT.items() if not k.startswith(("workspace", "colour"))}
+    (tmp_path / "my_arm.yaml").write_text(yaml.safe_dump(description))
+    spec = RobotSpec.check(RobotConfig(name=str(tmp_path / "my_arm.yaml")))
+    assert spec.arm_joints == ("yaw", "shoulder", "elbow") and spec.urdf.is_file()
+    (tmp_path / "placed.yaml").write_text(yaml.safe_dump({**description, "base_yaw_deg": 90}))
+    with pytest.raises(ConfigError, match=r"\['base_yaw_deg'\] belong in a scene"):
+        RobotSpec.check(RobotConfig(name=str(tmp_path / "placed.yaml")))
