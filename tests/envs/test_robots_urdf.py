@@ -394,3 +394,22 @@ def test_a_robot_yaml_file_is_a_preset(tmp_path: Path) -> None:
     (tmp_path / "placed.yaml").write_text(yaml.safe_dump({**description, "base_yaw_deg": 90}))
     with pytest.raises(ConfigError, match=r"\['base_yaw_deg'\] belong in a scene"):
         RobotSpec.check(RobotConfig(name=str(tmp_path / "placed.yaml")))
+
+
+@pytest.mark.parametrize(
+    ("name", "arm", "gripper", "ee", "rest"),
+    [
+        ("panda", tuple(range(7)), (9, 10), 11, (0.0, -0.3, 0.0, -2.2, 0.0, 2.0, 0.785)),
+        ("kuka_iiwa", tuple(range(7)), (), 6, (0.0, 0.4, 0.0, -1.4, 0.0, 1.2, 0.0)),
+    ],
+)
+def test_presets_are_the_arms_the_scenes_were_made_with(
+    name: str, arm: tuple[int, ...], gripper: tuple[int, ...], ee: int, rest: tuple[float, ...]
+) -> None:
+    """The joint and link indices, rest pose and tool orientation of the former built-ins."""
+    client, robot = _arm(RobotConfig(name=name, render_mesh="visual"))
+    assert (robot.arm_joints, robot.gripper_joints, robot.ee_link) == (arm, gripper, ee)
+    assert robot.spec.rest_pose == rest
+    down = (np.pi, 0.0, 0.0) if name == "panda" else (0.0, np.pi, 0.0)
+    assert robot.ee_down == client.getQuaternionFromEuler(down)
+    client.disconnect()
