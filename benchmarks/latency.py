@@ -44,7 +44,7 @@ def build_default_bundle(folder: Path) -> Path:
     """Save a bundle of the default architecture (random head weights) into ``folder``."""
     from sim2real.perception.encoder import Encoder
     from sim2real.policies.bundle import ActorHead, save_bundle
-    from sim2real.policies.train import TrainConfig
+    from sim2real.policies.config import TrainConfig
 
     cfg = TrainConfig()
     size = cfg.image_size if isinstance(cfg.image_size, tuple) else (cfg.image_size,) * 2

@@ -45,7 +45,7 @@ def make_env(env_id: str, noise: float):
     from gymnasium import spaces
 
     import sim2real.envs  # noqa: F401  (registers the ids)
-    from sim2real.policies.bundle import METRE_SCALE
+    from sim2real.policies.config import METRE_SCALE
 
     class Oracle(gym.Wrapper):
         """``[joints, s * gripper, s * (cube - gripper + noise)]`` from the simulator."""

@@ -376,7 +376,7 @@ def main() -> None:
 
         torch.set_num_threads(args.torch_threads)
     from sim2real.cli.common import sweep_backend
-    from sim2real.policies.bundle import METRE_SCALE
+    from sim2real.policies.config import METRE_SCALE
     from sim2real.sweep import run_tasks
 
     out = Path(args.out)

@@ -32,7 +32,7 @@ _EXPORTS = {
     "load_resume_state": "resume",
     "save_resume_state": "resume",
     "SuccessRateEval": "callbacks",
-    "TrainConfig": "train",
+    "TrainConfig": "config",
     "resume_training": "train",
 }
 

@@ -39,9 +39,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from sim2real.atomic import write_json
 from sim2real.errors import CheckpointError, ConfigError, InputError
 from sim2real.perception import geometry
 from sim2real.perception.encoder import Encoder
+from sim2real.policies.config import METRE_SCALE
 
 logger = logging.getLogger(__name__)
 
@@ -153,13 +155,6 @@ def encode(
             f"keypoint_relative route (heads {sorted(encoder.heads)})"
         )
     return torch.cat([pooled.float(), position.float()], dim=1)
-
-
-METRE_SCALE = 10.0
-"""Default factor on the metre-valued policy inputs (predicted cube position, end-effector
-position): decimetres span about +-5 over a tabletop, like the trunk's tanh features. In
-metres (factor 1) PPO learnt to ignore them: moving the predicted position by 10 cm changed
-the trained policy's action by 0.001 (see benchmarks/reach_transfer.py in the README)."""
 
 
 def policy_input(
@@ -385,7 +380,7 @@ def save_bundle(
     state = {k: v.detach().contiguous().cpu() for k, v in head.state_dict().items()}
     save_file(state, str(folder / POLICY_FILE), metadata={"format": BUNDLE_FORMAT})
     full = {**contract, "format": BUNDLE_FORMAT, "actor": head.spec()}
-    (folder / CONTRACT_FILE).write_text(json.dumps(full, indent=2, sort_keys=True) + "\n")
+    write_json(folder / CONTRACT_FILE, full, sort_keys=True)
     logger.info("saved policy bundle to %s", folder)
     return folder
 

@@ -11,7 +11,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecEnv
 from tqdm.auto import tqdm
 
+from sim2real.atomic import write_json
 from sim2real.errors import ConfigError
 from sim2real.policies.extractor import EncoderExtractor, images_to_input
 
@@ -137,9 +137,7 @@ class SuccessRateEval(BaseCallback):
             result["mean_reward"],
         )
         if self.history_path is not None:
-            tmp = self.history_path.with_name(self.history_path.name + ".tmp")
-            tmp.write_text(json.dumps(self.history, indent=1) + "\n")
-            tmp.replace(self.history_path)
+            write_json(self.history_path, self.history, indent=1)
         return result
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,6 @@ from sim2real.errors import ConfigError
 from sim2real.perception.encoder import Encoder
 from sim2real.policies.augment import RandomShift
 from sim2real.policies.bundle import (
-    METRE_SCALE,
     POOLS,
     check_trunk_dim,
     encode,
@@ -49,6 +49,7 @@ from sim2real.policies.bundle import (
     policy_input,
     position_route,
 )
+from sim2real.policies.config import METRE_SCALE
 
 logger = logging.getLogger(__name__)
 
@@ -112,13 +113,11 @@ def images_to_input(encoder: Encoder, image: torch.Tensor, colour: str = "RGB") 
     return encoder.preprocessing(frames.permute(0, 2, 3, 1), colour=colour, device=image.device)
 
 
-class EncoderExtractor(BaseFeaturesExtractor):
-    """Features for SB3 policies from an :class:`~sim2real.perception.encoder.Encoder`.
+@dataclass(frozen=True)
+class ExtractorSettings:
+    """How :class:`EncoderExtractor` uses its encoder (checked when the extractor is built).
 
-    Args:
-        observation_space: ``Dict(image, proprio)``, or ``Dict(features, proprio)`` behind
-            :class:`FrozenFeatures` (then no encoder is built here).
-        encoder: an :class:`EncoderSource`; required unless the space has ``features``.
+    Attributes:
         mode: ``frozen``, ``finetune`` or ``scratch``.
         pool: ``mean`` (global average, what the heads see) or ``flatten`` (the whole map).
         use_position: append the position head's prediction to the features.
@@ -130,6 +129,29 @@ class EncoderExtractor(BaseFeaturesExtractor):
         augment_pad: DrQ random-shift pad in pixels at the encoder input (0: off).
         image_colour: channel order of the env's images.
         seed: seed of the augmentation's generator.
+    """
+
+    mode: str = "frozen"
+    pool: str = "mean"
+    use_position: bool = False
+    trunk_dim: int = 256
+    metre_scale: float = METRE_SCALE
+    encoder_lr_scale: float = 0.1
+    lr_decay: float = 1.0
+    augment_pad: int = 0
+    image_colour: str = "RGB"
+    seed: int = 0
+
+
+class EncoderExtractor(BaseFeaturesExtractor):
+    """Features for SB3 policies from an :class:`~sim2real.perception.encoder.Encoder`.
+
+    Args:
+        observation_space: ``Dict(image, proprio)``, or ``Dict(features, proprio)`` behind
+            :class:`FrozenFeatures` (then no encoder is built here).
+        encoder: an :class:`EncoderSource`; required unless the space has ``features``.
+        settings: mode, pooling, position, trunk, scales, augmentation (default:
+            :class:`ExtractorSettings`' defaults).
 
     Shape:
         - image ``(B, 3, H, W)``, proprio ``(B, P)``; returns ``(B, T [+3] + P)``.
@@ -138,7 +160,7 @@ class EncoderExtractor(BaseFeaturesExtractor):
         >>> space = spaces.Dict({"image": spaces.Box(0, 255, (3, 84, 84), np.uint8),
         ...                      "proprio": spaces.Box(-np.inf, np.inf, (10,), np.float32)})
         >>> ex = EncoderExtractor(space, {"backbone": "nature_cnn", "pretrained": False},
-        ...                       mode="scratch", trunk_dim=32)
+        ...                       ExtractorSettings(mode="scratch", trunk_dim=32))
         >>> ex.features_dim
         42
     """
@@ -147,17 +169,15 @@ class EncoderExtractor(BaseFeaturesExtractor):
         self,
         observation_space: spaces.Dict,
         encoder: EncoderSource | None = None,
-        mode: str = "frozen",
-        pool: str = "mean",
-        use_position: bool = False,
-        trunk_dim: int = 256,
-        metre_scale: float = METRE_SCALE,
-        encoder_lr_scale: float = 0.1,
-        lr_decay: float = 1.0,
-        augment_pad: int = 0,
-        image_colour: str = "RGB",
-        seed: int = 0,
+        settings: ExtractorSettings | None = None,
     ) -> None:
+        cfg = ExtractorSettings() if settings is None else settings
+        if not isinstance(cfg, ExtractorSettings):
+            raise ConfigError(
+                f"EncoderExtractor: settings must be an ExtractorSettings, got {type(cfg).__name__}"
+            )
+        mode, pool, use_position, trunk_dim = cfg.mode, cfg.pool, cfg.use_position, cfg.trunk_dim
+        metre_scale, augment_pad, seed = cfg.metre_scale, cfg.augment_pad, cfg.seed
         if mode not in MODES:
             raise ConfigError(f"mode {mode!r}: expected one of {list(MODES)}")
         if pool not in POOLS:
@@ -188,13 +208,13 @@ class EncoderExtractor(BaseFeaturesExtractor):
         pooled_dim = enc_dim - 3 * bool(use_position)
         super().__init__(observation_space, trunk_dim + 3 * bool(use_position) + proprio_dim)
         self.mode, self.pool, self.use_position, self.cached = mode, pool, use_position, cached
-        self.image_colour, self.pooled_dim, self.trunk_dim = image_colour, pooled_dim, trunk_dim
+        self.image_colour, self.pooled_dim, self.trunk_dim = cfg.image_colour, pooled_dim, trunk_dim
         self.metre_scale = float(metre_scale)
         self.encoder = built
         self.trunk = make_trunk(pooled_dim, trunk_dim)
         self.augment = RandomShift(augment_pad, seed) if augment_pad > 0 and not cached else None
         if built is not None:
-            self._configure_encoder(built, encoder_lr_scale, lr_decay)
+            self._configure_encoder(built, cfg.encoder_lr_scale, cfg.lr_decay)
 
     def _configure_encoder(self, encoder: Encoder, lr_scale: float, lr_decay: float) -> None:
         if self.mode == "frozen":

@@ -21,13 +21,13 @@ tags on encoder parameters (SB3 resets every group's ``lr`` from its schedule be
 update, so plain param groups would not keep a lower encoder rate).
 
 Example:
-    >>> model = build_model("ppo", venv, "runs/reach/encoder", "frozen")  # doctest: +SKIP
+    >>> model = build_model(venv, "runs/reach/encoder", TrainConfig(algo="ppo"))  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -40,8 +40,14 @@ from torch import nn
 
 from sim2real.errors import ConfigError
 from sim2real.perception.encoder import Encoder
-from sim2real.policies.bundle import ACTIVATIONS, METRE_SCALE, ActorHead
-from sim2real.policies.extractor import LR_SCALE_ATTR, EncoderExtractor, EncoderSource
+from sim2real.policies.bundle import ACTIVATIONS, ActorHead
+from sim2real.policies.config import TrainConfig
+from sim2real.policies.extractor import (
+    LR_SCALE_ATTR,
+    EncoderExtractor,
+    EncoderSource,
+    ExtractorSettings,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -164,62 +170,62 @@ SAC_DEFAULTS: dict[str, Any] = {
 }
 
 
+def algo_kwargs(config: TrainConfig) -> dict[str, Any]:
+    """``config.algo_kwargs`` with SAC's buffer and warm-up capped by the step budget.
+
+    Example:
+        >>> algo_kwargs(TrainConfig(algo="sac", steps=5_000))
+        {'buffer_size': 5000, 'learning_starts': 500}
+    """
+    kwargs = dict(config.algo_kwargs)
+    if config.algo == "sac":
+        kwargs.setdefault("buffer_size", min(SAC_DEFAULTS["buffer_size"], config.steps))
+        kwargs.setdefault(
+            "learning_starts", min(SAC_DEFAULTS["learning_starts"], config.steps // 10)
+        )
+    return kwargs
+
+
 def build_model(
-    algo: str,
     env: VecEnv,
     encoder: EncoderSource | None,
-    mode: str,
+    config: TrainConfig | None = None,
     *,
-    seed: int = 0,
-    device: str = "auto",
-    pool: str = "mean",
-    use_position: bool = False,
-    trunk_dim: int = 256,
-    metre_scale: float = METRE_SCALE,
-    hidden: tuple[int, ...] = (256, 256),
-    encoder_lr_scale: float = 0.1,
-    lr_decay: float = 1.0,
-    augment_pad: int = 0,
     tensorboard_log: str | None = None,
-    algo_kwargs: Mapping[str, Any] | None = None,
 ) -> BaseAlgorithm:
     """Build PPO or SAC with the shared encoder extractor (see the module docstring).
 
     Args:
-        algo: ``ppo`` or ``sac``.
         env: the training VecEnv (``Dict(image|features, proprio)`` observations).
         encoder: the extractor's encoder source (``None`` behind ``FrozenFeatures``).
-        mode: ``frozen``, ``finetune`` or ``scratch``.
-        seed: SB3 seed (torch, numpy, action space, env).
-        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
-        pool: ``mean`` or ``flatten`` encoder pooling.
-        use_position: append the position head's prediction to the features.
-        trunk_dim: trunk output size.
-        metre_scale: factor on the metre-valued policy inputs.
-        hidden: actor (and critic) MLP sizes.
-        encoder_lr_scale: encoder / policy learning-rate ratio in ``finetune``.
-        lr_decay: per-block decay of the encoder rate.
-        augment_pad: DrQ shift in pixels (0: off).
+        config: the run's settings (default: :class:`TrainConfig`'s defaults). Read here:
+            ``algo``, ``mode``, ``seed`` (SB3: torch, numpy, action space, env), ``device``,
+            ``pool``, ``use_position`` (``None`` counts as ``False``: :func:`train` resolves
+            "auto" before), ``trunk_dim``, ``metre_scale``, ``hidden`` (actor and critic MLP
+            sizes), ``encoder_lr_scale`` and ``lr_decay`` (``finetune``), ``augment_pad``
+            (DrQ shift) and ``algo_kwargs`` (overrides of ``PPO_DEFAULTS`` /
+            ``SAC_DEFAULTS``, see :func:`algo_kwargs`).
         tensorboard_log: TensorBoard folder or ``None``.
-        algo_kwargs: overrides of ``PPO_DEFAULTS`` / ``SAC_DEFAULTS`` (any SB3 argument).
 
     Example:
-        >>> model = build_model("sac", venv, "runs/reach/encoder", "finetune")  # doctest: +SKIP
+        >>> cfg = TrainConfig(algo="sac", mode="finetune")
+        >>> model = build_model(venv, "runs/reach/encoder", cfg)  # doctest: +SKIP
     """
-    if algo not in ALGOS:
-        raise ConfigError(f"algo {algo!r}: expected one of {list(ALGOS)}")
-    extractor_kwargs = {
-        "encoder": encoder,
-        "mode": mode,
-        "pool": pool,
-        "use_position": use_position,
-        "trunk_dim": trunk_dim,
-        "metre_scale": metre_scale,
-        "encoder_lr_scale": encoder_lr_scale,
-        "lr_decay": lr_decay,
-        "augment_pad": augment_pad,
-        "seed": seed,
-    }
+    cfg = TrainConfig() if config is None else config
+    if cfg.algo not in ALGOS:
+        raise ConfigError(f"algo {cfg.algo!r}: expected one of {list(ALGOS)}")
+    settings = ExtractorSettings(
+        mode=cfg.mode,
+        pool=cfg.pool,
+        use_position=bool(cfg.use_position),
+        trunk_dim=cfg.trunk_dim,
+        metre_scale=cfg.metre_scale,
+        encoder_lr_scale=cfg.encoder_lr_scale,
+        lr_decay=cfg.lr_decay,
+        augment_pad=cfg.augment_pad,
+        seed=cfg.seed,
+    )
+    extractor_kwargs = {"encoder": encoder, "settings": settings}
     policy_kwargs: dict[str, Any] = {
         "features_extractor_class": EncoderExtractor,
         "features_extractor_kwargs": extractor_kwargs,
@@ -227,14 +233,20 @@ def build_model(
         "share_features_extractor": True,
         "optimizer_class": ScaledAdam,
     }
-    common = {"seed": seed, "device": device, "tensorboard_log": tensorboard_log, "verbose": 0}
-    if algo == "ppo":
-        policy_kwargs |= {"net_arch": {"pi": list(hidden), "vf": list(hidden)}}
+    common = {
+        "seed": cfg.seed,
+        "device": cfg.device,
+        "tensorboard_log": tensorboard_log,
+        "verbose": 0,
+    }
+    hidden = list(cfg.hidden)
+    if cfg.algo == "ppo":
+        policy_kwargs |= {"net_arch": {"pi": hidden, "vf": hidden}}
         policy_kwargs["optimizer_kwargs"] = {"eps": 1e-5}
-        kwargs = {**PPO_DEFAULTS, **dict(algo_kwargs or {})}
+        kwargs = {**PPO_DEFAULTS, **algo_kwargs(cfg)}
         return PPO(EncoderActorCriticPolicy, env, policy_kwargs=policy_kwargs, **common, **kwargs)
-    policy_kwargs |= {"net_arch": list(hidden)}
-    kwargs = {**SAC_DEFAULTS, **dict(algo_kwargs or {})}
+    policy_kwargs |= {"net_arch": hidden}
+    kwargs = {**SAC_DEFAULTS, **algo_kwargs(cfg)}
     return SAC(EncoderSACPolicy, env, policy_kwargs=policy_kwargs, **common, **kwargs)
 
 

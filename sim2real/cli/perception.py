@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from sim2real.cli.common import (
     Subparsers,
@@ -31,7 +32,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     settings["max_minutes"] = args.minutes
     settings.update(parse_overrides(args.set))
     path = pretrain(args.data, args.out, device=args.device, resume=args.resume, **settings)
-    print(f"encoder checkpoint: {path}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one line from rank 0
+        print(f"encoder checkpoint: {path}")
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any, get_args
 
 from sim2real.cli.common import (
     Subparsers,
@@ -12,31 +13,45 @@ from sim2real.cli.common import (
     parse_overrides,
 )
 from sim2real.errors import ConfigError
+from sim2real.policies.config import RESUME_MAY_CHANGE, TrainConfig, make_config
 
-#: ``sim2real train`` options that a resumed run takes from its config.json.
-TRAIN_FIXED = {
-    "env": "Sim2Real/ReachCube-v0",
-    "encoder": None,
-    "out": None,
-    "algo": "ppo",
-    "n_envs": 2,
-    "mode": "frozen",
-    "seed": 0,
+#: ``sim2real train`` flags that set a TrainConfig field (every field is also ``--set KEY=VALUE``).
+TRAIN_FLAGS = {
+    "env": "env_id",
+    "encoder": "encoder",
+    "algo": "algo",
+    "steps": "steps",
+    "n_envs": "n_envs",
+    "mode": "mode",
+    "seed": "seed",
+    "minutes": "minutes",
 }
+#: flags a resumed run takes from its config.json (``--steps`` and ``--minutes`` may change).
+RESUME_FIXED = ("env", "encoder", "out", "algo", "n_envs", "mode", "seed")
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """The :class:`~sim2real.policies.config.TrainConfig` of ``sim2real train``: its
+    defaults, then the flags given, then ``--set KEY=VALUE``.
+
+    Raises:
+        ConfigError: an unknown key or an invalid value.
+    """
+    flags = {field: getattr(args, flag) for flag, field in TRAIN_FLAGS.items()}
+    given = {field: value for field, value in flags.items() if value is not None}
+    return make_config(**{**given, **parse_overrides(args.set)})
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from sim2real.policies.train import resume_training, train
 
     if args.resume:
-        given = [
-            f"--{k.replace('_', '-')}" for k, v in TRAIN_FIXED.items() if getattr(args, k) != v
-        ]
+        given = [f"--{k.replace('_', '-')}" for k in RESUME_FIXED if getattr(args, k) is not None]
         if given:
             raise ConfigError(
                 f"train --resume RUN takes the run's own configuration; got {', '.join(given)} "
-                "(only --steps, --minutes and --set for steps/minutes/device/progress_bar/"
-                "tensorboard/resume_every/save_sb3 apply)"
+                "(only --steps, --minutes and --set for "
+                f"{'/'.join(sorted(RESUME_MAY_CHANGE))} apply)"
             )
         changes = {
             **({"steps": args.steps} if args.steps is not None else {}),
@@ -48,20 +63,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     if args.out is None:
         raise ConfigError("train needs --out RUN (or --resume RUN to go on with a run)")
-    run = train(
-        args.env,
-        args.encoder,
-        args.out,
-        algo=args.algo,
-        steps=100_000 if args.steps is None else args.steps,
-        n_envs=args.n_envs,
-        mode=args.mode,
-        seed=args.seed,
-        **{
-            **({"minutes": args.minutes} if args.minutes is not None else {}),
-            **parse_overrides(args.set),
-        },
-    )
+    cfg = train_config(args)
+    run = train(cfg.env_id, cfg.encoder, args.out, config=cfg)
     print(f"run folder (with bundle/): {run}")
     return 0
 
@@ -75,24 +78,21 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     import torch
 
-    from sim2real.deploy.run import run_bundle
+    from sim2real.deploy.run import RunSettings, run_bundle
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    result = run_bundle(
-        args.bundle,
-        camera=args.camera,
-        robot=args.robot,
+    settings = RunSettings(
         hz=args.hz,
         steps=args.steps or None,
         duration_s=args.duration,
         max_delta=args.max_delta,
         watchdog_s=args.watchdog,
         dry_run=args.dry_run,
-        record=args.record,
         device=args.device,
         seed=args.seed,
     )
+    result = run_bundle(args.bundle, args.camera, args.robot, settings, record=args.record)
     report = result.report
     print(result.policy)
     print(
@@ -131,34 +131,42 @@ def _add_train(sub: Subparsers) -> None:
             sim2real train --resume runs/reach --steps 200000""",
         func=cmd_train,
     )
-    p.add_argument("--env", default="Sim2Real/ReachCube-v0", help="registered env id")
-    p.add_argument("--encoder", default=None, help="encoder folder (default: a fresh encoder)")
-    p.add_argument("--out", default=None, help="run folder to write")
+    p.add_argument("--env", help=f"registered env id (default {_default('env_id')})")
+    p.add_argument("--encoder", help="encoder folder (default: a fresh encoder)")
+    p.add_argument("--out", help="run folder to write")
     p.add_argument(
         "--resume",
-        default=None,
         metavar="RUN",
         help="go on with RUN from its last resume state (its own configuration; --steps "
         "raises the budget, --minutes limits this session)",
     )
-    p.add_argument("--algo", default="ppo", choices=["ppo", "sac"], help="RL algorithm")
-    p.add_argument("--steps", type=int, default=None, help="env steps (default 100000)")
-    p.add_argument("--n-envs", type=int, default=2, help="parallel envs (default 2)")
+    p.add_argument(
+        "--algo", choices=_choices("algo"), help=f"RL algorithm (default {_default('algo')})"
+    )
+    p.add_argument("--steps", type=int, help=f"env steps (default {_default('steps')})")
+    p.add_argument("--n-envs", type=int, help=f"parallel envs (default {_default('n_envs')})")
     p.add_argument(
         "--mode",
-        default="frozen",
-        choices=["frozen", "finetune", "scratch"],
-        help="encoder: frozen, fine-tuned at a lower rate, or trained from scratch",
+        choices=_choices("mode"),
+        help="encoder: frozen, fine-tuned at a lower rate, or trained from scratch "
+        f"(default {_default('mode')})",
     )
-    p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    p.add_argument("--seed", type=int, help=f"training seed (default {_default('seed')})")
     p.add_argument(
         "--minutes",
         type=float,
-        default=None,
         help="wall-clock limit: stop there and save the run as at the end (Ctrl-C or SIGTERM "
         "also save it); with --resume, limits this session (default: the run's; 0: none)",
     )
     add_set_argument(p, "TrainConfig field, e.g. trunk_dim=8 device=cuda")
+
+
+def _default(field: str) -> Any:
+    return TrainConfig.model_fields[field].default
+
+
+def _choices(field: str) -> list[str]:
+    return list(get_args(TrainConfig.model_fields[field].annotation))
 
 
 def _add_export(sub: Subparsers) -> None:

@@ -4,10 +4,10 @@ Everything here imports only numpy, OpenCV and (for replayed data) torch, so it 
 robot computer; :class:`SimRobot` imports gymnasium and PyBullet when it connects.
 
 Example:
-    >>> from sim2real.deploy import ReplayCamera, Runner, SimRobot  # doctest: +SKIP
+    >>> from sim2real.deploy import ActionLimits, ReplayCamera, Runner, SimRobot  # doctest: +SKIP
     >>> robot = SimRobot(randomization="none")  # doctest: +SKIP
     >>> runner = Runner(policy, ReplayCamera("real/kuka_cube"), robot, hz=10,
-    ...                 action_low=-1.0, action_high=1.0)  # doctest: +SKIP
+    ...                 limits=ActionLimits(-1.0, 1.0))  # doctest: +SKIP
     >>> runner.run(steps=100).latency.format()  # doctest: +SKIP
 """
 

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sim2real.atomic import temp_path, write_json
 from sim2real.deploy.exported import (
     EXPORT_FORMAT,
     FORMATS,
@@ -176,12 +177,8 @@ def eager_actions(
     return actor.eval()(x, p).numpy()
 
 
-def _tmp(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp{os.getpid()}")
-
-
 def _write_graph(graph: ExportGraph, fmt: str, path: Path, example: tuple, opset: int) -> None:
-    tmp = _tmp(path)
+    tmp = temp_path(path)  # the exporters write to a path: unique name, then os.replace
     try:
         if fmt == "torchscript":
             with warnings.catch_warnings():  # torch 2.10+ marks torch.jit deprecated
@@ -310,17 +307,14 @@ def export_bundle(
         _write_graph(graph, fmt, out, example, opset)
     contract = _contract(graph, fmt, out, opset, bundle, source)
     cpath = contract_path(out)
-    tmp = _tmp(cpath)
-    tmp.write_text(json.dumps(contract, indent=2) + "\n")
-    os.replace(tmp, cpath)
+    write_json(cpath, contract)
     if check:
         want = eager_actions(actor, frames, proprio, graph.observation_size)
         diff = float(np.abs(load_exported(out).act(frames, proprio) - want).max())
         contract["parity"] = {"max_abs_diff": diff, "tolerance": PARITY_TOL, "frames": "4 random"}
         if diff > PARITY_TOL:
             logger.warning("exported %s differs from the eager policy by %.2g", out, diff)
-        tmp.write_text(json.dumps(contract, indent=2) + "\n")
-        os.replace(tmp, cpath)
+        write_json(cpath, contract)
     logger.info("exported %s as %s (%dx%d uint8 input) to %s", bundle, fmt, w, h, out)
     return out
 

@@ -1,7 +1,7 @@
 """``sim2real run``: a policy bundle on a camera and a robot, from command-line specs.
 
 Example:
-    >>> result = run_bundle("runs/reach", camera="sim", robot="sim", hz=10, steps=100)
+    >>> result = run_bundle("runs/reach", "sim", "sim", RunSettings(hz=10, steps=100))
     ... # doctest: +SKIP
     >>> print(result.report.latency.format())  # doctest: +SKIP
 """
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sim2real.deploy.cameras import make_camera
+from sim2real.deploy.interfaces import ActionLimits
 from sim2real.deploy.policy import Policy
 from sim2real.deploy.recording import Recorder
 from sim2real.deploy.runner import Runner, RunReport
@@ -52,20 +53,42 @@ class RunResult:
         }
 
 
+@dataclass(frozen=True)
+class RunSettings:
+    """How :func:`run_bundle` runs a bundle (checked by :class:`Runner` and the loaders).
+
+    Attributes:
+        hz: control rate.
+        steps: ticks to run (``None``: until ``duration_s`` or the end of a replay).
+        duration_s: seconds to run.
+        max_delta: largest change of an action element per tick.
+        watchdog_s: largest accepted frame age.
+        dry_run: compute actions, send nothing.
+        device: where the policy runs.
+        seed: seed of the simulated robot's first episode.
+
+    Example:
+        >>> RunSettings(hz=20, steps=50).watchdog_s
+        0.5
+    """
+
+    hz: float = 10.0
+    steps: int | None = 100
+    duration_s: float | None = None
+    max_delta: float | None = None
+    watchdog_s: float = 0.5
+    dry_run: bool = False
+    device: str = "auto"
+    seed: int | None = 0
+
+
 def run_bundle(
     bundle: str | Path,
     camera: str = "sim",
     robot: str = "sim",
-    hz: float = 10.0,
+    settings: RunSettings | None = None,
     *,
-    steps: int | None = 100,
-    duration_s: float | None = None,
-    max_delta: float | None = None,
-    watchdog_s: float = 0.5,
-    dry_run: bool = False,
     record: str | Path | None = None,
-    device: str = "auto",
-    seed: int | None = 0,
 ) -> RunResult:
     """Load a bundle and run it through :class:`Runner` until ``steps`` / ``duration_s``.
 
@@ -78,26 +101,21 @@ def run_bundle(
         camera: ``sim``, ``replay:DIR``, ``replay@FPS:VIDEO``, ``opencv:0`` (see
             :func:`~sim2real.deploy.cameras.make_camera`).
         robot: ``sim`` or ``sim:ENV_ID``.
-        hz: control rate.
-        steps: ticks to run (``None``: until ``duration_s`` or the end of a replay).
-        duration_s: seconds to run.
-        max_delta: largest change of an action element per tick.
-        watchdog_s: largest accepted frame age.
-        dry_run: compute actions, send nothing.
+        settings: rate, limits and safety settings (default: :class:`RunSettings`' defaults).
         record: folder to record observations, actions and timings into.
-        device: where the policy runs.
-        seed: seed of the simulated robot's first episode.
 
     Raises:
         ConfigError: bad specs or settings; CheckpointError: a bad bundle.
     """
+    s = RunSettings() if settings is None else settings
+    steps, duration_s, hz = s.steps, s.duration_s, s.hz
     if steps is None and duration_s is None and not camera.startswith("replay"):
         raise ConfigError("run: give steps or duration_s (a live camera never ends by itself)")
-    policy = Policy.load(bundle, device=device)
+    policy = Policy.load(bundle, device=s.device)
     env_kwargs: dict[str, Any] = {}
     if robot.startswith("sim"):
         contract_env = policy.contract.get("env_kwargs", {})
-        env_kwargs = {"randomization": "none", "seed": seed}
+        env_kwargs = {"randomization": "none", "seed": s.seed}
         if "image_size" in contract_env:
             env_kwargs["image_size"] = contract_env["image_size"]
         if robot == "sim" and policy.contract.get("env_id"):
@@ -114,11 +132,9 @@ def run_bundle(
         cam,
         sim_robot,
         hz,
-        action_low=policy.action_low,
-        action_high=policy.action_high,
-        max_delta=max_delta,
-        watchdog_s=watchdog_s,
-        dry_run=dry_run,
+        limits=ActionLimits(policy.action_low, policy.action_high, s.max_delta),
+        watchdog_s=s.watchdog_s,
+        dry_run=s.dry_run,
         recorder=recorder,
     )
     with runner:

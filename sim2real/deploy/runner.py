@@ -152,10 +152,10 @@ class Runner:
         robot: a :class:`Robot`; ``run`` connects it (before the camera), ``close`` stops
             and disconnects it. ``run`` itself never disconnects anything.
         hz: control rate, ``> 0``.
-        action_low: lower action bounds (scalar or ``(A,)``).
-        action_high: upper action bounds.
-        max_delta: largest change of any action element per tick; the first tick is limited
-            relative to zero (rest for delta/velocity actions). ``None``: no limit.
+        limits: an :class:`ActionLimits`: the action box (``low``, ``high``, scalars or
+            ``(A,)``) and ``max_delta``, the largest change of any action element per tick;
+            the first tick is limited relative to zero (rest for delta/velocity actions).
+            ``None``: no limit.
         watchdog_s: largest frame age accepted, seconds.
         dry_run: compute and record actions but send nothing to the robot.
         recorder: records every tick; ``run`` closes it at the end.
@@ -168,7 +168,7 @@ class Runner:
     Example:
         >>> robot = SimRobot(randomization="none"); robot.connect()  # doctest: +SKIP
         >>> runner = Runner(policy, robot.camera(), robot, hz=10,
-        ...                 action_low=-1.0, action_high=1.0, max_delta=0.5)  # doctest: +SKIP
+        ...                 limits=ActionLimits(-1.0, 1.0, max_delta=0.5))  # doctest: +SKIP
         >>> with runner:  # close() stops and disconnects at the end  # doctest: +SKIP
         ...     report = runner.run(steps=50)
         >>> print(report.latency.format())  # doctest: +SKIP
@@ -181,9 +181,7 @@ class Runner:
         robot: Robot,
         hz: float,
         *,
-        action_low: Any,
-        action_high: Any,
-        max_delta: Any = None,
+        limits: ActionLimits,
         watchdog_s: float = 0.5,
         dry_run: bool = False,
         recorder: Recorder | None = None,
@@ -200,6 +198,11 @@ class Runner:
                     f"{name}: expected an object satisfying the {kind.__name__} protocol, got "
                     f"{type(obj).__name__}"
                 )
+        if not isinstance(limits, ActionLimits):
+            raise ConfigError(
+                "limits: expected an ActionLimits(low, high, max_delta), got "
+                f"{type(limits).__name__}"
+            )
         policy_colour = getattr(policy, "colour_order", None)
         if policy_colour is not None and policy_colour != camera.colour_order:
             raise ConfigError(
@@ -209,7 +212,7 @@ class Runner:
         self.policy, self.camera, self.robot = policy, camera, robot
         self.hz = float(hz)
         self.period = 1.0 / self.hz
-        self.limits = ActionLimits(action_low, action_high, max_delta)
+        self.limits = limits
         self.watchdog_s = float(watchdog_s)
         self.dry_run = bool(dry_run)
         self.recorder = recorder

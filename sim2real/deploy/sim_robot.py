@@ -66,7 +66,7 @@ class SimRobot:
         >>> robot = SimRobot(randomization="none", image_size=84)  # doctest: +SKIP
         >>> robot.connect()  # doctest: +SKIP
         >>> runner = Runner(policy, robot.camera(), robot, hz=10,
-        ...                 action_low=-1, action_high=1)  # doctest: +SKIP
+        ...                 limits=ActionLimits(-1, 1))  # doctest: +SKIP
         >>> runner.run(steps=100); robot.success_rate  # doctest: +SKIP
     """
 

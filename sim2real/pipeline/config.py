@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from sim2real.errors import ConfigError
 from sim2real.paths import preset_path
+
+if TYPE_CHECKING:
+    from sim2real.policies.config import TrainConfig
 
 Randomization = str | dict[str, Any]
 
@@ -127,6 +130,21 @@ class PolicySection(Section):
     n_envs: int = Field(2, ge=1)
     randomization: Randomization | None = Field(None, description="None: data.randomization")
     settings: dict[str, Any] = Field(default_factory=dict, description="TrainConfig fields")
+
+    def train_config(self, encoder: str, **shared: Any) -> TrainConfig:
+        """The stage's :class:`~sim2real.policies.config.TrainConfig` (the model ``sim2real
+        train`` reads too): this section's fields, the pipeline's ``shared`` settings, then
+        ``settings`` (any other TrainConfig field).
+
+        Example:
+            >>> PolicySection(steps=64).train_config("enc", seed=1).steps
+            64
+        """
+        from sim2real.policies.config import make_config
+
+        own = {"env_id": self.env_id, "encoder": encoder, "algo": self.algo, "mode": self.mode}
+        own |= {"steps": self.steps, "n_envs": self.n_envs}
+        return make_config(**{**own, **shared, **self.settings})
 
 
 class ExportSection(Section):

@@ -113,7 +113,7 @@ def check_settings(cfg: PipelineConfig) -> None:
     if cfg.policy.enabled:
         from pydantic import ValidationError
 
-        from sim2real.policies.train import TrainConfig
+        from sim2real.policies.config import TrainConfig
 
         reserved = {"env_id", "encoder", "algo", "steps", "n_envs", "mode", "seed"}
         clash = sorted(reserved & set(cfg.policy.settings))

@@ -171,20 +171,18 @@ def run_policy(ctx: Context) -> dict[str, Any]:
     cfg, sec = ctx.cfg, ctx.cfg.policy
     stage = "adapt" if sec.encoder == "adapted" else "pretrain"
     encoder = ctx.path(ctx.results[stage]["encoder"])
-    options = {
-        "image_size": list(cfg.image_size),
-        "randomization": sec.randomization
+    config = sec.train_config(
+        str(encoder),
+        seed=cfg.seed,
+        image_size=list(cfg.image_size),
+        randomization=sec.randomization
         if sec.randomization is not None
         else cfg.data.randomization,
-        "device": cfg.device,
-        "progress_bar": ctx.progress,
-        "save_sb3": False,
-        **sec.settings,
-    }
-    run = train(
-        sec.env_id, encoder, ctx.dir / "run", sec.algo, sec.steps, sec.n_envs, sec.mode,
-        cfg.seed, **options,
-    )  # fmt: skip
+        device=cfg.device,
+        progress_bar=ctx.progress,
+        save_sb3=False,
+    )
+    run = train(config.env_id, config.encoder, ctx.dir / "run", config=config)
     history = json.loads((run / "eval.json").read_text())
     summary = json.loads((run / "summary.json").read_text())
     picture = plots.learning_curve(history, run / "monitor.csv", ctx.dir / "learning_curve.png")
@@ -256,13 +254,12 @@ def run_runner(ctx: Context) -> dict[str, Any]:
 
 def _run_once(policy: Any, camera: Any, robot: Any, steps: int, sec: Any) -> dict[str, Any]:
     """One ``Runner.run``; the robot's episodes that finished during it."""
-    from sim2real.deploy import Runner
+    from sim2real.deploy.interfaces import ActionLimits
+    from sim2real.deploy.runner import Runner
 
     episodes_before = len(robot.episodes)
-    runner = Runner(
-        policy, camera, robot, sec.hz, action_low=policy.action_low,
-        action_high=policy.action_high, max_delta=sec.max_delta, watchdog_s=sec.watchdog_s,
-    )  # fmt: skip
+    limits = ActionLimits(policy.action_low, policy.action_high, sec.max_delta)
+    runner = Runner(policy, camera, robot, sec.hz, limits=limits, watchdog_s=sec.watchdog_s)
     try:
         report = runner.run(steps=steps)
     finally:

@@ -17,7 +17,7 @@ from stable_baselines3 import PPO
 import sim2real.envs  # noqa: F401  (registers the ids)
 from sim2real import Policy
 from sim2real.cli import main
-from sim2real.deploy.run import run_bundle
+from sim2real.deploy.run import RunSettings, run_bundle
 from sim2real.errors import ConfigError, InputError
 from sim2real.perception.encoder import Encoder
 from sim2real.perception.preprocessing import resize_frames
@@ -39,11 +39,11 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ENV,
         str(root / "encoder"),
         root / "run",
-        "ppo",
-        128,
-        1,
-        "finetune",
-        0,
+        algo="ppo",
+        steps=128,
+        n_envs=1,
+        mode="finetune",
+        seed=0,
         algo_kwargs={"n_steps": 64, "batch_size": 32, "n_epochs": 2},
         image_size=SIZE,
         trunk_dim=16,
@@ -147,7 +147,7 @@ def test_runtime_imports_no_sb3_gymnasium_or_pybullet(run: Path) -> None:
 
 
 def test_run_bundle_closes_the_loop_in_simulation(run: Path, tmp_path: Path) -> None:
-    result = run_bundle(run, camera="sim", robot="sim", hz=200, steps=6, record=tmp_path / "rec")
+    result = run_bundle(run, "sim", "sim", RunSettings(hz=200, steps=6), record=tmp_path / "rec")
     assert result.report.status == "completed" and result.report.steps == 6
     manifest = json.loads((tmp_path / "rec" / "manifest.json").read_text())
     assert manifest["spec"]["camera"] == "sim"
@@ -164,4 +164,4 @@ def test_cli_run_replays_a_folder_dry(run: Path, tmp_path: Path, capsys: Any) ->
     out = capsys.readouterr().out
     assert "completed: 4 steps" in out and "dry run" in out and "inference" in out
     with pytest.raises(ConfigError, match="robot spec"):
-        run_bundle(run, camera=f"replay:{frames}", robot="ur5", steps=1)
+        run_bundle(run, f"replay:{frames}", "ur5", RunSettings(steps=1))

@@ -49,9 +49,11 @@ def make(clock: FakeClock, camera: Any = None, robot: Any = None, policy: Any = 
     camera = camera or FakeCamera(clock)
     robot = robot or FakeRobot()
     policy = policy or FakePolicy(clock)
-    kw.setdefault("action_low", -1.0)
-    kw.setdefault("action_high", 1.0)
-    runner = Runner(policy, camera, robot, kw.pop("hz", HZ), clock=clock, sleep=clock.sleep, **kw)
+    limits = ActionLimits(
+        kw.pop("action_low", -1.0), kw.pop("action_high", 1.0), kw.pop("max_delta", None)
+    )
+    hz = kw.pop("hz", HZ)
+    runner = Runner(policy, camera, robot, hz, limits=limits, clock=clock, sleep=clock.sleep, **kw)
     return runner, camera, robot, policy
 
 

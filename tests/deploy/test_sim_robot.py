@@ -17,6 +17,7 @@ from fakes import FakeClock, FakePolicy  # noqa: E402
 
 from sim2real.data.shards import ShardedDataset  # noqa: E402
 from sim2real.deploy import (  # noqa: E402
+    ActionLimits,
     DeviceNotConnectedError,
     Recorder,
     Runner,
@@ -132,9 +133,9 @@ def test_runner_drives_the_sim_robot_and_records(tmp_path: Path) -> None:
     robot.connect()  # the sim camera needs its robot connected
     policy = FakePolicy(clock, action_fn=lambda k, frame, proprio: np.array([1.0, 0.0, 0.0]))
     recorder = Recorder(tmp_path / "rec")
-    limits = {"action_low": -1.0, "action_high": 1.0, "max_delta": 0.5}
+    limits = ActionLimits(-1.0, 1.0, max_delta=0.5)
     runner = Runner(
-        policy, camera, robot, 10, **limits, recorder=recorder, clock=clock, sleep=clock.sleep
+        policy, camera, robot, 10, limits=limits, recorder=recorder, clock=clock, sleep=clock.sleep
     )
     start = ee(robot)
     report = runner.run(steps=4)

@@ -20,15 +20,16 @@ from sim2real.perception.encoder import Encoder
 from sim2real.perception.geometry import PlaneCamera, relative_position
 from sim2real.policies.augment import RandomShift, shift_images
 from sim2real.policies.bundle import (
-    METRE_SCALE,
     BundleActor,
     load_bundle,
     position_route,
     save_bundle,
 )
+from sim2real.policies.config import METRE_SCALE, TrainConfig
 from sim2real.policies.extractor import (
     LR_SCALE_ATTR,
     EncoderExtractor,
+    ExtractorSettings,
     FrozenFeatures,
     images_to_input,
     position_available,
@@ -104,7 +105,11 @@ def _obs_batch(n: int = 4, seed: int = 0) -> dict[str, np.ndarray]:
 
 def test_extractor_output_and_preprocessing_parity(tmp_path: Path) -> None:
     path = _encoder(tmp_path)
-    ex = EncoderExtractor(_venv().observation_space, path, "frozen", use_position=True, trunk_dim=8)
+    ex = EncoderExtractor(
+        _venv().observation_space,
+        path,
+        ExtractorSettings(mode="frozen", use_position=True, trunk_dim=8),
+    )
     assert ex.features_dim == 8 + 3 + 10
     obs = _obs_batch()
     image = torch.from_numpy(obs["image"]).float()  # what SB3 hands over (normalize_images=False)
@@ -122,8 +127,12 @@ def test_extractor_output_and_preprocessing_parity(tmp_path: Path) -> None:
 def test_metre_scale_makes_the_policy_input_sensitive_to_position(tmp_path: Path) -> None:
     """The predicted position and the end effector enter in decimetres by default."""
     path, space = _encoder(tmp_path), _venv().observation_space
-    ex = EncoderExtractor(space, path, "frozen", use_position=True, trunk_dim=8)
-    metres = EncoderExtractor(space, path, "frozen", use_position=True, trunk_dim=8, metre_scale=1)
+    ex = EncoderExtractor(
+        space, path, ExtractorSettings(mode="frozen", use_position=True, trunk_dim=8)
+    )
+    metres = EncoderExtractor(
+        space, path, ExtractorSettings(mode="frozen", use_position=True, trunk_dim=8, metre_scale=1)
+    )
     metres.trunk.load_state_dict(ex.trunk.state_dict())
     obs = _obs_batch()
     batch = {"image": torch.from_numpy(obs["image"]).float()}
@@ -131,11 +140,13 @@ def test_metre_scale_makes_the_policy_input_sensitive_to_position(tmp_path: Path
     scale = torch.tensor([1.0] * 8 + [METRE_SCALE] * 3 + [1.0] * 7 + [METRE_SCALE] * 3)
     torch.testing.assert_close(ex(batch), metres(batch) * scale)
     with pytest.raises(ConfigError, match="metre_scale"):
-        EncoderExtractor(space, path, metre_scale=0.0)
+        EncoderExtractor(space, path, ExtractorSettings(metre_scale=0.0))
 
 
 def test_frozen_mode_no_grad_and_eval_batchnorm(tmp_path: Path) -> None:
-    ex = EncoderExtractor(_venv().observation_space, _lite0(tmp_path), "frozen", trunk_dim=8)
+    ex = EncoderExtractor(
+        _venv().observation_space, _lite0(tmp_path), ExtractorSettings(mode="frozen", trunk_dim=8)
+    )
     ex.train(True)
     assert ex.trunk.training and not ex.encoder.training
     assert not any(p.requires_grad for p in ex.encoder.parameters())
@@ -148,7 +159,9 @@ def test_frozen_mode_no_grad_and_eval_batchnorm(tmp_path: Path) -> None:
 
 def test_finetune_lr_scale_and_batchnorm(tmp_path: Path) -> None:
     ex = EncoderExtractor(
-        _venv().observation_space, _lite0(tmp_path), "finetune", encoder_lr_scale=0.1
+        _venv().observation_space,
+        _lite0(tmp_path),
+        ExtractorSettings(mode="finetune", encoder_lr_scale=0.1),
     )
     ex.train(True)
     bns = [m for m in ex.encoder.modules() if isinstance(m, torch.nn.BatchNorm2d)]
@@ -184,7 +197,9 @@ def test_random_shift_seeded_and_exact() -> None:
 
 def test_frozen_features_wrapper_matches_extractor(tmp_path: Path) -> None:
     path = _encoder(tmp_path)
-    ex = EncoderExtractor(_venv().observation_space, path, "frozen", use_position=True)
+    ex = EncoderExtractor(
+        _venv().observation_space, path, ExtractorSettings(mode="frozen", use_position=True)
+    )
     cached = FrozenFeatures(_venv(2), Encoder.load(path), use_position=True)
     assert set(cached.observation_space.spaces) == {"features", "proprio"}
     obs = _obs_batch(2)
@@ -199,14 +214,18 @@ def test_frozen_features_wrapper_matches_extractor(tmp_path: Path) -> None:
 
 def test_ppo_keeps_pretrained_encoder_through_ortho_init(tmp_path: Path) -> None:
     path = _encoder(tmp_path)
-    model = build_model("ppo", _venv(), path, "finetune", trunk_dim=8, hidden=(16,))
+    model = build_model(_venv(), path, TrainConfig(mode="finetune", trunk_dim=8, hidden=(16,)))
     loaded = Encoder.load(path).state_dict()
     for key, value in policy_extractor(model).encoder.state_dict().items():
         torch.testing.assert_close(value, loaded[key], rtol=0, atol=0)
 
 
 def test_sac_encoder_learns_from_td_loss_only(tmp_path: Path) -> None:
-    model = build_model("sac", _venv(), _encoder(tmp_path), "finetune", trunk_dim=8, hidden=(16,))
+    model = build_model(
+        _venv(),
+        _encoder(tmp_path),
+        TrainConfig(algo="sac", mode="finetune", trunk_dim=8, hidden=(16,)),
+    )
     policy = model.policy
     encoder = policy_extractor(model).encoder
     assert policy.critic.features_extractor is policy.actor.features_extractor
@@ -226,7 +245,9 @@ def test_sac_encoder_learns_from_td_loss_only(tmp_path: Path) -> None:
 @pytest.mark.parametrize("algo", ["ppo", "sac"])
 def test_bundle_actor_matches_sb3(tmp_path: Path, algo: str) -> None:
     path = _encoder(tmp_path)
-    model = build_model(algo, _venv(), path, "finetune", use_position=True, trunk_dim=8)
+    model = build_model(
+        _venv(), path, TrainConfig(algo=algo, mode="finetune", use_position=True, trunk_dim=8)
+    )
     encoder = policy_extractor(model).encoder
     contract = {"features": {"pool": "mean"}, "algo": algo}
     save_bundle(tmp_path / "bundle", encoder, actor_head_from_model(model), contract)
@@ -270,8 +291,8 @@ def test_bundle_loads_without_stable_baselines3() -> None:
 def test_extractor_on_cuda_matches_cpu(tmp_path: Path) -> None:
     path = _encoder(tmp_path)
     space = _venv().observation_space
-    cpu = EncoderExtractor(space, path, "frozen", use_position=True).eval()
-    gpu = EncoderExtractor(space, path, "frozen", use_position=True).eval()
+    cpu = EncoderExtractor(space, path, ExtractorSettings(mode="frozen", use_position=True)).eval()
+    gpu = EncoderExtractor(space, path, ExtractorSettings(mode="frozen", use_position=True)).eval()
     gpu.trunk.load_state_dict(cpu.trunk.state_dict())
     gpu = gpu.cuda()
     obs = _obs_batch()
@@ -330,7 +351,11 @@ def test_keypoint_relative_position_joins_the_features(tmp_path: Path) -> None:
     assert position_route(encoder) == "keypoint_relative" and position_available(encoder)
     obs = _obs_batch()
     obs["proprio"][:, -3:] = [[0.4, 0.1, 0.2], [0.6, -0.1, 0.1], [0.5, 0.0, 0.3], [0.45, 0.2, 0.08]]
-    ex = EncoderExtractor(_venv().observation_space, path, "frozen", use_position=True, trunk_dim=8)
+    ex = EncoderExtractor(
+        _venv().observation_space,
+        path,
+        ExtractorSettings(mode="frozen", use_position=True, trunk_dim=8),
+    )
     image, proprio = torch.from_numpy(obs["image"]).float(), torch.from_numpy(obs["proprio"])
     with torch.no_grad():
         out = ex({"image": image, "proprio": proprio})
@@ -354,7 +379,9 @@ def _assert_bundle_acts_like_sb3(
     tmp_path: Path, encoder: str, trunk_dim: int, obs: dict[str, np.ndarray]
 ) -> dict[str, Any]:
     """A frozen PPO model saved as a bundle, loaded back: same actions. Returns the contract."""
-    model = build_model("ppo", _venv(), encoder, "frozen", use_position=True, trunk_dim=trunk_dim)
+    model = build_model(
+        _venv(), encoder, TrainConfig(mode="frozen", use_position=True, trunk_dim=trunk_dim)
+    )
     save_bundle(
         tmp_path / "bundle",
         policy_extractor(model).encoder,
@@ -373,7 +400,9 @@ def test_trunk_zero_reads_position_and_proprio_only(tmp_path: Path) -> None:
     whatever the pooled features; SB3's actions survive the bundle; a blind policy is refused."""
     path = _encoder(tmp_path)
     space = _venv().observation_space
-    ex = EncoderExtractor(space, path, "frozen", use_position=True, trunk_dim=0)
+    ex = EncoderExtractor(
+        space, path, ExtractorSettings(mode="frozen", use_position=True, trunk_dim=0)
+    )
     assert ex.features_dim == 3 + 10 and not list(ex.trunk.parameters())
     obs = _obs_batch()
     image, proprio = torch.from_numpy(obs["image"]).float(), torch.from_numpy(obs["proprio"])
@@ -387,6 +416,10 @@ def test_trunk_zero_reads_position_and_proprio_only(tmp_path: Path) -> None:
     torch.testing.assert_close(out[:, 10:], proprio[:, -3:] * METRE_SCALE)
     assert _assert_bundle_acts_like_sb3(tmp_path, path, 0, obs)["actor"]["trunk_dim"] == 0
     with pytest.raises(ConfigError, match="trunk_dim 0: expected > 0, or 0 with use_position"):
-        EncoderExtractor(space, path, "frozen", use_position=False, trunk_dim=0)
+        EncoderExtractor(
+            space, path, ExtractorSettings(mode="frozen", use_position=False, trunk_dim=0)
+        )
     with pytest.raises(ConfigError, match="trunk_dim -1"):
-        EncoderExtractor(space, path, "frozen", use_position=True, trunk_dim=-1)
+        EncoderExtractor(
+            space, path, ExtractorSettings(mode="frozen", use_position=True, trunk_dim=-1)
+        )

@@ -94,7 +94,17 @@ def test_smoke_train_save_load(
     encoder = encoders[backbone] if backbone else None
     kwargs = PPO_FAST if algo == "ppo" else SAC_FAST
     run = train(
-        ENV, encoder, tmp_path / "run", algo, 192, 1, mode, 0, algo_kwargs=kwargs, **FAST, **extra
+        ENV,
+        encoder,
+        tmp_path / "run",
+        algo=algo,
+        steps=192,
+        n_envs=1,
+        mode=mode,
+        seed=0,
+        algo_kwargs=kwargs,
+        **FAST,
+        **extra,
     )
     for name in ("bundle/contract.json", "bundle/policy.safetensors", "eval.json", "summary.json"):
         assert (run / name).is_file(), name
@@ -125,11 +135,11 @@ def test_subproc_curriculum_checkpoints_aux(tmp_path: Path, encoders: dict[str, 
         ENV,
         encoders["nature_cnn"],
         tmp_path / "run",
-        "ppo",
-        256,
-        2,
-        "finetune",
-        1,
+        algo="ppo",
+        steps=256,
+        n_envs=2,
+        mode="finetune",
+        seed=1,
         algo_kwargs=PPO_FAST,
         curriculum_start=0.0,
         curriculum_steps=512,
@@ -154,9 +164,20 @@ def test_subproc_curriculum_checkpoints_aux(tmp_path: Path, encoders: dict[str, 
 
 def test_time_limit_stops_early_and_saves_the_run(tmp_path: Path) -> None:
     run = train(
-        ENV, None, tmp_path / "run", "ppo", 10_000, 1, "scratch", 0, backbone="nature_cnn",
-        pool="flatten", minutes=1e-9, algo_kwargs=PPO_FAST, **FAST,
-    )  # fmt: skip
+        ENV,
+        None,
+        tmp_path / "run",
+        algo="ppo",
+        steps=10_000,
+        n_envs=1,
+        mode="scratch",
+        seed=0,
+        backbone="nature_cnn",
+        pool="flatten",
+        minutes=1e-9,
+        algo_kwargs=PPO_FAST,
+        **FAST,
+    )
     summary = json.loads((run / "summary.json").read_text())
     assert summary["stopped"] == "time limit"
     assert summary["steps_budget"] == 10_000 and 0 < summary["env_steps"] < 10_000
@@ -186,9 +207,19 @@ def test_sigterm_saves_the_run_then_interrupts(
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(KeyboardInterrupt):
         train(
-            ENV, None, tmp_path / "run", "ppo", 10_000, 1, "scratch", 0, backbone="nature_cnn",
-            pool="flatten", algo_kwargs=PPO_FAST, **FAST,
-        )  # fmt: skip
+            ENV,
+            None,
+            tmp_path / "run",
+            algo="ppo",
+            steps=10_000,
+            n_envs=1,
+            mode="scratch",
+            seed=0,
+            backbone="nature_cnn",
+            pool="flatten",
+            algo_kwargs=PPO_FAST,
+            **FAST,
+        )
     assert signal.getsignal(signal.SIGTERM) is before  # the handler is train's alone
     run = tmp_path / "run"
     summary = json.loads((run / "summary.json").read_text())
@@ -213,11 +244,11 @@ def test_train_on_cuda(tmp_path: Path, encoders: dict[str, str]) -> None:
         ENV,
         encoders["efficientnet_lite0"],
         tmp_path / "run",
-        "sac",
-        128,
-        1,
-        "finetune",
-        0,
+        algo="sac",
+        steps=128,
+        n_envs=1,
+        mode="finetune",
+        seed=0,
         device="cuda",
         algo_kwargs=SAC_FAST,
         **FAST,
@@ -225,3 +256,23 @@ def test_train_on_cuda(tmp_path: Path, encoders: dict[str, str]) -> None:
     assert json.loads((run / "config.json").read_text())["resolved"]["device"].startswith("cuda")
     _, actor, _ = load_bundle(run, device="cuda")
     assert next(actor.parameters()).is_cuda
+
+
+def test_same_seed_trains_the_same_weights(tmp_path: Path) -> None:
+    """Two runs with one seed: the same actor and encoder, tensor for tensor."""
+    settings = {**FAST, "save_sb3": False, "resume_every": 0, "backbone": "nature_cnn"}
+    settings |= {"pool": "flatten", "algo_kwargs": {"n_steps": 32, "batch_size": 16, "n_epochs": 1}}
+
+    def weights(name: str, seed: int) -> dict[str, dict[str, torch.Tensor]]:
+        run = train(
+            ENV, None, tmp_path / name, algo="ppo", steps=64, n_envs=1, mode="scratch", seed=seed,
+            **settings,
+        )  # fmt: skip
+        files = ("policy.safetensors", "encoder/model.safetensors")
+        return {f: load_file(str(run / "bundle" / f)) for f in files}
+
+    first, second, other = weights("a", 3), weights("b", 3), weights("c", 4)
+    for name in first:
+        _assert_same_tensors(first[name], second[name])
+    actor, changed = first["policy.safetensors"], other["policy.safetensors"]
+    assert any(not torch.equal(actor[k], changed[k]) for k in actor), "the seed changed nothing"

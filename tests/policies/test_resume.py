@@ -154,9 +154,19 @@ def test_a_killed_save_keeps_the_previous_state(tmp_path: Path) -> None:
 
 def test_stopped_run_resumes_to_its_budget(tmp_path: Path) -> None:
     run = train(
-        ENV, None, tmp_path / "run", "ppo", 128, 1, "scratch", 0, algo_kwargs=PPO_FAST,
-        eval_every=64, **SCRATCH, **FAST,
-    )  # fmt: skip
+        ENV,
+        None,
+        tmp_path / "run",
+        algo="ppo",
+        steps=128,
+        n_envs=1,
+        mode="scratch",
+        seed=0,
+        algo_kwargs=PPO_FAST,
+        eval_every=64,
+        **SCRATCH,
+        **FAST,
+    )
     first = json.loads((run / "summary.json").read_text())
     assert first["sessions"] == 1 and first["resumed_from_step"] is None
     episodes_before = len((run / "monitor.csv").read_text().splitlines())
@@ -199,9 +209,20 @@ def test_crashed_run_goes_on_from_its_last_periodic_state(
     monkeypatch.setattr(train_module, "_callbacks", lambda *a: [*original(*a), _CrashAt(300)])
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(
-            ENV, None, tmp_path / "run", "ppo", 512, 1, "scratch", 0, algo_kwargs=PPO_FAST,
-            eval_every=128, resume_every=192, **SCRATCH, **FAST,
-        )  # fmt: skip
+            ENV,
+            None,
+            tmp_path / "run",
+            algo="ppo",
+            steps=512,
+            n_envs=1,
+            mode="scratch",
+            seed=0,
+            algo_kwargs=PPO_FAST,
+            eval_every=128,
+            resume_every=192,
+            **SCRATCH,
+            **FAST,
+        )
     run = tmp_path / "run"
     assert not (run / "summary.json").exists()  # the crash saved nothing at the end...
     meta = json.loads((run / "resume" / "state.json").read_text())
@@ -223,16 +244,37 @@ def test_resume_refuses_other_configurations(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"config\.json not found"):
         resume_training(tmp_path / "none")
     run = train(
-        ENV, None, tmp_path / "run", "ppo", 64, 1, "scratch", 0, algo_kwargs=PPO_FAST,
-        eval_every=0, **SCRATCH, **FAST,
-    )  # fmt: skip
+        ENV,
+        None,
+        tmp_path / "run",
+        algo="ppo",
+        steps=64,
+        n_envs=1,
+        mode="scratch",
+        seed=0,
+        algo_kwargs=PPO_FAST,
+        eval_every=0,
+        **SCRATCH,
+        **FAST,
+    )
     with pytest.raises(ConfigError, match=r"\['seed'\] cannot change"):
         resume_training(run, steps=128, seed=3)
     with pytest.raises(ConfigError, match=r"differs from .* in hidden"):
         train(
-            ENV, None, run, "ppo", 128, 1, "scratch", 0, algo_kwargs=PPO_FAST, eval_every=0,
-            resume=True, **SCRATCH, **{**FAST, "hidden": (8,)},
-        )  # fmt: skip
+            ENV,
+            None,
+            run,
+            algo="ppo",
+            steps=128,
+            n_envs=1,
+            mode="scratch",
+            seed=0,
+            algo_kwargs=PPO_FAST,
+            eval_every=0,
+            resume=True,
+            **SCRATCH,
+            **{**FAST, "hidden": (8,)},
+        )
     (run / "resume" / "state.json").unlink()
     with pytest.raises(CheckpointError, match="no resume state"):
         resume_training(run, steps=128)
@@ -242,12 +284,23 @@ def test_a_fresh_run_clears_what_the_last_left(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     kwargs = {"algo_kwargs": PPO_FAST, "eval_every": 0, **SCRATCH, **FAST}
-    run = train(ENV, None, tmp_path / "run", "ppo", 64, 1, "scratch", 0, resume_every=0, **kwargs)
+    run = train(
+        ENV,
+        None,
+        tmp_path / "run",
+        algo="ppo",
+        steps=64,
+        n_envs=1,
+        mode="scratch",
+        seed=0,
+        resume_every=0,
+        **kwargs,
+    )
     assert (run / "resume").is_dir() and (run / "summary.json").is_file()  # saved at the stop
     original = train_module._callbacks
     monkeypatch.setattr(train_module, "_callbacks", lambda *a: [*original(*a), _CrashAt(10)])
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train(ENV, None, run, "ppo", 512, 1, "scratch", 1, **kwargs)
+        train(ENV, None, run, algo="ppo", steps=512, n_envs=1, mode="scratch", seed=1, **kwargs)
     # the new run died before saving anything: nothing of the old one may pass for it
     assert not (run / "summary.json").exists() and find_resume_state(run) is None
 
@@ -255,9 +308,19 @@ def test_a_fresh_run_clears_what_the_last_left(
 def test_sac_run_resumes_with_a_larger_budget_and_buffer(tmp_path: Path) -> None:
     """SAC's default buffer follows ``steps``: raising it on resume reloads into a larger one."""
     run = train(
-        ENV, None, tmp_path / "run", "sac", 96, 1, "scratch", 0, eval_every=0,
-        algo_kwargs={"batch_size": 16, "learning_starts": 32}, **SCRATCH, **FAST,
-    )  # fmt: skip
+        ENV,
+        None,
+        tmp_path / "run",
+        algo="sac",
+        steps=96,
+        n_envs=1,
+        mode="scratch",
+        seed=0,
+        eval_every=0,
+        algo_kwargs={"batch_size": 16, "learning_starts": 32},
+        **SCRATCH,
+        **FAST,
+    )
     replay = json.loads((run / "resume" / "state.json").read_text())["replay"]
     assert replay == {"filled": 96, "pos": 0, "full": True}
     resume_training(run, steps=160)
