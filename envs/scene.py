@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sim2real.envs.camera import CameraConfig
-from sim2real.envs.robots import Robot, RobotConfig
+from sim2real.envs.robots import RobotArm, RobotConfig
 from sim2real.envs.textures import TexturePool
 from sim2real.errors import ConfigError
 from sim2real.paths import preset_path
@@ -122,7 +122,8 @@ class SceneConfig(BaseModel):
         path = preset_path("scenes", name_or_path)
         data = yaml.safe_load(path.read_text()) or {}
         try:
-            return cls.model_validate(data)
+            # relative paths inside (robot.urdf) are tried relative to the YAML first
+            return cls.model_validate(data, context={"base_dir": str(path.parent.resolve())})
         except ValidationError as exc:
             raise ConfigError(f"scene config {path}: {exc}") from exc
 
@@ -177,11 +178,11 @@ class Scene:
         self.colorable: dict[str, list[tuple[int, int]]] = {}
         # The CPU renderer draws bodies in creation order and rejects hidden fragments early,
         # so small near things come first and large far surfaces (table, walls, floor) last.
-        self.robot = Robot(client, cfg.robot)
+        self.robot = RobotArm(client, cfg.robot)
         self.body_ids["robot"] = self.robot.body
         self.colorable["robot"] = [(self.robot.body, link) for link in self.robot.links]
         for body, link in self.colorable["robot"]:
-            client.changeVisualShape(body, link, rgbaColor=_rgba(cfg.robot.color))
+            client.changeVisualShape(body, link, rgbaColor=_rgba(cfg.robot.colour))
         self.cube = self._box(
             "cube", (cfg.cube.size / 2,) * 3, (0, 0, cfg.cube_z), cfg.cube.color, mass=cfg.cube.mass
         )

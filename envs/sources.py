@@ -71,6 +71,11 @@ def scene_spec(
         # a field added after datasets were made: at its default the spec stays as it was, so
         # those datasets still resume and compare equal
         del scene_json["cube"]["spawn_near"]
+    # robot.color was renamed colour: the spec keeps the old key (both load), so datasets
+    # made before the rename still resume and compare equal
+    scene_json["robot"] = {
+        ("color" if k == "colour" else k): v for k, v in scene_json["robot"].items()
+    }
     spec = {
         "source": "sim2real.envs.sources:make_source",
         "scene": scene_json,

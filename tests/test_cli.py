@@ -28,6 +28,7 @@ COMMANDS = [
     "curve",
     "train",
     "bench",
+    "inspect",
 ]
 
 
