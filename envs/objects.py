@@ -528,8 +528,8 @@ def load_object(
         spec: the object entry.
         base_dir: folder of the scene YAML, for relative file names.
         name: instance name (default: ``spec.name``).
-        file: for a set, the member to load (default: drawn from the glob's matches with
-            ``rng``, or the first match without one).
+        file: the file to load, already resolved (default: the spec's file; for a set, a
+            member drawn from the glob's matches with ``rng``, or the first without one).
         rng: draws a set's member.
         position: where the base goes (upright).
 
@@ -562,10 +562,18 @@ def load_object(
     elif kind == "shape":
         obj = _load_shape(client, spec, name, position)
     elif kind == "mesh":
-        path = resolve_file(spec.mesh or "", base_dir=base_dir, what=f"object {spec.name!r} mesh")
+        path = (
+            Path(file)
+            if file is not None
+            else resolve_file(spec.mesh or "", base_dir=base_dir, what=f"object {spec.name!r} mesh")
+        )
         obj = _load_mesh(client, spec, name, path, position)
     else:
-        path = resolve_file(spec.urdf or "", base_dir=base_dir, what=f"object {spec.name!r} urdf")
+        path = (
+            Path(file)
+            if file is not None
+            else resolve_file(spec.urdf or "", base_dir=base_dir, what=f"object {spec.name!r} urdf")
+        )
         obj = _load_urdf(client, spec, name, path, position)
     if spec.color is not None:
         for link in range(-1, client.getNumJoints(obj.body)):
