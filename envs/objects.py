@@ -769,6 +769,7 @@ def sample_placements(
     margin: float = 0.005,
     max_tries: int = 500,
     camera_eye: Sequence[float] | None = None,
+    preset: Mapping[str, Sequence[float]] | None = None,
 ) -> dict[str, Placement]:
     """Non-interpenetrating upright poses resting on the table, by rejection sampling.
 
@@ -777,7 +778,9 @@ def sample_placements(
     an already placed one or a ``keep_out`` disc ``(x, y, radius)`` (e.g. the robot base).
     Positions are drawn in the object's own ``spawn`` region, else ``region``; the base goes
     at ``table_top + bottom`` (+0.1 mm), so the lowest point touches the table top. Objects
-    are placed in the order given; the result depends only on ``rng``'s state.
+    are placed in the order given; the result depends only on ``rng``'s state. ``preset``
+    fixes some objects' ``(x, y)`` or ``(x, y, yaw)`` (a task placing its target itself):
+    they are placed first, as given, and the others avoid them.
 
     Raises:
         ConfigError: an object has no region, or found no free spot in ``max_tries`` draws.
@@ -795,7 +798,21 @@ def sample_placements(
     """
     placed: list[tuple[float, float, float]] = [tuple(map(float, k)) for k in keep_out]  # type: ignore[misc]
     out: dict[str, Placement] = {}
+    preset = dict(preset or {})
+    unknown = sorted(set(preset) - {o.name for o in objects})
+    if unknown:
+        raise ConfigError(f"preset placements {unknown}: not among {[o.name for o in objects]}")
     for obj in objects:
+        if obj.name in preset:
+            xy = [float(v) for v in preset[obj.name]]
+            yaw = xy[2] if len(xy) > 2 else 0.0
+            orn = quat_mul(yaw_quat(yaw), obj.rest_orientation)
+            pos = np.array([xy[0], xy[1], table_top + obj.bottom + REST_EPS])
+            out[obj.name] = Placement(pos, orn, yaw)
+            placed.append((xy[0], xy[1], obj.radius))
+    for obj in objects:
+        if obj.name in out:
+            continue
         reg = obj.spec.spawn or region
         if reg is None:
             raise ConfigError(f"object {obj.name!r}: no spawn region (spawn: {{x, y}}) given")
@@ -856,3 +873,144 @@ def apply_placements(
             if obj.mass > 0:
                 client.changeDynamics(obj.body, -1, mass=obj.mass)
         client.resetBaseVelocity(obj.body, [0, 0, 0], [0, 0, 0])
+
+
+class SceneObjects:
+    """Every object of a scene in one client: loaded once, shown and placed per episode,
+    labelled per frame. The glue a scene holds (one attribute, a few calls).
+
+    Example:
+        >>> import pybullet as p
+        >>> from pybullet_utils.bullet_client import BulletClient
+        >>> c = BulletClient(p.DIRECT)
+        >>> objs = SceneObjects(c, [{"name": "cube", "shape": "box", "size": 0.05,
+        ...                          "spawn": {"x": [0.4, 0.6], "y": [-0.1, 0.1]}}])
+        >>> objs.target, sorted(objs.reset(np.random.default_rng(0)))
+        ('cube', ['cube'])
+        >>> objs.close(); c.disconnect()
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        specs: Sequence[Mapping[str, Any] | ObjectSpec],
+        *,
+        table_top: float = 0.0,
+        region: SpawnRegion | None = None,
+        base_dir: str | Path | None = None,
+        seed: int = 0,
+    ) -> None:
+        """Load every instance (parked).
+
+        Args:
+            client: the scene's PyBullet client.
+            specs: the scene's ``objects:`` entries.
+            table_top: height the objects rest on.
+            region: spawn region of entries without their own ``spawn``.
+            base_dir: the scene YAML's folder, for relative files.
+            seed: draws the members of sets (fixed for the life of the scene).
+        """
+        self.client = client
+        self.specs = validate_objects(specs)
+        self.table_top = float(table_top)
+        self.region = region
+        self.objects = load_objects(
+            client, self.specs, np.random.default_rng(seed), base_dir=base_dir
+        )
+        roles = [s.role for s in self.specs]
+        self.target: str | None = target_name(self.specs) if "target" in roles else None
+        self.shown: list[str] = []
+        self._silhouettes: Any = None
+
+    @property
+    def body_ids(self) -> dict[str, int]:
+        return {name: obj.body for name, obj in self.objects.items()}
+
+    @property
+    def colorable(self) -> dict[str, list[tuple[int, int]]]:
+        """Instance name -> (body, link) pairs, for randomisation's recolouring."""
+        c = self.client
+        return {
+            name: [(obj.body, link) for link in range(-1, c.getNumJoints(obj.body))]
+            for name, obj in self.objects.items()
+        }
+
+    def reset(
+        self,
+        rng: np.random.Generator,
+        *,
+        keep_out: Sequence[tuple[float, float, float]] = (),
+        camera_eye: Sequence[float] | None = None,
+        preset: Mapping[str, Sequence[float]] | None = None,
+    ) -> dict[str, Placement]:
+        """Draw which instances show (counts) and where (placements); move them; park the
+        rest. Instances in ``preset`` always show, at the ``(x, y[, yaw])`` given."""
+        shown = sample_counts(self.specs, rng)
+        shown += [n for n in preset or {} if n not in shown]
+        placements = sample_placements(
+            [self.objects[n] for n in shown],
+            rng,
+            table_top=self.table_top,
+            region=self.region,
+            keep_out=keep_out,
+            camera_eye=camera_eye,
+            preset=preset,
+        )
+        apply_placements(self.client, self.objects, placements)
+        self.shown = list(placements)
+        return placements
+
+    def place(self, name: str, xy: Sequence[float], yaw: float = 0.0) -> None:
+        """Put one instance upright on the table at ``xy`` (others unchanged)."""
+        if name not in self.objects:
+            raise ConfigError(f"object {name!r}: expected one of {sorted(self.objects)}")
+        obj = self.objects[name]
+        pos = np.array([float(xy[0]), float(xy[1]), self.table_top + obj.bottom + REST_EPS])
+        orn = quat_mul(yaw_quat(float(yaw)), obj.rest_orientation)
+        apply_placements(self.client, {name: obj}, {name: Placement(pos, orn, float(yaw))})
+        if name not in self.shown:
+            self.shown.append(name)
+
+    def pose(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """Base position (3,) and quaternion (4,) of one instance."""
+        pos, orn = self.client.getBasePositionAndOrientation(self.objects[name].body)
+        return np.asarray(pos, dtype=np.float64), np.asarray(orn, dtype=np.float64)
+
+    def labels(
+        self,
+        geometry: Any,
+        *,
+        base_position: np.ndarray,
+        base_yaw: float = 0.0,
+        seg: np.ndarray | None = None,
+        exact_silhouettes: bool = True,
+    ) -> dict[str, Any]:
+        """Per-object labels of a frame (:func:`sim2real.envs.object_labels.object_labels`):
+        cheap without ``seg``, exact with it (the silhouette renderer starts on first use)."""
+        from sim2real.envs.object_labels import SilhouetteRenderer, object_labels
+
+        sil = None
+        if seg is not None and exact_silhouettes:
+            if self._silhouettes is None:
+                self._silhouettes = SilhouetteRenderer(self.objects)
+            sil = self._silhouettes
+        return object_labels(
+            self.client,
+            geometry,
+            self.objects,
+            base_position=base_position,
+            base_yaw=base_yaw,
+            seg=seg,
+            silhouettes=sil,
+            names=self.shown,
+        )
+
+    def info(self, geometry: Any, **kwargs: Any) -> dict[str, dict[str, Any]]:
+        """``info["objects"]``: name -> label mapping (see :meth:`labels`)."""
+        return {name: lab.as_info() for name, lab in self.labels(geometry, **kwargs).items()}
+
+    def close(self) -> None:
+        """Close the silhouette renderer's client (the scene's client is the caller's)."""
+        if self._silhouettes is not None:
+            self._silhouettes.close()
+            self._silhouettes = None

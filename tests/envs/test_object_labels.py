@@ -23,6 +23,8 @@ from sim2real.envs.object_labels import (
 from sim2real.envs.objects import (
     ObjectSpec,
     Placement,
+    SceneObjects,
+    SpawnRegion,
     apply_placements,
     load_objects,
     yaw_quat,
@@ -158,3 +160,44 @@ def test_dataset_fields_fixed_shapes_for_absent_instances(world):
     assert np.isnan(fields["objects.thing.uv"]).all()
     assert float(fields["objects.thing.visible_fraction"]) == 0.0
     assert fields["objects.cube.box"].shape == (4,)
+
+
+def test_scene_objects_reset_and_info_in_both_modes():
+    c = BulletClient(p.DIRECT)
+    try:
+        specs = [
+            {
+                "name": "mug",
+                "urdf": "objects/mug.urdf",
+                "spawn": {"x": [0.4, 0.6], "y": [-0.1, 0.1]},
+            },
+            {
+                "name": "junk",
+                "set": "random_urdfs",
+                "glob": "random_urdfs/*[^0]/*.urdf",
+                "count": [1, 3],
+                "role": "distractor",
+            },
+        ]
+        region = SpawnRegion(x=(0.3, 0.7), y=(-0.2, 0.2))
+        objs = SceneObjects(c, specs, table_top=0.0, region=region)
+        assert objs.target == "mug" and len(objs.objects) == 4
+        first = objs.reset(np.random.default_rng(5))
+        again = objs.reset(np.random.default_rng(5))
+        assert list(first) == list(again) and all(
+            np.array_equal(first[n].position, again[n].position) for n in first
+        )
+        assert objs.shown[0] == "mug" and 2 <= len(objs.shown) <= 4
+        geom = CameraGeometry.from_config(CAMERA)
+        cheap = objs.info(geom, base_position=np.zeros(3))
+        seg = render(c, geom, segmentation=True).seg
+        exact = objs.info(geom, base_position=np.zeros(3), seg=seg)
+        assert list(cheap) == list(exact) == objs.shown
+        assert 0.0 <= exact["mug"]["visible_fraction"] <= 1.0 and "visible_pixels" in exact["mug"]
+        objs.reset(np.random.default_rng(1), preset={"mug": (0.5, 0.0, 0.0)})
+        np.testing.assert_allclose(objs.pose("mug")[0][:2], [0.5, 0.0])
+        objs.place("mug", (0.45, 0.05))
+        np.testing.assert_allclose(objs.pose("mug")[0][:2], [0.45, 0.05])
+        objs.close()
+    finally:
+        c.disconnect()
