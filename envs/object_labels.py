@@ -45,7 +45,7 @@ import numpy as np
 
 from sim2real.envs.camera import CameraGeometry, render
 from sim2real.envs.labels import mask_box, world_to_base
-from sim2real.envs.objects import PARKED, LoadedObject, load_object
+from sim2real.envs.objects import PARKED, LoadedObject, load_object, quat_matrix
 from sim2real.errors import ConfigError
 
 LabelMode = Literal["pose", "full"]
@@ -102,24 +102,13 @@ class ObjectLabels:
 
 # -- polygons ------------------------------------------------------------------------------
 def convex_hull_2d(points: np.ndarray) -> np.ndarray:
-    """Counter-clockwise convex hull (Andrew's monotone chain) of (N, 2) points."""
-    pts = np.unique(np.asarray(points, dtype=np.float64).reshape(-1, 2), axis=0)
+    """Convex hull polygon of (N, 2) points (OpenCV's, in C: the labels' hot path)."""
+    import cv2
+
+    pts = np.asarray(points, dtype=np.float32).reshape(-1, 2)
     if len(pts) < 3:
-        return pts
-
-    def half(seq: np.ndarray) -> list[np.ndarray]:
-        out: list[np.ndarray] = []
-        for p in seq:
-            while len(out) >= 2:
-                (ax, ay), (bx, by) = out[-2], out[-1]
-                if (bx - ax) * (p[1] - ay) - (by - ay) * (p[0] - ax) > 0:
-                    break
-                out.pop()
-            out.append(p)
-        return out
-
-    lower, upper = half(pts), half(pts[::-1])
-    return np.array(lower[:-1] + upper[:-1])
+        return pts.astype(np.float64)
+    return cv2.convexHull(pts).reshape(-1, 2).astype(np.float64)
 
 
 def polygon_area(poly: np.ndarray) -> float:
@@ -127,13 +116,22 @@ def polygon_area(poly: np.ndarray) -> float:
     if len(poly) < 3:
         return 0.0
     x, y = poly[:, 0], poly[:, 1]
-    return float(abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) / 2)
+    twice = np.dot(x[:-1], y[1:]) - np.dot(y[:-1], x[1:]) + x[-1] * y[0] - y[-1] * x[0]
+    return float(abs(twice) / 2)
 
 
 def clip_polygon(poly: np.ndarray, width: float, height: float) -> np.ndarray:
     """A convex polygon clipped to the image rectangle ``[0, width] x [0, height]``
     (Sutherland-Hodgman)."""
-    out = [np.asarray(p, dtype=np.float64) for p in poly]
+    poly = np.asarray(poly, dtype=np.float64).reshape(-1, 2)
+    if len(poly) == 0:
+        return poly
+    lo, hi = poly.min(axis=0), poly.max(axis=0)
+    if lo[0] >= 0 and lo[1] >= 0 and hi[0] <= width and hi[1] <= height:
+        return poly  # inside: the common case, no clipping
+    if hi[0] <= 0 or hi[1] <= 0 or lo[0] >= width or lo[1] >= height:
+        return poly[:0]  # wholly outside
+    out = list(poly)
     for axis, bound, keep_low in (
         (0, 0.0, False),
         (0, width, True),
@@ -160,6 +158,9 @@ def hull_silhouette(geometry: CameraGeometry, points: np.ndarray, edges: np.ndar
     (world frame) and edges, clipped at the camera's near plane; empty when behind it."""
     pc = geometry.world_to_camera(points)
     near = geometry.near
+    if pc[:, 2].min() >= near:  # all in front: the common case
+        uvw = pc @ geometry.K.T
+        return convex_hull_2d(uvw[:, :2] / uvw[:, 2:3])
     keep = [pc[pc[:, 2] >= near]]
     if len(edges):
         a, b = pc[edges[:, 0]], pc[edges[:, 1]]
@@ -189,7 +190,8 @@ class SilhouetteRenderer:
     For a frame, the object is posed there and rendered through a camera with the frame's
     intrinsics, shifted so its viewport covers the whole projected hull (off-image part
     included; pixel grids aligned with the frame's), downscaled past ``max_side`` pixels.
-    Articulated objects are rendered at their rest joints.
+    Articulated objects are rendered at their rest joints. An object whose pose and camera
+    are unchanged since its last call is not rendered again.
 
     Example:
         >>> from sim2real.envs.objects import ObjectSpec  # doctest: +SKIP
@@ -204,6 +206,7 @@ class SilhouetteRenderer:
         self.client = BulletClient(p.DIRECT)
         self.objects = dict(objects)
         self.max_side = int(max_side)
+        self._last: dict[str, tuple[tuple[Any, ...], tuple[float, float]]] = {}
         self.bodies = {
             name: load_object(self.client, obj.spec, name=name, file=obj.file).body
             for name, obj in self.objects.items()
@@ -221,6 +224,28 @@ class SilhouetteRenderer:
         if name not in self.objects:
             raise ConfigError(f"silhouette of {name!r}: expected one of {sorted(self.objects)}")
         obj = self.objects[name]
+        key = (
+            np.round(np.asarray(position, dtype=np.float64), 6).tobytes(),
+            np.round(np.asarray(orientation, dtype=np.float64), 6).tobytes(),
+            geometry.K.tobytes() + geometry.R.tobytes() + geometry.t.tobytes(),
+            geometry.width,
+            geometry.height,
+        )
+        cached = self._last.get(name)
+        if cached is not None and cached[0] == key:
+            return cached[1]  # nothing moved since the last frame (a resting target)
+        result = self._pixels(obj, position, orientation, geometry)
+        self._last[name] = (key, result)
+        return result
+
+    def _pixels(
+        self,
+        obj: LoadedObject,
+        position: np.ndarray,
+        orientation: np.ndarray,
+        geometry: CameraGeometry,
+    ) -> tuple[float, float]:
+        name = obj.name
         poly = hull_silhouette(geometry, obj.points_world(position, orientation), obj.hull_edges)
         if len(poly) < 3:
             return 0.0, 0.0
@@ -275,10 +300,11 @@ def label_object(
     """Labels of one object at a base pose: cheap without ``seg``, exact with it."""
     pos = np.asarray(position, dtype=np.float64)
     orn = np.asarray(orientation, dtype=np.float64)
-    center = obj.center_world(pos, orn)
-    cam = geometry.world_to_camera(center)
-    uv = geometry.project(center) if cam[2] > 0 else np.full(2, np.nan)
-    poly = hull_silhouette(geometry, obj.points_world(pos, orn), obj.hull_edges)
+    rot = quat_matrix(orn)
+    center = pos + rot @ obj.center
+    cam = geometry.R @ center + geometry.t
+    uv = (geometry.K @ cam)[:2] / cam[2] if cam[2] > 0 else np.full(2, np.nan)
+    poly = hull_silhouette(geometry, pos + obj.hull @ rot.T, obj.hull_edges)
     whole = polygon_area(poly)
     clipped = clip_polygon(poly, geometry.width, geometry.height) if whole > 0 else poly[:0]
     in_frame_area = polygon_area(clipped)

@@ -361,21 +361,21 @@ class LoadedObject:
     render_triangles: int = -1
     mass: float = 0.0
 
-    @property
+    @functools.cached_property
     def center(self) -> np.ndarray:
         return (self.hull.min(axis=0) + self.hull.max(axis=0)) / 2
 
-    @property
+    @functools.cached_property
     def upright_hull(self) -> np.ndarray:
         """(N, 3) hull vertices rotated to the upright pose, relative to the base position."""
         return self.hull @ quat_matrix(self.rest_orientation).T
 
-    @property
+    @functools.cached_property
     def radius(self) -> float:
         """Footprint radius about the base position, covering every yaw."""
         return float(np.linalg.norm(self.upright_hull[:, :2], axis=1).max())
 
-    @property
+    @functools.cached_property
     def bottom(self) -> float:
         """Height of the base position above the object's lowest point when upright."""
         return float(-self.upright_hull[:, 2].min())
