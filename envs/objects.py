@@ -349,6 +349,8 @@ class LoadedObject:
             otherwise.
         mass: base mass while placed (0 for fixed objects); parked bodies are made static
             (mass 0) so they hang out of view instead of falling.
+        inertia: base's local inertia diagonal while placed (PyBullet recomputes it from
+            the collision shape when the mass changes, so placing restores it).
     """
 
     name: str
@@ -360,6 +362,7 @@ class LoadedObject:
     rest_orientation: np.ndarray = field(default_factory=lambda: np.array([0.0, 0.0, 0.0, 1.0]))
     render_triangles: int = -1
     mass: float = 0.0
+    inertia: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
     @functools.cached_property
     def center(self) -> np.ndarray:
@@ -578,8 +581,9 @@ def load_object(
     if spec.color is not None:
         for link in range(-1, client.getNumJoints(obj.body)):
             client.changeVisualShape(obj.body, link, rgbaColor=[float(c) for c in spec.color])
-    mass = 0.0 if spec.fixed else float(client.getDynamicsInfo(obj.body, -1)[0])
-    obj = replace(obj, mass=mass)
+    dyn = client.getDynamicsInfo(obj.body, -1)
+    mass = 0.0 if spec.fixed else float(dyn[0])
+    obj = replace(obj, mass=mass, inertia=tuple(float(v) for v in dyn[2]))
     if mass > 0 and tuple(position) == PARKED:
         client.changeDynamics(obj.body, -1, mass=0.0)
     return obj
@@ -652,6 +656,7 @@ def _load_mesh(
         vertices=np.asarray(render.vertices).tolist(),
         indices=np.asarray(render.faces).reshape(-1).astype(int).tolist(),
         normals=np.asarray(render.vertex_normals).tolist(),
+        uvs=_uvs(render).tolist(),
         rgbaColor=color,
     )
     if spec.collision == "vhacd":
@@ -666,6 +671,18 @@ def _load_mesh(
         )
     hull, edges = _hull_of(np.asarray(render.vertices))
     return LoadedObject(name, spec, body, path, hull, edges, render_triangles=len(render.faces))
+
+
+def _uvs(mesh: Any) -> np.ndarray:
+    """Texture coordinates per vertex: the mesh's own, else a planar projection onto its two
+    longest extents (so randomised textures map onto any mesh)."""
+    uv = getattr(mesh.visual, "uv", None)
+    if uv is not None and len(uv) == len(mesh.vertices):
+        return np.asarray(uv, dtype=np.float64)
+    v = np.asarray(mesh.vertices)
+    extent = np.ptp(v, axis=0)
+    axes = np.argsort(extent)[::-1][:2]
+    return (v[:, axes] - v[:, axes].min(axis=0)) / np.maximum(extent[axes], 1e-9)
 
 
 def _load_urdf(
@@ -871,7 +888,9 @@ def apply_placements(
                 obj.body, pl.position.tolist(), pl.orientation.tolist()
             )
             if obj.mass > 0:
-                client.changeDynamics(obj.body, -1, mass=obj.mass)
+                client.changeDynamics(
+                    obj.body, -1, mass=obj.mass, localInertiaDiagonal=list(obj.inertia)
+                )
         client.resetBaseVelocity(obj.body, [0, 0, 0], [0, 0, 0])
 
 

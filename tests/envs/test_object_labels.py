@@ -17,6 +17,7 @@ from sim2real.envs.object_labels import (
     clip_polygon,
     dataset_fields,
     dataset_schema,
+    label_object,
     object_labels,
     polygon_area,
 )
@@ -84,6 +85,29 @@ def both(c, geom, objects, sil):
 def test_polygon_clip_halves_a_square_on_the_border():
     sq = np.array([[-5.0, 10.0], [5.0, 10.0], [5.0, 20.0], [-5.0, 20.0]])
     assert polygon_area(clip_polygon(sq, 64, 48)) == pytest.approx(polygon_area(sq) / 2)
+
+
+def test_silhouette_clipped_at_the_near_plane_and_uv_behind_the_camera(world):
+    _, objects, _, geom = world
+    cube = objects["cube"]
+    eye = geom.eye
+    # centre 1 cm behind the camera: part of the cube in front, its centre has no pixel
+    lab = label_object(
+        geom,
+        cube,
+        eye - np.array([0.0, 0.0, -0.01]),
+        np.array([0, 0, 0, 1.0]),
+        base_position=np.zeros(3),
+    )
+    assert np.isnan(lab.uv).all() and 0.0 <= lab.visible_fraction <= 1.0
+    behind = label_object(
+        geom,
+        cube,
+        eye + np.array([0.0, 0.0, 0.5]),
+        np.array([0, 0, 0, 1.0]),
+        base_position=np.zeros(3),
+    )
+    assert behind.visible_fraction == 0.0 and behind.box is None
 
 
 def test_visible_objects_uv_in_mask_box_is_mask_extent_cheap_matches_exact(world):

@@ -150,6 +150,8 @@ def test_primitive_mesh_urdf_and_set_load_and_render(client, mesh_file):
     np.testing.assert_allclose(slab.hull.max(axis=0) - slab.hull.min(axis=0), [0.12, 0.075, 0.045])
     assert slab.file == mesh_file.resolve() and slab.bottom == pytest.approx(0.0225)
     assert objs["cube"].mass == 0.3 and objs["mug"].mass == 0.4 and objs["slab"].mass == 0.1
+    # inertia from trimesh (a solid box: m (b^2 + c^2) / 12 about x), kept through parking
+    assert slab.inertia[0] == pytest.approx(0.1 * (0.075**2 + 0.045**2) / 12, rel=1e-3)
     assert objs["junk_0"].file.parent.parent.name == "random_urdfs"
     assert not objs["junk_0"].file.parent.name.endswith("0")
     placements = sample_placements(
@@ -160,6 +162,7 @@ def test_primitive_mesh_urdf_and_set_load_and_render(client, mesh_file):
     )
     apply_placements(client, objs, placements)
     cam = CameraConfig(eye=(0.5, 0, 0.9), target=(0.5, 0, 0), up=(1, 0, 0), width=96, height=96)
+    assert client.getDynamicsInfo(slab.body, -1)[2] == pytest.approx(slab.inertia)
     seg = render(client, CameraGeometry.from_config(cam), segmentation=True).seg
     for name, obj in objs.items():
         assert (seg == obj.body).sum() > 5, f"{name} not rendered"
