@@ -259,6 +259,38 @@ def legacy_cube(cube: Mapping[str, Any] | BaseModel) -> dict[str, Any]:
     }
 
 
+def legacy_cube_view(specs: Sequence[ObjectSpec]) -> dict[str, Any] | None:
+    """The old ``cube:`` section (all of ``ObjectConfig``'s fields) when ``specs`` is exactly
+    what :func:`legacy_cube` makes of one, else None: the inverse, so a scene that is still
+    the single cube can be written (and compared with old dataset manifests) as it was.
+
+    Example:
+        >>> old = {"size": 0.08, "color": [1, 1, 1, 1], "mass": 0.2,
+        ...        "spawn_x": [-1.2, -0.5], "spawn_y": [-0.6, 0.6]}
+        >>> legacy_cube_view([ObjectSpec.model_validate(legacy_cube(old))])["size"]
+        0.08
+    """
+    if len(specs) != 1:
+        return None
+    spec = specs[0]
+    try:
+        view: dict[str, Any] = {
+            "size": spec.box_size[0] if spec.shape == "box" else None,
+            "color": list(spec.color or ()),
+            "mass": spec.mass,
+            "spawn_x": list(spec.spawn.x) if spec.spawn else None,
+            "spawn_y": list(spec.spawn.y) if spec.spawn else None,
+            "grid_step": spec.spawn.grid_step if spec.spawn else None,
+            "spawn_near": spec.spawn.near if spec.spawn else 0.0,
+        }
+    except AssertionError:
+        return None
+    if view["size"] is None or view["mass"] is None or not view["color"] or not spec.spawn:
+        return None
+    again = ObjectSpec.model_validate(legacy_cube(view))
+    return view if again == spec else None
+
+
 def upgrade_scene_dict(data: Mapping[str, Any]) -> dict[str, Any]:
     """A scene YAML mapping with an old ``cube:`` section rewritten as ``objects:``.
 

@@ -21,6 +21,7 @@ from sim2real.envs.objects import (
     SpawnRegion,
     apply_placements,
     legacy_cube,
+    legacy_cube_view,
     load_object,
     load_objects,
     resolve_file,
@@ -108,6 +109,10 @@ def test_legacy_cube_section_becomes_one_box_named_cube():
     assert cube.mass == 0.2 and cube.color == (0.92, 0.92, 0.90, 1.0)
     assert cube.spawn.x == (-1.25, -0.5) and cube.spawn.y == (-0.59, 0.61)
     assert legacy_cube({})["size"] == 0.05  # the old defaults
+    view = legacy_cube_view([cube])  # the inverse: the old section back, every field
+    assert view == {**{"grid_step": None, "spawn_near": 0.0}, **data["cube"]}
+    assert legacy_cube_view([cube.model_copy(update={"name": "box"})]) is None
+    assert legacy_cube_view([cube, cube]) is None
     with pytest.raises(ConfigError, match="unknown"):
         legacy_cube({"sise": 0.1})
     with pytest.raises(ConfigError, match="not both"):
