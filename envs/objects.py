@@ -10,7 +10,7 @@ kind of geometry::
       - {name: bunny, mesh: meshes/bunny.obj, scale: 0.1}       # .obj/.stl/.ply/.glb
       - {name: mug, urdf: objects/mug.urdf}
       - {name: clutter, set: random_urdfs, glob: "random_urdfs/*[^0]/*.urdf", count: [1, 3],
-         role: distractor}
+         pool: 12, role: distractor}
 
 Files resolve as an absolute path, relative to the scene YAML (``base_dir``), or relative to
 ``pybullet_data``; a missing file lists every path tried. Globs follow the shell: ``[^0]``
@@ -102,6 +102,8 @@ class ObjectSpec(BaseModel):
     ``sphere`` ``radius``. ``count`` (an int or ``[lo, hi]``) makes that many instances,
     named ``NAME_0``, ``NAME_1``, ... (a plain ``NAME`` when the count is exactly 1); with a
     range, ``hi`` bodies are loaded once and each episode shows a number drawn in the range.
+    A set's ``pool`` loads that many distinct members instead, of which each episode shows
+    ``count`` at random (variety without loading at reset).
     ``mass`` None keeps a URDF's own masses (0.1 kg for shapes and meshes); ``color`` (or
     ``colour``) None keeps the file's colours. The task's target is the first ``target``.
     """
@@ -118,6 +120,12 @@ class ObjectSpec(BaseModel):
     glob: str | None = None
     scale: float | tuple[float, float, float] = 1.0
     count: int | tuple[int, int] = 1
+    pool: int | None = Field(
+        None,
+        ge=1,
+        description="a set: members loaded once (>= count); each episode shows "
+        "count of them, drawn at random (default: the count's upper bound)",
+    )
     mass: float | None = Field(None, gt=0.0)
     color: RGBA | None = Field(None, validation_alias=AliasChoices("color", "colour"))
     spawn: SpawnRegion | None = None
@@ -169,6 +177,10 @@ class ObjectSpec(BaseModel):
         lo, hi = self.count_range
         if lo < 0 or lo > hi:
             raise ValueError(f"{where}: count {self.count}: expected n >= 0 or [lo, hi], lo<=hi")
+        if self.pool is not None and kind != "set":
+            raise ValueError(f"{where}: pool is for sets (set: NAME), got {kind}")
+        if self.pool is not None and self.pool < hi:
+            raise ValueError(f"{where}: pool {self.pool} is smaller than the count {self.count}")
         return self
 
     @property
@@ -186,11 +198,12 @@ class ObjectSpec(BaseModel):
 
     @property
     def instance_names(self) -> list[str]:
-        """Names of the bodies this entry loads (``hi`` of the count)."""
+        """Names of the bodies this entry loads (its pool, else ``hi`` of the count)."""
         lo, hi = self.count_range
-        if lo == hi == 1:
+        n = self.pool or hi
+        if lo == hi == n == 1:
             return [self.name]
-        return [f"{self.name}_{i}" for i in range(hi)]
+        return [f"{self.name}_{i}" for i in range(n)]
 
     @property
     def box_size(self) -> tuple[float, float, float]:
@@ -628,14 +641,25 @@ def load_objects(
     *,
     base_dir: str | Path | None = None,
 ) -> dict[str, LoadedObject]:
-    """Every instance of every entry (``hi`` of each count), parked; instance name -> object.
+    """Every instance of every entry (its pool, else ``hi`` of its count), parked; instance
+    name -> object.
 
-    A set's members are drawn once here with ``rng`` (a scene loads nothing after it is built).
+    A set's members are drawn here with ``rng``, distinct while the glob has enough files (a
+    scene loads nothing after it is built; a ``pool`` larger than the count gives episodes
+    variety without loading).
     """
     out: dict[str, LoadedObject] = {}
     for spec in validate_objects(specs):
-        for inst in spec.instance_names:
-            out[inst] = load_object(client, spec, base_dir=base_dir, name=inst, rng=rng)
+        names = spec.instance_names
+        files: list[Path | None] = [None] * len(names)
+        if spec.kind == "set":
+            matches = resolve_glob(
+                spec.glob or RANDOM_URDFS_GLOB, base_dir=base_dir, what=f"object {spec.name!r} glob"
+            )
+            idx = rng.choice(len(matches), size=len(names), replace=len(matches) < len(names))
+            files = [matches[int(i)] for i in idx]
+        for inst, file in zip(names, files, strict=True):
+            out[inst] = load_object(client, spec, base_dir=base_dir, name=inst, file=file)
     return out
 
 
@@ -799,12 +823,17 @@ class Placement:
 
 def sample_counts(specs: Sequence[ObjectSpec], rng: np.random.Generator) -> list[str]:
     """The instance names shown this episode: for each entry a count drawn in its range
-    (its first instances)."""
+    (its first instances; for a set with a ``pool``, that many pool members at random)."""
     shown: list[str] = []
     for spec in specs:
         lo, hi = spec.count_range
         n = lo if lo == hi else int(rng.integers(lo, hi + 1))
-        shown.extend(spec.instance_names[:n])
+        names = spec.instance_names
+        if spec.pool is not None and spec.pool > n:
+            picked = np.sort(rng.choice(len(names), size=n, replace=False))
+            shown.extend(names[int(i)] for i in picked)
+        else:
+            shown.extend(names[:n])
     return shown
 
 

@@ -73,6 +73,8 @@ def mesh_file(tmp_path_factory):
         ({"name": "a", "shape": "sphere", "radius": 0.1, "colr": [1, 0, 0, 1]}, ["colr"]),
         ({"name": "a", "shape": "sphere", "radius": 0.1, "role": "goal"}, ["role"]),
         ({"name": "a b", "shape": "sphere", "radius": 0.1}, ["name"]),
+        ({"name": "a", "shape": "sphere", "radius": 0.1, "pool": 4}, ["pool", "sets"]),
+        ({"name": "a", "set": "random_urdfs", "count": [1, 3], "pool": 2}, ["pool 2"]),
     ],
 )
 def test_bad_fields_are_named(entry, words):
@@ -94,6 +96,10 @@ def test_spec_kinds_aliases_counts_and_instances():
     assert target_name(specs) == "c"
     shown = sample_counts(specs, np.random.default_rng(0))
     assert "c" in shown and 1 <= len([n for n in shown if n.startswith("junk")]) <= 3
+    pooled = ObjectSpec(name="p", set="random_urdfs", count=2, pool=6)
+    assert len(pooled.instance_names) == 6
+    draws = {tuple(sample_counts([pooled], np.random.default_rng(i))) for i in range(20)}
+    assert len(draws) > 5 and all(len(d) == 2 for d in draws)  # 2 of the 6, varying
     with pytest.raises(ConfigError, match="clashes"):
         validate_objects([s, s])
     with pytest.raises(ConfigError, match="target"):
@@ -159,6 +165,7 @@ def test_primitive_mesh_urdf_and_set_load_and_render(client, mesh_file):
     assert slab.inertia[0] == pytest.approx(0.1 * (0.075**2 + 0.045**2) / 12, rel=1e-3)
     assert objs["junk_0"].file.parent.parent.name == "random_urdfs"
     assert not objs["junk_0"].file.parent.name.endswith("0")
+    assert objs["junk_0"].file != objs["junk_1"].file  # distinct members
     placements = sample_placements(
         list(objs.values()),
         np.random.default_rng(1),
