@@ -17,14 +17,16 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sim2real.errors import ConfigError
 
-if TYPE_CHECKING:
-    from sim2real.policies.extractor import EncoderSource
+#: An encoder source: a checkpoint folder (str), ``{"path": str, "reinit": True}`` (the
+#: checkpoint's architecture, randomly initialised) or ``Encoder(**spec)`` keyword arguments.
+EncoderSource = str | Mapping[str, Any]
 
 METRE_SCALE = 10.0
 """Default factor on the metre-valued policy inputs (predicted cube position, end-effector

@@ -49,17 +49,13 @@ from sim2real.policies.bundle import (
     policy_input,
     position_route,
 )
-from sim2real.policies.config import METRE_SCALE
+from sim2real.policies.config import METRE_SCALE, EncoderSource
 
 logger = logging.getLogger(__name__)
 
 MODES = ("frozen", "finetune", "scratch")
 LR_SCALE_ATTR = "_sim2real_lr_scale"
 _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
-
-#: An encoder source: a checkpoint folder (str), ``{"path": str, "reinit": True}`` (the
-#: checkpoint's architecture, randomly initialised) or ``Encoder(**spec)`` keyword arguments.
-EncoderSource = str | Mapping[str, Any]
 
 
 def build_encoder(source: EncoderSource) -> Encoder:

@@ -41,11 +41,10 @@ from torch import nn
 from sim2real.errors import ConfigError
 from sim2real.perception.encoder import Encoder
 from sim2real.policies.bundle import ACTIVATIONS, ActorHead
-from sim2real.policies.config import TrainConfig
+from sim2real.policies.config import EncoderSource, TrainConfig
 from sim2real.policies.extractor import (
     LR_SCALE_ATTR,
     EncoderExtractor,
-    EncoderSource,
     ExtractorSettings,
 )
 

@@ -62,6 +62,7 @@ from sim2real.policies.callbacks import (
 )
 from sim2real.policies.config import (
     RESUME_MAY_CHANGE,
+    EncoderSource,
     TrainConfig,
     encoder_source,
     make_config,
@@ -69,7 +70,6 @@ from sim2real.policies.config import (
 )
 from sim2real.policies.contract import build_contract
 from sim2real.policies.extractor import (
-    EncoderSource,
     FrozenFeatures,
     build_encoder,
     encoded_dim,
