@@ -230,3 +230,29 @@ def feature_statistics(
         distance="diagonal Mahalanobis of mean-pooled block features, per block over ref",
     )
     return stats
+
+
+def visibility_contract(encoder: Any) -> dict[str, Any]:
+    """The ``visibility`` entry of a policy bundle's contract: what the bundle's encoder says
+    about the target's visibility (``sim2real.deploy.Policy.perceive``, the ``Runner``'s
+    ``not_visible`` behaviour).
+
+    Example:
+        >>> from sim2real.perception.encoder import Encoder
+        >>> enc = Encoder("nature_cnn", {"position": {"type": "position"}}, pretrained=False)
+        >>> visibility_contract(enc)["head"]
+        False
+    """
+    card = encoder.card
+    scores = card.get("scores", {})
+    head = encoder.heads[VISIBILITY_HEAD] if VISIBILITY_HEAD in encoder.heads else None  # noqa: SIM401
+    return {
+        "head": head is not None,
+        "object": getattr(head, "object", None),
+        "visibility_threshold": float(scores.get("visibility_threshold", VISIBILITY_THRESHOLD)),
+        "act_threshold": float(scores.get("act_threshold", ACT_THRESHOLD)),
+        "ood_statistics": bool(card.get("ood")),
+        "outputs": list(SCORE_KEYS),
+        "meaning": "visible: visibility >= visibility_threshold (1 without a head); do not act "
+        "on the position when confidence < act_threshold",
+    }
