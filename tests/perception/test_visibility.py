@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from sim2real.data.generate import generate_dataset
 from sim2real.data.shards import (
@@ -23,6 +24,7 @@ from sim2real.envs.sources import scene_spec
 from sim2real.errors import DataError
 from sim2real.perception import Encoder
 from sim2real.perception.evaluate import PREDICT_COLUMNS, evaluate, predict_folder
+from sim2real.perception.scores import frame_scores
 from sim2real.perception.train import pretrain
 from sim2real.perception.train_data import SimSamples
 from sim2real.perception.train_scores import derived_visible_fraction, visibility_fields
@@ -197,3 +199,22 @@ def test_visible_fraction_from_labels(tmp_path: Path) -> None:
     ds = ShardedDataset(tmp_path, fields=["image", "position", "uv", field], verify=False)
     samples = SimSamples(ds, np.arange(n), (64, 48), augment=False, seed=0, visibility="cube")
     assert [float(samples[(0, i)][-1]) for i in range(n)] == [1.0, 0.5, 0.0, 0.25]
+
+
+def test_confidence_folds_visibility_sharpness_and_ood() -> None:
+    """A cube cut by the border (visible fraction ~0.5) gets a lower confidence than one in
+    full view; a blurred heatmap and a far-off frame lower it too."""
+    card = {"scores": {"sharpness_ref": 0.8, "visibility_threshold": 0.5}}
+    pooled = [torch.zeros(4, 2)]
+    logits = torch.logit(torch.tensor([0.95, 0.55, 0.95, 0.3]))
+    sharp = torch.tensor([0.9, 0.9, 0.2, 0.9])
+    out = frame_scores(card, logits, sharp, pooled)
+    assert out["visible"].tolist() == [1.0, 1.0, 1.0, 0.0]
+    conf = out["confidence"]
+    assert conf[0] == pytest.approx(0.95) and conf[1] == pytest.approx(0.55)
+    assert conf[2] == pytest.approx(0.95 * 0.25) and conf[3] == pytest.approx(0.3)
+    assert torch.isnan(out["ood"]).all()
+    stats = {"layers": [{"mean": [0.0, 0.0], "var": [1.0, 1.0], "ref": 1.0}]}
+    far = frame_scores({**card, "ood": stats}, logits, sharp, [torch.full((4, 2), 2.0)])
+    assert far["ood"].tolist() == [4.0] * 4
+    torch.testing.assert_close(far["confidence"], conf / 4.0)
