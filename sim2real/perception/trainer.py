@@ -298,7 +298,9 @@ class Trainer:
                         kp_head.temperature,
                         self.cfg.heatmap_sigma,
                     )
-                    losses.append(self.cfg.heatmap_weight * torch.nan_to_num(kl))
+                    if seen is not None:  # a batch with nothing in view has no KL term
+                        kl = torch.nan_to_num(kl)
+                    losses.append(self.cfg.heatmap_weight * kl)
                 outputs[geometry.KEYPOINT_HEAD] = enc.preprocessing.to_frame(pred)
         return torch.stack(losses).sum(), outputs
 

@@ -218,3 +218,16 @@ def test_confidence_folds_visibility_sharpness_and_ood() -> None:
     far = frame_scores({**card, "ood": stats}, logits, sharp, [torch.full((4, 2), 2.0)])
     assert far["ood"].tolist() == [4.0] * 4
     torch.testing.assert_close(far["confidence"], conf / 4.0)
+
+
+def test_visibility_with_heatmap_term_and_a_crop(paired: Path, tmp_path: Path) -> None:
+    """The keypoint's KL term leaves out samples without the cube; with a crop, a cube
+    outside it is a negative; a run without statistics writes none."""
+    root = pretrain(
+        paired, tmp_path / "hm", epochs=1, visibility_weight=1.0, heatmap_weight=0.5,
+        crop=(0, 8, 64, 48), ood_samples=0, **TINY,
+    )  # fmt: skip
+    card = json.loads((root / "card.json").read_text())
+    assert "visibility" in card["heads"] and "ood" not in card and "scores" not in card
+    out = Encoder.load(root).predict(np.zeros((1, 48, 64, 3), np.uint8))
+    assert np.isnan(out["ood"]).all() and out["visible"].dtype == bool
