@@ -11,6 +11,7 @@ from typing import Any
 import gymnasium as gym
 
 from sim2real.perception.encoder import RESIZE_METHOD, Encoder
+from sim2real.perception.scores import visibility_contract
 from sim2real.policies.bundle import position_route
 from sim2real.policies.config import TrainConfig
 
@@ -50,6 +51,7 @@ def build_contract(
         },
         "preprocessing": {**encoder.preprocessing.to_dict(), "resize_method": RESIZE_METHOD},
         "features": {"pool": cfg.pool, "encoded": encoded, "policy_input": policy_input},
+        "visibility": visibility_contract(encoder),
         "action": {
             "shape": list(base.action_space.shape),
             "dtype": "float32",

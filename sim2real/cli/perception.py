@@ -62,6 +62,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         batchnorm=args.batchnorm,
     )
     _print_errors(stats)
+    _print_detection(stats.get("detection"))
     for route, r in stats.get("routes", {}).items():
         print(
             f"  route {route}: xy mean {r['xy_cm']['mean']:.2f} cm, "
@@ -70,6 +71,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if stats.get("csv"):
         print(f"per-frame CSV: {stats['csv']}\noverlay: {stats.get('overlay')}")
     return 0
+
+
+def _print_detection(det: dict | None) -> None:
+    if not det:
+        return
+    line = f"detection: {det['n_claimed_visible']} frames claimed visible"
+    if det["missed"] is not None:
+        line += (
+            f"; of {det['labelled_visibility']} with a visible label, {det['missed']} visible "
+            f"missed, {det['false_visible']} claimed visible but not"
+        )
+    line += f"; {det['n_low_confidence']} with confidence < 0.5"
+    if det["detected_xy_cm"]:
+        line += f"; xy on detected frames: mean {det['detected_xy_cm']['mean']:.2f} cm"
+    print(line)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -157,7 +173,10 @@ def _add_predict(sub: Subparsers) -> None:
         sub,
         "predict",
         summary="positions for a folder of images, to a CSV",
-        description="Predict the object's position for every image of a folder; write a CSV.",
+        description="""
+            Predict the object's position for every image of a folder and write
+            file,x_m,y_m,z_m,visible,confidence,ood (one row per frame; positions also when not
+            visible; confidence below 0.5: do not act on the position).""",
         examples="""
             sim2real predict --model runs/kuka_encoder --images ../shared/real/kuka_cube/unlabelled --out runs/preds.csv""",
         func=cmd_predict,

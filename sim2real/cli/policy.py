@@ -91,6 +91,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         device=args.device,
         seed=args.seed,
+        not_visible=args.not_visible,
     )
     result = run_bundle(args.bundle, args.camera, args.robot, settings, record=args.record)
     report = result.report
@@ -213,6 +214,13 @@ def _add_run(sub: Subparsers) -> None:
     p.add_argument("--max-delta", type=float, help="largest action change per tick")
     p.add_argument("--watchdog", type=float, default=0.5, help="largest frame age, seconds")
     p.add_argument("--dry-run", action="store_true", help="compute actions, send nothing")
+    p.add_argument(
+        "--not-visible",
+        choices=("pass", "hold", "stop"),
+        default="pass",
+        help="when the target is not in view (or confidence < 0.5): act as usual, send zero "
+        "actions, or stop the run (default pass)",
+    )
     p.add_argument("--record", help="record observations, actions and timings to this folder")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     p.add_argument("--seed", type=int, default=0, help="first simulated episode's seed")

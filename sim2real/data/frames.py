@@ -44,6 +44,8 @@ class FrameRef:
         box: box label ``(4,)`` ``x0, y0, x1, y1`` in pixels, or ``None``.
         state: robot state ``(S,)`` (LeRobot ``observation.state``), or ``None``.
         action: robot action ``(A,)`` (LeRobot ``action``), or ``None``.
+        visible: whether the target is in view (a ``visible`` column of ``labels.csv``: 1 or
+            0), or ``None`` when not labelled.
     """
 
     source: str
@@ -54,6 +56,7 @@ class FrameRef:
     box: np.ndarray | None = None
     state: np.ndarray | None = None
     action: np.ndarray | None = None
+    visible: bool | None = None
 
     @property
     def labelled(self) -> bool:

@@ -2,9 +2,10 @@
 
 The file has a header row and one row per labelled image::
 
-    file,x_m,y_m,z_m[,u,v][,x0,y0,x1,y1]
+    file,x_m,y_m,z_m[,u,v][,x0,y0,x1,y1][,visible]
 
-Rows are counted like a spreadsheet: the header is row 1, the first frame row 2.
+``visible`` (1 or 0) says whether the target is in view. Rows are counted like a
+spreadsheet: the header is row 1, the first frame row 2.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ LABELS_FILE = "labels.csv"
 POSITION_COLUMNS = ("x_m", "y_m", "z_m")
 UV_COLUMNS = ("u", "v")
 BOX_COLUMNS = ("x0", "y0", "x1", "y1")
+VISIBLE_COLUMN = "visible"
 
 
 def read_labels(path: Path, images: Sequence[str]) -> dict[str, dict[str, np.ndarray]]:
@@ -40,13 +42,13 @@ def read_labels(path: Path, images: Sequence[str]) -> dict[str, dict[str, np.nda
     if not rows or not any(c.strip() for c in rows[0]):
         raise DataError(f"'{path}' is empty, expected a header 'file,{','.join(POSITION_COLUMNS)}'")
     header = [c.strip() for c in rows[0]]
-    known = ("file", *POSITION_COLUMNS, *UV_COLUMNS, *BOX_COLUMNS)
+    known = ("file", *POSITION_COLUMNS, *UV_COLUMNS, *BOX_COLUMNS, VISIBLE_COLUMN)
     unknown = [c for c in header if c not in known]
     missing = [c for c in ("file", *POSITION_COLUMNS) if c not in header]
     if unknown or missing or len(set(header)) != len(header):
         raise DataError(
             f"'{path}' header is {header}: expected file,{','.join(POSITION_COLUMNS)} plus "
-            f"optionally {','.join(UV_COLUMNS)} and {','.join(BOX_COLUMNS)}; "
+            f"optionally {','.join(UV_COLUMNS)}, {','.join(BOX_COLUMNS)} and {VISIBLE_COLUMN}; "
             f"unknown {unknown}, missing {missing}"
         )
     for group in (UV_COLUMNS, BOX_COLUMNS):
@@ -65,6 +67,11 @@ def read_labels(path: Path, images: Sequence[str]) -> dict[str, dict[str, np.nda
             box = label["box"] = finite_numbers(cells, BOX_COLUMNS, where)
             if not (box[0] < box[2] and box[1] < box[3]):
                 raise DataError(f"{where}: box is {box.tolist()}, expected x0 < x1 and y0 < y1")
+        if VISIBLE_COLUMN in cells:
+            text = cells[VISIBLE_COLUMN]
+            if text not in ("0", "1"):
+                raise DataError(f"{where}: visible is {text!r}, expected 1 or 0")
+            label["visible"] = text == "1"
         out[name] = label
     return out
 

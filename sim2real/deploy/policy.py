@@ -143,14 +143,51 @@ class Policy:
         """
         image = check_frame(frame)
         state = check_policy_proprio(proprio, self.proprio_dim, self.contract)
-        width, height = self.observation_size
-        with torch.no_grad():
-            observed = resize_frames(image, width, height)  # the env's observation
-            if self.colour_order != self.image_colour:
-                observed = observed.flip(-1)
-            x = self.encoder.preprocess(observed, colour=self.image_colour)
+        x = self._network_input(image)
         p = torch.from_numpy(state).reshape(1, -1).to(self.device)
         return PolicyInputs(x, p)
+
+    @torch.no_grad()
+    def _network_input(self, image: np.ndarray) -> torch.Tensor:
+        width, height = self.observation_size
+        observed = resize_frames(image, width, height)  # the env's observation
+        if self.colour_order != self.image_colour:
+            observed = observed.flip(-1)
+        return self.encoder.preprocess(observed, colour=self.image_colour)
+
+    @torch.no_grad()
+    def perceive(self, frame: np.ndarray) -> dict[str, float]:
+        """Whether the target is in view in one frame, as the bundle's encoder sees it.
+
+        Returns:
+            ``{"visible": bool, "visibility", "confidence", "ood"}`` (see
+            :mod:`sim2real.perception.scores`; an encoder without a visibility head says
+            visibility 1, and ``ood`` is NaN without feature statistics in its card). The
+            :class:`~sim2real.deploy.runner.Runner` reads it for its ``not_visible``
+            behaviour; it costs one more encoder pass.
+
+        Raises:
+            InputError: not a uint8 ``(H, W, 3)`` frame.
+
+        Example:
+            >>> policy.perceive(frame)["visible"]  # doctest: +SKIP
+            True
+        """
+        x = self._network_input(check_frame(frame))
+        was_training = self.encoder.training
+        self.encoder.eval()
+        try:
+            out = self.encoder.scored_forward(x)
+        finally:
+            self.encoder.train(was_training)
+        if "visible" not in out:  # an encoder that gives no target position
+            return {"visible": True, "visibility": 1.0, "confidence": 1.0, "ood": float("nan")}
+        return {
+            "visible": bool(out["visible"][0] > 0.5),
+            "visibility": float(out["visibility"][0]),
+            "confidence": float(out["confidence"][0]),
+            "ood": float(out["ood"][0]),
+        }
 
     @torch.no_grad()
     def infer(self, inputs: PolicyInputs) -> np.ndarray:

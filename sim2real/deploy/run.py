@@ -66,6 +66,9 @@ class RunSettings:
         dry_run: compute actions, send nothing.
         device: where the policy runs.
         seed: seed of the simulated robot's first episode.
+        not_visible: what to do when the policy's target is not in view: ``pass``, ``hold``
+            or ``stop`` (:meth:`~sim2real.deploy.runner.Runner.set_not_visible`).
+        min_confidence: frames with a lower confidence count as not visible too.
 
     Example:
         >>> RunSettings(hz=20, steps=50).watchdog_s
@@ -80,6 +83,8 @@ class RunSettings:
     dry_run: bool = False
     device: str = "auto"
     seed: int | None = 0
+    not_visible: str = "pass"
+    min_confidence: float = 0.5
 
 
 def run_bundle(
@@ -136,7 +141,7 @@ def run_bundle(
         watchdog_s=s.watchdog_s,
         dry_run=s.dry_run,
         recorder=recorder,
-    )
+    ).set_not_visible(s.not_visible, s.min_confidence)
     with runner:
         report = runner.run(steps=steps, duration_s=duration_s)
         episodes = [asdict(e) for e in getattr(sim_robot, "episodes", [])]

@@ -13,6 +13,14 @@ the caller sees what went wrong (:class:`WatchdogError` for stale/missing frames
 of the failed run is on :attr:`Runner.report`. A normal end (step count, duration, or a
 replay's :class:`EndOfStream`) also sends ``stop()`` and returns the :class:`RunReport`.
 In dry-run mode nothing at all is sent to the robot, ``stop()`` included.
+
+When the target is not visible (:meth:`Runner.set_not_visible`): a policy with
+``perceive(frame) -> {"visible", "confidence", ...}`` (:meth:`sim2real.deploy.Policy.perceive`)
+is asked every tick whether its target is in view; a frame where it is not, or where the
+confidence is below ``min_confidence``, is handled by the chosen behaviour: ``"pass"`` (the
+default: act as usual, perceive is not called), ``"hold"`` (send a zero action, which holds
+the end effector, rate-limited by ``max_delta``, until the target is back) or ``"stop"``
+(``robot.stop()`` and end the run with status ``not_visible``).
 """
 
 from __future__ import annotations
@@ -21,7 +29,6 @@ import itertools
 import logging
 import math
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -38,71 +45,21 @@ from sim2real.deploy.interfaces import (
     WatchdogError,
     check_proprio,
 )
+from sim2real.deploy.latency import STAGES, LatencyStats
 from sim2real.deploy.recording import Recorder
 from sim2real.errors import ConfigError, InputError
 from sim2real.images import check_frame
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("capture", "preprocess", "inference", "send", "total")
-_KEYS = ("mean_ms", "p50_ms", "p95_ms", "p99_ms", "max_ms")
-Status = Literal["running", "completed", "end_of_stream", "watchdog", "error", "interrupted"]
+Status = Literal[
+    "running", "completed", "end_of_stream", "not_visible", "watchdog", "error", "interrupted"
+]
+NOT_VISIBLE_BEHAVIOURS = ("pass", "hold", "stop")
 
 
-class LatencyStats:
-    """Per-stage durations of the control ticks, summarised as percentiles.
-
-    Args:
-        stages: stage names.
-        window: keep only the last ``window`` durations per stage (bounded memory on long
-            runs); ``None`` keeps all.
-
-    Example:
-        >>> stats = LatencyStats()
-        >>> for ms in (1.0, 2.0, 3.0):
-        ...     stats.add("inference", ms / 1000)
-        >>> stats.summary()["inference"]["p50_ms"]
-        2.0
-    """
-
-    def __init__(self, stages: tuple[str, ...] = STAGES, window: int | None = 100_000) -> None:
-        self.stages = stages
-        self._seconds = {stage: deque[float](maxlen=window) for stage in stages}
-
-    def add(self, stage: str, seconds: float) -> None:
-        """Record one duration of ``stage`` (seconds)."""
-        self._seconds[stage].append(seconds)
-
-    def seconds(self, stage: str) -> np.ndarray:
-        """All recorded durations of ``stage`` in seconds, ``float64`` ``(n,)``."""
-        return np.asarray(self._seconds[stage], dtype=np.float64)
-
-    def summary(self) -> dict[str, dict[str, float]]:
-        """``{stage: {"n", "mean_ms", "p50_ms", "p95_ms", "p99_ms", "max_ms"}}``.
-
-        Stages with no samples have ``n == 0`` and ``nan`` statistics.
-        """
-        out: dict[str, dict[str, float]] = {}
-        for stage in self.stages:
-            ms = self.seconds(stage) * 1000.0
-            if ms.size:
-                p50, p95, p99 = np.percentile(ms, [50, 95, 99])
-                values = [ms.mean(), p50, p95, p99, ms.max()]
-            else:
-                values = [float("nan")] * 5
-            out[stage] = {"n": int(ms.size)}
-            out[stage].update((key, float(v)) for key, v in zip(_KEYS, values, strict=True))
-        return out
-
-    def format(self) -> str:
-        """A small text table of :meth:`summary` (milliseconds)."""
-        lines = [f"{'stage':<11}{'n':>7}{'p50':>9}{'p95':>9}{'p99':>9}{'max':>9}  ms"]
-        for stage, s in self.summary().items():
-            lines.append(
-                f"{stage:<11}{s['n']:>7}{s['p50_ms']:>9.2f}{s['p95_ms']:>9.2f}"
-                f"{s['p99_ms']:>9.2f}{s['max_ms']:>9.2f}"
-            )
-        return "\n".join(lines)
+class TargetLost(EndOfStream):
+    """The target is not visible and the runner's behaviour for that is ``"stop"``."""
 
 
 @dataclass
@@ -111,17 +68,21 @@ class RunReport:
 
     Attributes:
         status: ``completed`` (step count or duration reached), ``end_of_stream`` (replay
-            exhausted), or, when ``run`` raised, ``watchdog``, ``error`` or ``interrupted``.
+            exhausted), ``not_visible`` (the target was lost with the ``"stop"`` behaviour),
+            or, when ``run`` raised, ``watchdog``, ``error`` or ``interrupted``.
         steps: ticks completed (an action computed, and sent unless dry run).
         overruns: ticks that ran past the start of the next one.
         duration_s: wall time of the run on the runner's clock.
         error: the message of the exception that ended the run, if any.
         latency: per-stage durations.
+        not_visible: ticks on which the target was not visible (or not confidently seen);
+            counted only when a ``not_visible`` behaviour other than ``"pass"`` is set.
     """
 
     status: Status = "running"
     steps: int = 0
     overruns: int = 0
+    not_visible: int = 0
     duration_s: float = 0.0
     error: str | None = None
     latency: LatencyStats = field(default_factory=LatencyStats)
@@ -136,6 +97,7 @@ class RunReport:
             "status": self.status,
             "steps": self.steps,
             "overruns": self.overruns,
+            "not_visible": self.not_visible,
             "duration_s": self.duration_s,
             "error": self.error,
             "latency": latency,
@@ -222,6 +184,41 @@ class Runner:
         self._previous: np.ndarray | None = None
         self._shape: tuple[int, ...] | None = None
         self._t0: float | None = None
+        self.not_visible, self.min_confidence = "pass", 0.5
+
+    def set_not_visible(self, behaviour: str, min_confidence: float = 0.5) -> Runner:
+        """What to do on a tick whose frame does not show the target (see the module
+        docstring); returns the runner.
+
+        Args:
+            behaviour: ``"pass"`` (act as usual), ``"hold"`` (zero action) or ``"stop"``
+                (stop the robot, end the run with status ``not_visible``).
+            min_confidence: a frame whose confidence is below this counts as not visible too
+                (0: only the ``visible`` flag counts).
+
+        Raises:
+            ConfigError: an unknown behaviour, a confidence outside [0, 1], or a policy
+                without ``perceive`` for ``hold``/``stop``.
+
+        Example:
+            >>> runner.set_not_visible("hold").run(steps=100)  # doctest: +SKIP
+        """
+        if behaviour not in NOT_VISIBLE_BEHAVIOURS:
+            raise ConfigError(
+                f"not_visible={behaviour!r}: expected one of {list(NOT_VISIBLE_BEHAVIOURS)}"
+            )
+        if not (_is_number(min_confidence) and 0.0 <= min_confidence <= 1.0):
+            raise ConfigError(
+                f"min_confidence: expected a number in [0, 1], got {min_confidence!r}"
+            )
+        if behaviour != "pass" and not callable(getattr(self.policy, "perceive", None)):
+            raise ConfigError(
+                f"not_visible={behaviour!r} needs a policy that says whether its target is in "
+                f"view (perceive(frame), as sim2real.deploy.Policy has); "
+                f"{type(self.policy).__name__} has none"
+            )
+        self.not_visible, self.min_confidence = behaviour, float(min_confidence)
+        return self
 
     def run(self, steps: int | None = None, duration_s: float | None = None) -> RunReport:
         """Run until ``steps`` ticks, ``duration_s`` seconds or the end of a replay.
@@ -259,6 +256,9 @@ class Runner:
                     logger.debug("tick %d overran by %.1f ms", report.steps, late_ms)
                     next_tick = now
             report.status = "completed"
+        except TargetLost as err:
+            report.status = "not_visible"
+            logger.warning("%s", err)
         except EndOfStream as err:
             report.status = "end_of_stream"
             logger.info("%s", err)
@@ -304,9 +304,14 @@ class Runner:
             )
         proprio = check_proprio(observation.get("proprio"), f"proprio from {self.robot!r}")
         policy: Any = self.policy
-        inputs = policy.preprocess(frame, proprio) if self._staged else None
+        seen = self._perceive(frame, report)
+        hold = seen is not None and not seen["ok"]
+        inputs = policy.preprocess(frame, proprio) if self._staged and not hold else None
         t_prepared = clock()
-        raw = policy.infer(inputs) if self._staged else policy.act(frame, proprio)
+        if hold:
+            raw = self._zero_action()
+        else:
+            raw = policy.infer(inputs) if self._staged else policy.act(frame, proprio)
         t_inferred = clock()
         action = self.limits.check(raw)
         previous = np.zeros_like(action) if self._previous is None else self._previous
@@ -334,7 +339,40 @@ class Runner:
                 frame_age_s=t_captured - stamp,
                 **{f"latency_{s}_s": d for s, d in zip(STAGES, durations, strict=True)},
             )
+            if seen is not None:
+                sample.update(visible=bool(seen["ok"]), confidence=float(seen["confidence"]))
             self.recorder.add(sample)
+
+    def _zero_action(self) -> np.ndarray:
+        """The ``"hold"`` action: zeros shaped like the last action, the policy's
+        ``action_low`` or the limits' (end-effector deltas: zero holds the pose)."""
+        if self._previous is not None:
+            return np.zeros_like(self._previous)
+        for low in (getattr(self.policy, "action_low", None), self.limits.low):
+            if low is not None and np.ndim(low) >= 1:
+                return np.zeros(np.shape(low), np.float32)
+        raise ConfigError(
+            "not_visible='hold' on the first tick: the action size is unknown (scalar limits "
+            "and a policy without action_low); give ActionLimits arrays of the action's size"
+        )
+
+    def _perceive(self, frame: np.ndarray, report: RunReport) -> dict[str, Any] | None:
+        """``{"ok", "confidence"}`` of this frame (None with ``"pass"``); with ``"stop"`` a
+        frame without the target stops the robot and ends the run (:class:`TargetLost`)."""
+        if self.not_visible == "pass":
+            return None
+        seen = self.policy.perceive(frame)  # type: ignore[attr-defined]
+        confidence = float(seen.get("confidence", 1.0))
+        ok = bool(seen.get("visible", True)) and confidence >= self.min_confidence
+        if not ok:
+            report.not_visible += 1
+            if self.not_visible == "stop":
+                raise TargetLost(
+                    f"target not visible at step {report.steps} (visible="
+                    f"{bool(seen.get('visible', True))}, confidence {confidence:.2f} < "
+                    f"{self.min_confidence:g} or not visible); robot stopped"
+                )
+        return {"ok": ok, "confidence": confidence}
 
     def _read_frame(self) -> tuple[np.ndarray, float]:
         latest = self.camera.read_latest()

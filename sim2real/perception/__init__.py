@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         spatial_soft_argmax,
     )
     from sim2real.perception.preprocessing import Preprocessing, as_frames, resize_frames
+    from sim2real.perception.scores import VisibilityHead, frame_scores
 
 #: Where each public name is defined; imported on first use, so that importing a
 #: submodule (e.g. the settings, for the command line) does not load torch.
@@ -55,6 +56,8 @@ _SOURCES = {
     "Preprocessing": "sim2real.perception.preprocessing",
     "as_frames": "sim2real.perception.preprocessing",
     "resize_frames": "sim2real.perception.preprocessing",
+    "VisibilityHead": "sim2real.perception.scores",
+    "frame_scores": "sim2real.perception.scores",
 }
 
 
@@ -77,10 +80,12 @@ __all__ = [
     "MaskHead",
     "PositionHead",
     "Preprocessing",
+    "VisibilityHead",
     "as_frames",
     "available_backbones",
     "build_backbone",
     "build_head",
+    "frame_scores",
     "heatmap_kl",
     "load_efficientnet_lite0_imagenet",
     "normalised_to_pixels",

@@ -31,6 +31,7 @@ from sim2real.perception.heads import build_head, normalised_to_pixels
 from sim2real.perception.preprocessing import RESIZE_METHOD, Frames, Preprocessing, as_frames
 from sim2real.perception.preprocessing import RESIZE_POLICIES as RESIZE_POLICIES  # re-exported
 from sim2real.perception.preprocessing import resize_frames as resize_frames  # re-exported
+from sim2real.perception.scores import VISIBILITY_HEAD, frame_scores, keypoint_sharpness
 from sim2real.version import __version__
 
 logger = logging.getLogger(__name__)
@@ -66,7 +67,8 @@ class Encoder(nn.Module):
 
     Args:
         backbone: registry name (see ``available_backbones()``).
-        heads: ``{name: {"type": "position" | "keypoints" | "box" | "mask", **options}}``.
+        heads: ``{name: {"type": "position" | "keypoints" | "box" | "mask" | "visibility",
+            **options}}``.
         input_size: frame size ``(W, H)`` frames are resized to (the network input without
             ``crop``).
         colour: channel order of the frames it is trained on.
@@ -157,6 +159,19 @@ class Encoder(nn.Module):
         """
         return self.backbone(x).mean(dim=(2, 3))
 
+    def block_features(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Every backbone block's mean-pooled output and the last feature map (what
+        :meth:`forward`'s backbone pass computes, the same operations).
+
+        Shape:
+            - x: ``(B, 3, H, W)`` normalised; returns ``([(B, C_l)] per block, (B, C, h, w))``.
+        """
+        pooled, fmap = [], x
+        for block in self.backbone.blocks:
+            fmap = block(fmap)
+            pooled.append(fmap.float().mean(dim=(2, 3)))
+        return pooled, fmap
+
     def preprocess(self, frames: Frames, colour: str | None = None) -> torch.Tensor:
         """uint8 frames at any resolution -> normalised input on this encoder's device.
 
@@ -199,6 +214,11 @@ class Encoder(nn.Module):
 
         Keypoints are normalised coordinates of the whole frame (a crop is undone), and
         keypoint heads also give ``"<name>_px"``: pixel coordinates in the given frames.
+        An encoder with a ``position``, ``keypoint`` or ``visibility`` head also gives, per
+        frame, ``"visibility"`` (the target's estimated visible fraction; 1 without a
+        visibility head), ``"visible"`` (bool), ``"confidence"`` in ``[0, 1]`` (below 0.5: do
+        not act on the position) and ``"ood"`` (distance to the simulated training features;
+        NaN when the card has no statistics): see :mod:`sim2real.perception.scores`.
 
         Args:
             frames: uint8 ``(H, W, 3)`` or ``(N, H, W, 3)``.
@@ -207,7 +227,7 @@ class Encoder(nn.Module):
             batchnorm: ``"stored"`` or ``"frame"``; default: :attr:`batchnorm`.
 
         Returns:
-            ``{name: (N, ...) float32 array}``.
+            ``{name: (N, ...) float32 array}`` (``visible``: bool).
 
         Example:
             >>> enc = Encoder("impala_cnn", {"kp": {"type": "keypoints"}}, pretrained=False)
@@ -224,18 +244,51 @@ class Encoder(nn.Module):
         try:
             with frame_statistics(self) if mode == "frame" else contextlib.nullcontext():
                 chunks = [
-                    self(self.preprocess(batch[i : i + step], colour))
+                    self.scored_forward(self.preprocess(batch[i : i + step], colour))
                     for i in range(0, len(batch), step)
                 ]
         finally:
             self.train(was_training)
-        out = {name: torch.cat([c[name] for c in chunks]).float().cpu() for name in self.heads}
+        out = {name: torch.cat([c[name] for c in chunks]).float().cpu() for name in chunks[0]}
         height, width = batch.shape[1], batch.shape[2]
         for name, head in self.heads.items():
             if getattr(head, "kind", None) == "keypoints":
                 out[name] = self.preprocessing.to_frame(out[name])
                 out[f"{name}_px"] = normalised_to_pixels(out[name], width, height)
-        return {k: v.numpy() for k, v in out.items()}
+        arrays = {k: v.numpy() for k, v in out.items()}
+        if "visible" in arrays:
+            arrays["visible"] = arrays["visible"] > 0.5
+        return arrays
+
+    @property
+    def scored(self) -> bool:
+        """Whether :meth:`predict` adds the scores (``visibility``, ``visible``,
+        ``confidence``, ``ood``; :mod:`sim2real.perception.scores`): when the encoder has a
+        ``position``, ``keypoint`` or ``visibility`` head, i.e. gives a target position."""
+        return bool({"position", "keypoint", VISIBILITY_HEAD} & set(self.heads))
+
+    def scored_forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """:meth:`forward` plus, when :attr:`scored`, the scores of
+        :func:`~sim2real.perception.scores.frame_scores` (``(B,)`` each; ``visibility``
+        replaces the visibility head's logits by their sigmoid).
+
+        Shape:
+            - x: ``(B, 3, H, W)`` normalised; returns ``{name: (B, ...)}``.
+        """
+        if not self.scored:
+            return self(x)
+        pooled, fmap = self.block_features(x)
+        out, sharpness = {}, None
+        for name, head in self.heads.items():
+            if name == "keypoint" and getattr(head, "kind", None) == "keypoints":
+                heat = head.heatmaps(fmap)
+                out[name] = head.decode(heat)
+                sharpness = keypoint_sharpness(heat, head.temperature)[:, 0]
+            else:
+                out[name] = head(fmap)
+        logits = out.get(VISIBILITY_HEAD)
+        out.update(frame_scores(self.card, logits, sharpness, pooled))
+        return out
 
     # ------------------------------------------------------------------ fine-tuning helpers
     def freeze_blocks(self, n_first: int) -> None:

@@ -3,8 +3,10 @@
 ``evaluate(model, real_dir)`` predicts the cube position of every labelled frame by each
 route the encoder offers (:mod:`sim2real.perception.geometry`) and returns error statistics
 in centimetres (xy, as the kuka_cube README scores, and xyz); with ``out_dir`` it also writes
-a per-frame CSV and an overlay PNG. ``predict_folder`` writes ``file,x_m,y_m,z_m`` for every
-image of a folder, labelled or not. Neither prints: the CLI does.
+a per-frame CSV and an overlay PNG, and it reports detection (visibility against a
+``visible`` column of ``labels.csv``) beside the position error. ``predict_folder`` writes
+``file,x_m,y_m,z_m,visible,confidence,ood`` for every image of a folder, labelled or not.
+Neither prints: the CLI does.
 """
 
 from __future__ import annotations
@@ -27,13 +29,15 @@ from sim2real.data.real import open_real
 from sim2real.errors import CheckpointError, ConfigError, DataError
 from sim2real.perception import geometry
 from sim2real.perception.encoder import CARD_FILE, WEIGHTS_FILE, Encoder
+from sim2real.perception.scores import ACT_THRESHOLD
 
 logger = logging.getLogger(__name__)
 
 FRAME_COLUMNS = (
     "file", "x_m", "y_m", "z_m", "pred_x_m", "pred_y_m", "pred_z_m", "err_xy_cm", "err_xyz_cm",
+    "visible", "pred_visible", "confidence", "ood",
 )  # fmt: skip
-PREDICT_COLUMNS = ("file", "x_m", "y_m", "z_m")
+PREDICT_COLUMNS = ("file", "x_m", "y_m", "z_m", "visible", "confidence", "ood")
 CHUNK = 32
 
 
@@ -84,16 +88,25 @@ def keypoint_window_set(encoder: Encoder, window: int | None) -> Iterator[None]:
 
 def _predict_routes(
     encoder: Encoder, frames: RealFrames, batchnorm: str | None = None
-) -> tuple[list, dict[str, np.ndarray]]:
-    """All frames' records (without pixels kept) and ``{route: (N, 3)}`` predictions."""
-    sources, chunks = [], []
+) -> tuple[list, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """All frames' records (without pixels kept), ``{route: (N, 3)}`` predictions and the
+    scores ``{"visible", "confidence", "ood": (N,)}`` (1, 1, NaN when the encoder gives none)."""
+    sources, chunks, scored = [], [], []
     for start in range(0, len(frames), CHUNK):
         records = [frames[i] for i in range(start, min(start + CHUNK, len(frames)))]
         images = np.stack([r.image for r in records])
         out = encoder.predict(images, batchnorm=batchnorm)
         chunks.append(geometry.route_positions(out, encoder.card))
-        sources += [(r.source, r.position) for r in records]
+        n = len(records)
+        defaults = {
+            "visible": np.ones(n, bool),
+            "confidence": np.ones(n),
+            "ood": np.full(n, np.nan),
+        }
+        scored.append({k: np.asarray(out.get(k, v)) for k, v in defaults.items()})
+        sources += [(r.source, r.position, r.visible) for r in records]
     routes = {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
+    scores = {k: np.concatenate([c[k] for c in scored]) for k in scored[0]}
     if not routes:
         relative = geometry.position_frame(encoder.card) == "end_effector"
         raise CheckpointError(
@@ -106,7 +119,7 @@ def _predict_routes(
                 else ""
             )
         )
-    return sources, routes
+    return sources, routes, scores
 
 
 def _default_route(encoder: Encoder, routes: dict[str, np.ndarray], route: str | None) -> str:
@@ -150,8 +163,10 @@ def evaluate(
 
     Returns:
         ``{"n", "route", "xy_cm": {"mean", "median", "p90"}, "xyz_cm": {...},
-        "routes": {route: {"xy_cm": ..., "xyz_cm": ...}}, "csv", "overlay"}`` (paths or
-        ``None``).
+        "routes": {route: {"xy_cm": ..., "xyz_cm": ...}}, "detection", "csv", "overlay"}``
+        (paths or ``None``; ``detection`` as :func:`detection`: frames missed or claimed
+        visible against a ``visible`` column of ``labels.csv``, and the xy error on the frames
+        detected).
 
     Raises:
         CheckpointError: missing or invalid model.
@@ -170,8 +185,8 @@ def evaluate(
             "(file,x_m,y_m,z_m)"
         )
     with keypoint_window_set(encoder, keypoint_window):
-        sources, routes = _predict_routes(encoder, frames, batchnorm)
-    labels = np.stack([np.asarray(pos, dtype=np.float64) for _, pos in sources])
+        sources, routes, scores = _predict_routes(encoder, frames, batchnorm)
+    labels = np.stack([np.asarray(pos, dtype=np.float64) for _, pos, _ in sources])
     chosen = _default_route(encoder, routes, route)
     per_route = {}
     for name, pred in routes.items():
@@ -186,11 +201,15 @@ def evaluate(
         "csv": None,
         "overlay": None,
     }
+    truth = [v for _, _, v in sources]
+    stats["detection"] = detection(truth, scores, routes[chosen], labels)
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        names = [s for s, _ in sources]
-        stats["csv"] = str(_write_frames_csv(out / "frames.csv", names, labels, routes[chosen]))
+        names = [s for s, _, _ in sources]
+        stats["csv"] = str(
+            _write_frames_csv(out / "frames.csv", names, labels, routes[chosen], truth, scores)
+        )
         stats["overlay"] = str(
             _write_overlay(out / "overlay.png", frames, encoder.card, labels, routes)
         )
@@ -208,7 +227,12 @@ def predict_folder(
     device: str = "cpu",
     batchnorm: str | None = None,
 ) -> Path:
-    """Write ``file,x_m,y_m,z_m`` (robot-base frame, metres) for every image of a folder.
+    """Write ``file,x_m,y_m,z_m,visible,confidence,ood`` for every image of a folder.
+
+    The position (robot-base frame, metres) is written for every frame, visible or not;
+    ``visible`` is 1 or 0, ``confidence`` in ``[0, 1]`` (below 0.5: do not act on the
+    position), ``ood`` the distance to the simulated training features (empty when the card
+    has no statistics): see :mod:`sim2real.perception.scores`.
 
     Args:
         model: encoder folder or a loaded :class:`Encoder`.
@@ -231,21 +255,65 @@ def predict_folder(
     """
     encoder = load_model(model, device)
     frames = open_real(images_dir)
-    sources, routes = _predict_routes(encoder, frames, batchnorm)
+    sources, routes, scores = _predict_routes(encoder, frames, batchnorm)
     pred = routes[_default_route(encoder, routes, route)]
     path = Path(out_csv)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(PREDICT_COLUMNS)
-        for (name, _), p in zip(sources, pred, strict=True):
-            writer.writerow([name, *(f"{v:.4f}" for v in p)])
+        for i, ((name, _, _), p) in enumerate(zip(sources, pred, strict=True)):
+            writer.writerow([name, *(f"{v:.4f}" for v in p), *_score_cells(scores, i)])
     logger.info("wrote %d predictions to %s", len(sources), path)
     return path
 
 
+def detection(
+    truth: Sequence[bool | None],
+    scores: dict[str, np.ndarray],
+    pred: np.ndarray,
+    labels: np.ndarray,
+) -> dict[str, Any]:
+    """Detection beside the position error: ``{"n_claimed_visible", "n_low_confidence",
+    "labelled_visibility", "missed", "false_visible", "detected_xy_cm"}``.
+
+    ``missed`` (frames labelled visible, predicted not visible) and ``false_visible`` (labelled
+    not visible, predicted visible) count only frames whose labels say (a ``visible`` column;
+    ``labelled_visibility`` is how many); None when none do. ``detected_xy_cm`` summarises the
+    xy error over frames predicted visible and not labelled invisible (None when there are
+    none).
+    """
+    visible = np.asarray(scores["visible"], dtype=bool)
+    known = np.array([t is not None for t in truth])
+    said = np.array([bool(t) for t in truth])
+    detected = visible & ~(known & ~said)
+    errors = geometry.position_errors_cm(pred, labels)["xy"]
+    return {
+        "n_claimed_visible": int(visible.sum()),
+        "n_low_confidence": int((np.asarray(scores["confidence"]) < ACT_THRESHOLD).sum()),
+        "labelled_visibility": int(known.sum()),
+        "missed": int((known & said & ~visible).sum()) if known.any() else None,
+        "false_visible": int((known & ~said & visible).sum()) if known.any() else None,
+        "detected_xy_cm": geometry.summarise(errors[detected]) if detected.any() else None,
+    }
+
+
+def _score_cells(scores: dict[str, np.ndarray], i: int) -> list[str]:
+    ood = float(scores["ood"][i])
+    return [
+        str(int(bool(scores["visible"][i]))),
+        f"{float(scores['confidence'][i]):.4f}",
+        f"{ood:.4f}" if math.isfinite(ood) else "",
+    ]
+
+
 def _write_frames_csv(
-    path: Path, names: Sequence[str], labels: np.ndarray, pred: np.ndarray
+    path: Path,
+    names: Sequence[str],
+    labels: np.ndarray,
+    pred: np.ndarray,
+    truth: Sequence[bool | None],
+    scores: dict[str, np.ndarray],
 ) -> Path:
     errors = geometry.position_errors_cm(pred, labels)
     with path.open("w", newline="") as f:
@@ -256,6 +324,8 @@ def _write_frames_csv(
                 [name]
                 + [f"{v:.4f}" for v in (*labels[i], *pred[i])]
                 + [f"{errors['xy'][i]:.2f}", f"{errors['xyz'][i]:.2f}"]
+                + ["" if truth[i] is None else str(int(bool(truth[i])))]
+                + _score_cells(scores, i)
             )
     return path
 

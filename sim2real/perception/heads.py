@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sim2real.errors import ConfigError, InputError
+from sim2real.perception.scores import VisibilityHead
 
 logger = logging.getLogger(__name__)
 
@@ -417,6 +418,7 @@ HEADS: dict[str, type[nn.Module]] = {
     "keypoints": KeypointHead,
     "box": BoxHead,
     "mask": MaskHead,
+    "visibility": VisibilityHead,
 }
 
 
@@ -424,7 +426,8 @@ def build_head(kind: str, in_channels: int, /, **config: Any) -> nn.Module:
     """Build a head by type name.
 
     Args:
-        kind: one of ``HEADS`` (``position``, ``keypoints``, ``box``, ``mask``).
+        kind: one of ``HEADS`` (``position``, ``keypoints``, ``box``, ``mask``,
+            ``visibility``).
         in_channels: channels of the backbone feature map.
         **config: the head's constructor options; ``in_channels`` in it must agree.
 

@@ -11,7 +11,8 @@ out/metrics.csv, out/tb/               one row / TensorBoard step per epoch
 
 Heads: ``"position"`` regresses the cube centre in the robot-base frame (targets
 standardised by their training mean/std); ``"keypoint"`` finds its pixel centre by spatial
-soft-argmax (L1 on normalised coordinates). With a keypoint head the card also holds the
+soft-argmax (L1 on normalised coordinates); ``"visibility"`` (``visibility_weight > 0``) the
+target's visible fraction. With a keypoint head the card also holds the
 scene's nominal camera (:mod:`sim2real.perception.geometry`), so a position can be had by
 back-projecting the keypoint onto the cube's plane; the card's ``position_route`` is the
 route with the lower simulated validation error.
@@ -37,6 +38,7 @@ from sim2real.perception.device import resolve_device
 from sim2real.perception.distributed import Distributed
 from sim2real.perception.train_config import DEFAULT_STRIDES, PretrainConfig
 from sim2real.perception.train_model import build_encoder
+from sim2real.perception.train_scores import visibility_fields
 from sim2real.perception.trainer import Trainer
 from sim2real.settings import check_names
 
@@ -99,6 +101,8 @@ def pretrain(
         trainer.restore(last)
     try:
         trainer.run()
+        if dist.is_main and cfg.ood_samples > 0:
+            trainer.write_scores()
     finally:
         dist.close()
     return root
@@ -155,7 +159,9 @@ def open_dataset(cfg: PretrainConfig) -> ShardedDataset:
     relative = cfg.relative
     gripper = relative and "keypoint" in cfg.head
     fields = ["image", "position", "uv"] + ["ee_position"] * relative + ["K", "R", "t"] * gripper
-    available = ShardedDataset(cfg.data, verify=False).fields if relative else {}
+    available = ShardedDataset(cfg.data, verify=False).fields
+    if cfg.visibility_weight > 0:
+        fields += visibility_fields(available, cfg.visibility_object)
     if relative and "ee_position" not in available:
         raise DataError(
             f"position_target='ee_relative' needs 'ee_position' labels, but {cfg.data} has "

@@ -38,7 +38,7 @@ METRIC_FIELDS = (
     "val_keypoint_plane_xy_cm", "val_keypoint_plane_xyz_cm",
     "val_keypoint_relative_xy_cm", "val_keypoint_relative_xyz_cm",
     "val_position_head_near_xy_cm", "val_keypoint_plane_near_xy_cm",
-    "val_keypoint_relative_near_xy_cm",
+    "val_keypoint_relative_near_xy_cm", "val_visible_err",
     "images_per_s", "train_seconds",
 )  # fmt: skip
 
@@ -103,6 +103,19 @@ class PretrainConfig(Settings):
             convolution (:func:`~sim2real.perception.style.rand_conv`); training only. 0: off.
         exposure: half of the training images get a gain of up to ``1 + exposure``, clipped
             (overexposure; :func:`~sim2real.perception.train_data.photometric_augmentation`).
+        visibility_weight: weight of the visibility head's loss, binary cross-entropy on
+            the target's visible fraction (:mod:`sim2real.perception.scores`); > 0 adds the
+            head (named ``visibility``), and then samples where no part of the target is
+            seen leave the position and keypoint losses, and the validation position errors
+            count only samples with a visible fraction >= 0.5. 0: no visibility head.
+        visibility_object: the object whose visibility is learnt: the dataset's
+            ``objects.<NAME>.visible_fraction``, or, in datasets without per-object labels,
+            an estimate from the cube's ``uv``, ``visible_pixels`` and ``box``
+            (:func:`~sim2real.perception.train_scores.derived_visible_fraction`).
+        ood_samples: at the end of the run, the feature statistics of up to this many
+            training frames (and the distance reference of as many validation frames) go
+            into the card (``ood``, ``scores``) for the out-of-distribution score and the
+            confidence of :meth:`~sim2real.perception.encoder.Encoder.predict`. 0: none.
         pretrained: start from the backbone's ImageNet weights.
         init: start from the weights of this saved encoder folder instead (fine-tuning a
             trained encoder on new or more data, with a fresh optimiser and schedule); its
@@ -155,6 +168,13 @@ class PretrainConfig(Settings):
     val_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="held-out fraction")
     seed: int = Field(0, description="training seed, the only source of randomness")
     max_minutes: float | None = Field(None, gt=0.0, description="wall-clock budget in minutes")
+    visibility_weight: float = Field(
+        0.0, ge=0.0, description="visibility head BCE weight (> 0 adds the head)"
+    )
+    visibility_object: str = Field("cube", description="the object whose visibility is learnt")
+    ood_samples: int = Field(
+        512, ge=0, description="frames for the card's feature statistics (0: none)"
+    )
     pretrained: bool = Field(True, description="start from the backbone's ImageNet weights")
     init: str | None = Field(
         None,
@@ -208,10 +228,12 @@ class PretrainConfig(Settings):
             specs[geometry.POSITION_HEAD] = {"type": "position", "frame": frame}
             if self.position_pool != "mean":
                 specs[geometry.POSITION_HEAD]["pool"] = self.position_pool
+        if self.visibility_weight > 0:
+            specs["visibility"] = {"type": "visibility", "object": self.visibility_object}
         return specs
 
     def resumable_with(self, other: PretrainConfig) -> list[str]:
         """Names of the settings that must match to resume but differ."""
-        free = {"epochs", "max_minutes"}
+        free = {"epochs", "max_minutes", "ood_samples"}
         mine, theirs = self.model_dump(), other.model_dump()
         return [k for k in mine if k not in free and mine[k] != theirs[k]]

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from sim2real.data.shards import ShardedDataset
 from sim2real.perception.distributed import shard_order
 from sim2real.perception.encoder import resize_frames
+from sim2real.perception.train_scores import derived_visible_fraction
 
 
 def photometric_augmentation(exposure: float = 0.0) -> A.Compose:
@@ -74,6 +75,9 @@ class SimSamples(Dataset):
     effector's, projected through the sample's own camera (``K``, ``R``, ``t``; the dataset
     needs those and ``ee_position``). A gripper outside the frame keeps its coordinates
     (beyond +-1); the loss leaves such labels out.
+
+    ``visibility="cube"`` appends the visible fraction of that object, a float32 scalar
+    (:func:`~sim2real.perception.train_scores.derived_visible_fraction`), as the last item.
     """
 
     def __init__(
@@ -87,8 +91,10 @@ class SimSamples(Dataset):
         exposure: float = 0.0,
         relative: bool = False,
         gripper_keypoint: bool = False,
+        visibility: str | None = None,
     ) -> None:
         self.ds, self.indices, self.size, self.seed = ds, np.asarray(indices), size, seed
+        self.visibility = visibility
         self.relative, self.gripper_keypoint = bool(relative), bool(gripper_keypoint)
         robot = ds.manifest.get("spec", {}).get("scene", {}).get("robot", {})
         self.base = np.asarray(robot.get("base_position", (0.0, 0.0, 0.0)), dtype=np.float64)
@@ -129,6 +135,10 @@ class SimSamples(Dataset):
             ee = sample["ee_position"].astype(np.float32)
             items[1] = torch.from_numpy(position - ee)
             items.append(torch.from_numpy(ee))
+        if self.visibility is not None:
+            wh = (float(self.image_wh[0]), float(self.image_wh[1]))
+            fraction = derived_visible_fraction(sample, wh, self.visibility)
+            items.append(torch.tensor(fraction, dtype=torch.float32))
         return tuple(items)
 
     def gripper_uv(self, sample: dict[str, np.ndarray]) -> np.ndarray:

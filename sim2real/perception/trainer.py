@@ -25,6 +25,7 @@ from sim2real.perception.device import autocast
 from sim2real.perception.distributed import Distributed
 from sim2real.perception.encoder import Encoder
 from sim2real.perception.heads import heatmap_kl
+from sim2real.perception.scores import VISIBILITY_HEAD
 from sim2real.perception.style import mix_style, rand_conv
 from sim2real.perception.train_config import METRIC_FIELDS, PretrainConfig
 from sim2real.perception.train_data import SimSamples, epoch_loader
@@ -91,6 +92,7 @@ class Trainer:
             exposure=cfg.exposure,
             relative=cfg.position_target == "ee_relative",
             gripper_keypoint=cfg.relative and geometry.KEYPOINT_HEAD in encoder.heads,
+            visibility=self.visibility_object(cfg, encoder),
         )
         self.val_set = SimSamples(
             ds,
@@ -100,6 +102,7 @@ class Trainer:
             seed=cfg.seed,
             relative=cfg.position_target == "ee_relative",
             gripper_keypoint=cfg.relative and geometry.KEYPOINT_HEAD in encoder.heads,
+            visibility=self.visibility_object(cfg, encoder),
         )
         cube = ds.manifest.get("spec", {}).get("scene", {}).get("cube", {}).get("size", 0.05)
         self.cube_half = 0.5 * float(np.atleast_1d(np.asarray(cube, dtype=np.float64))[-1])
@@ -113,6 +116,11 @@ class Trainer:
         # the training step goes through this module, so DDP can average its gradients
         self.step_module = self.dist.wrap(LossModule(self), device)
         self.state = TrainState()
+
+    @staticmethod
+    def visibility_object(cfg: PretrainConfig, encoder: Encoder) -> str | None:
+        """The object the samples carry the visible fraction of (None: no visibility head)."""
+        return cfg.visibility_object if VISIBILITY_HEAD in encoder.heads else None
 
     # -------------------------------------------------------------- schedule
     def progress_fraction(self) -> float:
@@ -247,12 +255,28 @@ class Trainer:
         if self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         losses, outputs = [], {}
+        seen = None  # with a visibility head: 1 where some of the target is seen, else 0
         with autocast(self.device):
             fmap = self.backbone_features(x)
+            if VISIBILITY_HEAD in enc.heads:
+                target = self.visibility_target(batch[-1].to(self.device), uv)
+                logits = enc.heads[VISIBILITY_HEAD](fmap).float()
+                bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
+                losses.append(self.cfg.visibility_weight * bce)
+                outputs[VISIBILITY_HEAD] = torch.sigmoid(logits)
+                outputs["visibility_target"] = target
+                seen = (target > 0).float()
             if geometry.POSITION_HEAD in enc.heads:
                 head = enc.heads[geometry.POSITION_HEAD]
                 pred = head.forward_normalised(fmap).float()
-                losses.append(torch.nn.functional.smooth_l1_loss(pred, head.normalise(position)))
+                if seen is None:
+                    loss = torch.nn.functional.smooth_l1_loss(pred, head.normalise(position))
+                else:
+                    per = torch.nn.functional.smooth_l1_loss(
+                        pred, head.normalise(position), reduction="none"
+                    ).mean(dim=1)
+                    loss = (per * seen).sum() / seen.sum().clamp(min=1.0)
+                losses.append(loss)
                 outputs[geometry.POSITION_HEAD] = pred * head.target_std + head.target_mean
             if geometry.KEYPOINT_HEAD in enc.heads:
                 kp_head = enc.heads[geometry.KEYPOINT_HEAD]
@@ -262,15 +286,33 @@ class Trainer:
                 # (a gripper above the image) are left out of the loss
                 uv_in = enc.preprocessing.to_input(uv if uv.dim() == 3 else uv[:, None])
                 inside = (uv_in.abs() <= 1.0).all(dim=-1).float()  # (B, K)
+                if seen is not None:
+                    inside = inside * seen[:, None]
                 l1 = (pred - uv_in).abs().mean(dim=-1)
                 losses.append((l1 * inside).sum() / inside.sum().clamp(min=1.0))
                 if self.cfg.heatmap_weight > 0:
+                    keep = slice(None) if seen is None else seen > 0
                     kl = heatmap_kl(
-                        heat, uv_in.clamp(-1.0, 1.0), kp_head.temperature, self.cfg.heatmap_sigma
+                        heat[keep],
+                        uv_in[keep].clamp(-1.0, 1.0),
+                        kp_head.temperature,
+                        self.cfg.heatmap_sigma,
                     )
+                    if seen is not None:  # a batch with nothing in view has no KL term
+                        kl = torch.nan_to_num(kl)
                     losses.append(self.cfg.heatmap_weight * kl)
                 outputs[geometry.KEYPOINT_HEAD] = enc.preprocessing.to_frame(pred)
         return torch.stack(losses).sum(), outputs
+
+    def visibility_target(self, fraction: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
+        """The visible fraction, 0 where the target's centre is outside the crop (the
+        network cannot see it there). Shape: ``(B,)``, uv ``(B, 2)`` or ``(B, K, 2)``."""
+        target = fraction.float().clamp(0.0, 1.0)
+        pre = self.encoder.preprocessing
+        if pre.crop is None:
+            return target
+        centre = pre.to_input(uv if uv.dim() == 3 else uv[:, None])[:, 0]
+        return target * (centre.abs() <= 1.0).all(dim=-1).float()
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
@@ -286,12 +328,20 @@ class Trainer:
                 outs.setdefault(name, []).append(value.float().cpu().numpy())
             targets.append(batch[1].numpy())
             uvs.append(batch[2].numpy())
-            if len(batch) > 3:
+            if self.val_set.relative:
                 ees.append(batch[3].numpy())
         enc.train()
         outputs = {name: np.concatenate(v) for name, v in outs.items()}
         target = np.concatenate(targets)
         row: dict[str, float] = {"val_loss": total / len(target)}
+        if VISIBILITY_HEAD in outputs:  # position errors where the target is in view
+            truth = outputs.pop("visibility_target") >= 0.5
+            claimed = outputs.pop(VISIBILITY_HEAD) >= 0.5
+            row["val_visible_err"] = float((truth != claimed).mean())
+            if truth.any():
+                outputs = {k: v[truth] for k, v in outputs.items()}
+                target, uvs = target[truth], [np.concatenate(uvs)[truth]]
+                ees = [np.concatenate(ees)[truth]] if ees else []
         if geometry.KEYPOINT_HEAD in outputs:
             w, h = self.encoder.card["dataset"]["image_size"]
             uv = np.concatenate(uvs).reshape(len(target), -1, 2)
@@ -315,6 +365,26 @@ class Trainer:
             if near is not None and near.any():
                 row[f"val_{route}_near_xy_cm"] = float(np.nanmean(errors["xy"][near]))
         return row
+
+    def write_scores(self) -> None:
+        """The card's feature statistics and confidence reference, from the best model
+        (:func:`~sim2real.perception.train_scores.write_scores`, ``cfg.ood_samples``)."""
+        from sim2real.perception.train_scores import write_scores
+
+        plain = [
+            SimSamples(
+                s.ds,
+                s.indices,
+                s.size,
+                augment=False,
+                seed=self.cfg.seed,
+                relative=s.relative,
+                gripper_keypoint=s.gripper_keypoint,
+                visibility=s.visibility,
+            )
+            for s in (self.train_set, self.val_set)
+        ]
+        write_scores(self.root, plain[0], plain[1], self.cfg.ood_samples, self.cfg.batch_size)
 
     # -------------------------------------------------------------- output
     def log(self, row: dict[str, float], writer: Any) -> None:

@@ -197,3 +197,20 @@ class FakeStagedPolicy(FakePolicy):
     def infer(self, inputs: Any) -> np.ndarray:
         self.clock.advance(self.infer_s)  # type: ignore[union-attr]
         return np.full(3, float(inputs) / 255.0, np.float32)
+
+
+class FakeSeeingPolicy(FakePolicy):
+    """A policy whose target is in view when the frame is not black (``perceive``); a
+    camera showing no object delivers black frames."""
+
+    action_low = np.full(3, -1.0, np.float32)
+
+    def __init__(self, clock: FakeClock | None = None, confidence: float = 0.9) -> None:
+        super().__init__(clock)
+        self.confidence = confidence
+        self.perceived = 0
+
+    def perceive(self, frame: np.ndarray) -> dict[str, Any]:
+        self.perceived += 1
+        visible = bool(np.asarray(frame).max() > 0)
+        return {"visible": visible, "confidence": self.confidence if visible else 0.0}

@@ -165,3 +165,16 @@ def test_cli_run_replays_a_folder_dry(run: Path, tmp_path: Path, capsys: Any) ->
     assert "completed: 4 steps" in out and "dry run" in out and "inference" in out
     with pytest.raises(ConfigError, match="robot spec"):
         run_bundle(run, f"replay:{frames}", "ur5", RunSettings(steps=1))
+
+
+def test_contract_carries_visibility_and_perceive_answers(run: Path) -> None:
+    """The bundle's encoder has no visibility head: visible, and a confidence in [0, 1]."""
+    policy = Policy.load(run, device="cpu")
+    visibility = policy.contract["visibility"]
+    assert visibility["head"] is False and visibility["act_threshold"] == 0.5
+    assert visibility["outputs"] == ["visibility", "visible", "confidence", "ood"]
+    seen = policy.perceive(_rendered(n=1)["image"][0].transpose(1, 2, 0))
+    assert seen["visible"] is True and seen["visibility"] == 1.0
+    assert 0.0 <= seen["confidence"] <= 1.0 and np.isnan(seen["ood"])
+    with pytest.raises(InputError):
+        policy.perceive(np.zeros((4, 4), np.uint8))
