@@ -249,8 +249,8 @@ def choose(
         t, epochs = trains[best_train]["inner_cv_xy_cm"], trains[best_train]["epochs"]
         if t < f - margin_cm - TIE_CM:
             return best_train, (
-                f"inner-CV mean {t:.2f} cm at {epochs} label epochs beats the best label-free "
-                f"candidate {best_free} ({f:.2f} cm) by more than the margin {margin_cm:.2f} cm"
+                f"inner-CV mean {t:.3f} cm at {epochs} label epochs beats the best label-free "
+                f"candidate {best_free} ({f:.3f} cm) by more than the margin {margin_cm:.2f} cm"
             )
         return best_free, (
             f"no candidate that trains on labels beat it by more than {margin_cm:.2f} cm in "
