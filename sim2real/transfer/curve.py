@@ -54,8 +54,9 @@ from sim2real.transfer.training import FrameSet, as_frame_set, held_out_errors
 
 logger = logging.getLogger(__name__)
 
-#: One finished run: training indices, held-out errors (cm), epochs, what ``auto`` chose.
-Run = tuple[np.ndarray, np.ndarray, int | None, str | None]
+#: One finished run: training indices, held-out errors (cm), epochs, and for ``auto`` its
+#: selection ``{"chosen": name, "inner_cv_xy_cm": {candidate: mean or None (skipped)}}``.
+Run = tuple[np.ndarray, np.ndarray, int | None, dict[str, Any] | None]
 
 JOURNAL = "runs.jsonl"
 ZERO_SHOT = "zero-shot"
@@ -364,8 +365,8 @@ def _splits_or_all(
 def _one_run(setup: _Setup, job: _Job, train: np.ndarray, test: np.ndarray, repeat: int) -> Run:
     """Adapt a fresh start on ``train`` (none for k = 0) and score ``test``.
 
-    Returns ``(train, errors, epochs, chosen)``; ``chosen`` is what ``auto`` picked (else
-    ``None``), by inner cross-validation over ``train`` alone.
+    Returns ``(train, errors, epochs, selection)``; ``selection`` is what ``auto`` picked and
+    each candidate's inner-CV mean (else ``None``), by cross-validation over ``train`` alone.
     """
     strategy = job.strategy
     plan = parse_strategy(strategy) if strategy != AUTO else None
@@ -383,7 +384,10 @@ def _one_run(setup: _Setup, job: _Job, train: np.ndarray, test: np.ndarray, repe
         )
         record = encoder.card["transfer"][-1]
         epochs = record.get("epochs")
-        chosen = record["selection"]["chosen"] if "selection" in record else None
+        if "selection" in record:
+            sel = record["selection"]
+            inner = {c: v.get("inner_cv_xy_cm") for c, v in sel["candidates"].items()}
+            chosen = {"chosen": sel["chosen"], "inner_cv_xy_cm": inner}
     return train, held_out_errors(encoder, setup.labelled.select(test)), epochs, chosen
 
 
@@ -391,16 +395,20 @@ def _point(k_train: int, runs: list[Run], zero: np.ndarray, n: int) -> dict[str,
     """Statistics of one ``(entry, k)`` over its runs ``(train, errors, epochs, chosen)``.
 
     ``zero_shot`` is the zero-shot model's mean error on the same held-out frames (paired);
-    ``chosen`` counts what ``auto`` picked per run (empty for other entries).
+    ``chosen`` counts what ``auto`` picked per run and ``inner_cv_xy_cm`` averages each
+    candidate's inner-CV mean over the runs (both empty for other entries).
     """
     means = [float(np.mean(run[1])) for run in runs]
     pooled = np.concatenate([run[1] for run in runs])
     tests = [np.setdiff1d(np.arange(n), run[0]) for run in runs]
     epochs = [run[2] for run in runs if run[2] is not None]
     chosen: dict[str, int] = {}
+    inner: dict[str, list[float]] = {}
     for run in runs:
         if run[3] is not None:
-            chosen[run[3]] = chosen.get(run[3], 0) + 1
+            chosen[run[3]["chosen"]] = chosen.get(run[3]["chosen"], 0) + 1
+            for cand, value in run[3]["inner_cv_xy_cm"].items():
+                inner.setdefault(cand, []).extend([] if value is None else [value])
     return {
         "k_train": k_train,
         "runs": len(runs),
@@ -414,6 +422,7 @@ def _point(k_train: int, runs: list[Run], zero: np.ndarray, n: int) -> dict[str,
         "errors": [float(x) for x in pooled],
         "train_sets": [[int(i) for i in run[0]] for run in runs],
         "chosen": chosen,
+        "inner_cv_xy_cm": {c: float(np.mean(v)) if v else None for c, v in inner.items()},
     }
 
 

@@ -175,12 +175,20 @@ def _selection_lines(results: dict[str, Any]) -> list[str]:
         "are measured on the frames the run left out (outer folds), which took no part in "
         "the choice.",
         "",
-        "| k | chosen (runs) | auto mean | zero-shot on the same frames |",
-        "|---|---|---:|---:|",
+        "| k | chosen (runs) | inner-CV mean per candidate, cm (the why) | auto mean | "
+        "zero-shot on the same frames |",
+        "|---|---|---|---:|---:|",
     ]
     for k, p in auto["points"].items():
         chosen = ", ".join(f"{c} ({m})" for c, m in sorted(p.get("chosen", {}).items()))
-        lines.append(f"| {k} | {chosen or '-'} | {p['mean']:.2f} | {p['zero_shot']:.2f} |")
+        inner = p.get("inner_cv_xy_cm", {})
+        why = ", ".join(
+            f"{c} {v:.2f}" if v is not None else f"{c} skipped" for c, v in inner.items()
+        )
+        lines.append(
+            f"| {k} | {chosen or '-'} | {why or 'no CV (fewer than 2 frames)'} | "
+            f"{p['mean']:.2f} | {p['zero_shot']:.2f} |"
+        )
     return lines
 
 

@@ -118,17 +118,26 @@ def test_curve_measures_auto_by_nested_cv(encoder: Encoder, real_dir: Path, tmp_
     from sim2real.transfer.curve import run_curve
 
     encoder.save(tmp_path / "model")
-    report = run_curve(
-        tmp_path / "model", real_dir, tmp_path / "curve", ks=(0, 1, "all"), repeats=1,
-        strategies=("adabn", "auto"), outer_folds=0, baselines=False, progress=False,
-        candidates="sim-only,adabn,adabn+probe", epochs=1, steps_per_epoch=1, batch_size=4,
-        cv_folds=2, device="cpu",
-    )  # fmt: skip
+
+    def curve() -> Path:
+        return run_curve(
+            tmp_path / "model", real_dir, tmp_path / "curve", ks=(0, 1, "all"), repeats=1,
+            strategies=("adabn", "auto"), outer_folds=0, baselines=False, progress=False,
+            candidates="sim-only,adabn,adabn+probe", epochs=1, steps_per_epoch=1, batch_size=4,
+            cv_folds=2, device="cpu",
+        )  # fmt: skip
+
+    report = curve()
     entries = json.loads((tmp_path / "curve" / "curve.json").read_text())["entries"]
     points = entries["auto"]["points"]
     assert list(points) == ["0", "1", "all"]
     assert points["0"]["chosen"] == {"adabn": 1}  # no labels: the label-free fallback
     assert sum(points["all"]["chosen"].values()) == 5  # leave-one-out: one choice per run
     assert set(points["all"]["chosen"]) <= {"sim-only", "adabn", "adabn+probe"}
+    assert set(points["all"]["inner_cv_xy_cm"]) == {"sim-only", "adabn", "adabn+probe"}
     text = report.read_text()
     assert "## Nested selection (auto)" in text and "outer folds" in text
+    assert "inner-CV mean per candidate" in text
+    curve()  # resumed from the journal: the same choices read back
+    again = json.loads((tmp_path / "curve" / "curve.json").read_text())["entries"]["auto"]
+    assert again["points"] == points
