@@ -61,7 +61,10 @@ class FinetuneConfig(Settings):
             labelled frames (``sim-only``: the encoder unchanged); those that cannot run
             (AdaBN without BatchNorm, no unlabelled frames, DANN without sim) are skipped.
         select_margin_cm: ``auto`` takes a candidate that trains on labels only when its
-            inner-CV mean xy error beats the best label-free one's by more than this.
+            inner-CV mean xy error beats the best label-free one's by more than this plus
+            ``select_se`` standard errors of the per-frame differences (paired).
+        select_se: standard errors of that paired gain the labels must clear (1: the
+            one-standard-error rule; 0: the lowest inner-CV mean wins).
         auto_fallback: ``auto``'s strategy when it cannot cross-validate (< 2 labelled
             frames); ``None``: the last label-free candidate that can run.
         auto_outer_folds: ``auto`` also measures itself by nested CV (the inner folds
@@ -96,6 +99,7 @@ class FinetuneConfig(Settings):
         default_factory=lambda: list(DEFAULT_CANDIDATES), description="what auto chooses from"
     )
     select_margin_cm: float = Field(0.0, ge=0.0, description="labels must win by this (cm)")
+    select_se: float = Field(1.0, ge=0.0, description="and by this many standard errors")
     auto_fallback: str | None = Field(None, description="auto without 2 labelled frames")
     auto_outer_folds: int | None = Field(None, ge=0, description="nested-CV folds measuring auto")
     seed: int = Field(0, ge=0, description="the only source of randomness")

@@ -11,8 +11,10 @@ that made it:
   trains is trained on the other folds (its epoch count ``0..epochs`` chosen on the pooled
   held-out errors); a label-free one (``sim-only``, ``adabn``: zero label epochs) is scored
   on every frame. A candidate that trains on labels is taken only when its inner-CV mean
-  beats the best label-free candidate's by more than ``select_margin_cm``; otherwise the
-  label-free one is (ties go to the label-free side, then to the order of the list).
+  beats the best label-free candidate's by more than ``select_margin_cm`` plus
+  ``select_se`` standard errors of the paired per-frame gain (the one-standard-error rule
+  by default: a gain within the noise of 12 frames is not taken); otherwise the label-free
+  one is (ties go to the label-free side, then to the order of the list).
 - **outer folds measure** (``auto_outer_folds``, and the curve's ``k = all``): the whole
   selection runs again on each outer training part and is scored on its held-out frames,
   beside the label-free candidates on the same frames. That figure was chosen on nothing
@@ -48,7 +50,8 @@ from sim2real.transfer.config import FinetuneConfig
 from sim2real.transfer.strategies import (
     Plan,
     Prepared,
-    choose_epochs,
+    cv_errors,
+    cv_record,
     finetune,
     kfold,
     open_unlabelled,
@@ -135,7 +138,7 @@ def finetune_auto(
     else:
         assert labelled is not None
         prepared, scores = score_candidates(encoder, plans, labelled, unlabelled, sim, cfg)
-        name, why = choose(scores, plans, cfg.select_margin_cm)
+        name, why = choose(scores, plans, cfg.select_margin_cm, cfg.select_se)
         score = scores[name]
         enc = prepared[name].complete(score["epochs"], score.get("cv"))
         candidates = {c: {k: v for k, v in s.items() if k != "cv"} for c, s in scores.items()}
@@ -168,7 +171,6 @@ def score_candidates(
     """
     prepared: dict[str, Prepared] = {}
     scores: dict[str, dict[str, Any]] = {}
-    cv_cfg = cfg.replace(select_epochs=True)
     for name, plan in plans.items():
         try:
             ready = prepare(encoder, plan, labelled, unlabelled, sim, cfg)
@@ -186,17 +188,19 @@ def score_candidates(
             }
             continue
         assert ready.lr is not None
-        epochs, cv = choose_epochs(ready.encoder, plan, cv_cfg, ready.data, ready.lr)
-        assert cv is not None  # n >= 2
-        by_epoch = cv["mean_xy_cm_by_epoch"]
-        if not cfg.select_epochs:
-            epochs = min(cfg.epochs, len(by_epoch) - 1)
+        folds, pooled = cv_errors(ready.encoder, plan, cfg, ready.data, ready.lr)
+        by_epoch = [float(e.mean()) for e in pooled]
+        epochs = int(np.argmin(by_epoch)) if cfg.select_epochs else cfg.epochs
+        errors = np.empty(len(labelled))
+        errors[np.concatenate(folds)] = pooled[epochs]  # back in frame order
+        cv = cv_record(folds, pooled, epochs)
         scores[name] = {
-            "inner_cv_xy_cm": float(by_epoch[epochs]),
-            "epochs": int(epochs),
+            "inner_cv_xy_cm": by_epoch[epochs],
+            "epochs": epochs,
             "label_free": False,
             "method": cv["method"],
             "mean_xy_cm_by_epoch": by_epoch,
+            "errors": [float(e) for e in errors],
             "cv": cv,
         }
     if not prepared:
@@ -206,9 +210,16 @@ def score_candidates(
 
 
 def choose(
-    scores: dict[str, dict[str, Any]], plans: dict[str, Plan], margin_cm: float = 0.0
+    scores: dict[str, dict[str, Any]],
+    plans: dict[str, Plan],
+    margin_cm: float = 0.0,
+    se: float = 1.0,
 ) -> tuple[str, str]:
     """The chosen candidate and why (see the module for the rule).
+
+    The best training candidate (lowest inner-CV mean) is taken when its gain over the best
+    label-free one exceeds ``margin_cm`` plus ``se`` standard errors of the paired per-frame
+    differences (scores' ``errors``, frame order; without them the standard error is 0).
 
     Example:
         >>> plans = candidate_plans(FinetuneConfig(candidates=["adabn", "adabn+top-k"]))
@@ -247,18 +258,35 @@ def choose(
     f = free[best_free]["inner_cv_xy_cm"]
     if best_train is not None:
         t, epochs = trains[best_train]["inner_cv_xy_cm"], trains[best_train]["epochs"]
-        if t < f - margin_cm - TIE_CM:
+        need = margin_cm + se * paired_se(free[best_free], trains[best_train])
+        if f - t > need + TIE_CM:
             return best_train, (
                 f"inner-CV mean {t:.3f} cm at {epochs} label epochs beats the best label-free "
-                f"candidate {best_free} ({f:.3f} cm) by more than the margin {margin_cm:.2f} cm"
+                f"candidate {best_free} ({f:.3f} cm) by {f - t:.3f} cm, more than the "
+                f"{need:.3f} cm needed (margin {margin_cm:.2f} cm + {se:g} standard errors)"
             )
         return best_free, (
-            f"no candidate that trains on labels beat it by more than {margin_cm:.2f} cm in "
-            f"inner CV (best: {best_train} {t:.2f} cm at {epochs} epochs vs {f:.2f} cm)"
+            f"no candidate that trains on labels beat it by the {need:.3f} cm needed (margin "
+            f"{margin_cm:.2f} cm + {se:g} standard errors) in inner CV (best: {best_train} "
+            f"{t:.3f} cm at {epochs} epochs vs {f:.3f} cm)"
         )
     return best_free, (
         f"lowest inner-CV mean ({f:.2f} cm); every training candidate chose 0 label epochs"
     )
+
+
+def paired_se(free: dict[str, Any], train: dict[str, Any]) -> float:
+    """Standard error (cm) of the mean per-frame gain ``free - train`` (0 without errors).
+
+    Example:
+        >>> round(paired_se({"errors": [2.0, 2.0, 2.0]}, {"errors": [1.0, 2.0, 3.0]}), 3)
+        0.577
+    """
+    a, b = free.get("errors"), train.get("errors")
+    if not a or not b or len(a) != len(b) or len(a) < 2:
+        return 0.0
+    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    return float(diff.std(ddof=1) / np.sqrt(len(diff)))
 
 
 def nested_cv(

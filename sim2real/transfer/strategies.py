@@ -341,7 +341,23 @@ def choose_epochs(
                 "%s: %d labelled frame(s), cannot cross-validate: %d epochs", plan.name, n, epochs
             )
         return epochs, None
+    folds, pooled = cv_errors(encoder, plan, cfg, data, lr)
+    best = int(np.argmin([float(e.mean()) for e in pooled]))
+    if best == 0:
+        logger.info("%s: cross-validation prefers no training (epoch 0)", plan.name)
+    return best, cv_record(folds, pooled, best)
+
+
+def cv_errors(
+    encoder: Encoder, plan: Plan, cfg: FinetuneConfig, data: FitData, lr: float
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The cross-validation of :func:`choose_epochs`: ``(folds, pooled)``.
+
+    ``folds[f]`` are the labelled frames fold ``f`` holds out; ``pooled[e]`` the xy errors
+    (cm) of all held-out frames after ``e`` epochs, in the order of ``np.concatenate(folds)``.
+    """
     assert data.labelled is not None
+    n = len(data.labelled)
     folds = kfold(n, cfg.cv_folds, cfg.seed)
     per_epoch: list[list[np.ndarray]] = [[] for _ in range(cfg.epochs + 1)]
     for f, test in enumerate(folds):
@@ -359,18 +375,18 @@ def choose_epochs(
         )
         for e, errors in enumerate(curve):
             per_epoch[e].append(errors)
-    pooled = [np.concatenate(errs) for errs in per_epoch]
-    means = [float(e.mean()) for e in pooled]
-    best = int(np.argmin(means))
-    if best == 0:
-        logger.info("%s: cross-validation prefers no training (epoch 0)", plan.name)
-    method = "leave-one-out" if len(folds) == n else f"{len(folds)}-fold"
-    return best, {
-        "method": method,
+    return folds, [np.concatenate(errs) for errs in per_epoch]
+
+
+def cv_record(folds: list[np.ndarray], pooled: list[np.ndarray], epochs: int) -> dict[str, Any]:
+    """The card's record of a cross-validation (:func:`cv_errors`) that chose ``epochs``."""
+    n = sum(len(f) for f in folds)
+    return {
+        "method": "leave-one-out" if len(folds) == n else f"{len(folds)}-fold",
         "folds": len(folds),
-        "epochs": best,
-        "mean_xy_cm_by_epoch": means,
-        "xy_cm": summarise(pooled[best]),
+        "epochs": epochs,
+        "mean_xy_cm_by_epoch": [float(e.mean()) for e in pooled],
+        "xy_cm": summarise(pooled[epochs]),
         "start_xy_cm": summarise(pooled[0]),
     }
 

@@ -141,3 +141,18 @@ def test_curve_measures_auto_by_nested_cv(encoder: Encoder, real_dir: Path, tmp_
     curve()  # resumed from the journal: the same choices read back
     again = json.loads((tmp_path / "curve" / "curve.json").read_text())["entries"]["auto"]
     assert again["points"] == points
+
+
+def test_a_gain_within_the_noise_is_not_taken() -> None:
+    from sim2real.transfer.select import candidate_plans, choose
+
+    plans = candidate_plans(FinetuneConfig(candidates=["adabn", "adabn+top-k"]))
+    free = [2.0] * 6
+    noisy = [0.5, 3.5, 0.5, 3.5, 0.5, 3.4]  # mean 1.98: 0.02 cm better, +- 0.7 per frame
+    scores = {
+        "adabn": {"inner_cv_xy_cm": 2.0, "epochs": 0, "errors": free},
+        "adabn+top-k": {"inner_cv_xy_cm": float(np.mean(noisy)), "epochs": 4, "errors": noisy},
+    }
+    name, why = choose(scores, plans)
+    assert name == "adabn" and "standard errors" in why
+    assert choose(scores, plans, se=0.0)[0] == "adabn+top-k"
