@@ -171,7 +171,9 @@ def _selection_lines(results: dict[str, Any]) -> list[str]:
         f"{results['meta']['config'].get('cv_folds')}-fold cross-validation (0 = leave-one-out) "
         "over that run's own training frames (inner folds); a candidate that trains on labels "
         "was taken only when its inner mean beat the best label-free one's by more than "
-        f"{results['meta']['config'].get('select_margin_cm', 0.0):.2f} cm. Its figures above "
+        f"{results['meta']['config'].get('select_margin_cm', 0.0):.2f} cm plus "
+        f"{results['meta']['config'].get('select_se', 0.0):g} standard errors of the paired "
+        "per-frame gain. Its figures above "
         "are measured on the frames the run left out (outer folds), which took no part in "
         "the choice.",
         "",
