@@ -40,12 +40,13 @@ import torch
 from kuka_cube_protocol import DEFAULT_REAL, parse_seeds, require_real, spread
 
 from sim2real.data.generate import generate_dataset
+from sim2real.data.real import open_real
 from sim2real.envs.sources import scene_spec
 from sim2real.perception.evaluate import predict_folder
 from sim2real.perception.train import pretrain
 from sim2real.transfer import finetune_cli
 from sim2real.transfer.config import DEFAULT_STRATEGIES
-from sim2real.transfer.curve import run_curve
+from sim2real.transfer.curve import run_curve, splits
 from sim2real.transfer.report import summary
 
 FACTORY = "sim2real.envs.sources:make_source"
@@ -143,6 +144,12 @@ def one_seed(args: argparse.Namespace, seed: int, overrides: dict) -> dict:
         model, sim = model or made_model, sim or made_sim
     ks = [k if k == "all" else int(k) for k in args.ks.split(",")]
     unlabelled = Path(args.unlabelled) if args.unlabelled else Path(args.real) / "unlabelled"
+    names = open_real(args.real).labelled().sources
+    outer = splits(len(names), "all", 1, args.outer_folds, seed)
+    print(f"\nseed {seed}: k=all outer folds (fixed before training; each scores frames no "
+          "choice of its run saw):")  # fmt: skip
+    for i, (_, test) in enumerate(outer):
+        print(f"  fold {i + 1}: {' '.join(names[j] for j in test)}")
     t0 = time.perf_counter()
     report = run_curve(
         model, args.real, out / "curve", unlabelled_dir=args.unlabelled, sim_dir=sim, ks=ks,
