@@ -49,7 +49,11 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         print(f"auto chose {selection['chosen']}: {selection['why']}")
         nested = selection.get("nested")
         if nested:
-            print(f"nested CV ({nested['method']}): mean {nested['xy_cm']['mean']:.2f} cm")
+            free = ", ".join(f"{c} {v['mean']:.2f}" for c, v in nested["label_free_xy_cm"].items())
+            print(
+                f"nested CV ({nested['method']}, chosen per fold {nested['chosen_per_fold']}): "
+                f"mean {nested['xy_cm']['mean']:.2f} cm; label-free on the same frames: {free}"
+            )
     return 0
 
 

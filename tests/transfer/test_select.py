@@ -156,3 +156,19 @@ def test_a_gain_within_the_noise_is_not_taken() -> None:
     name, why = choose(scores, plans)
     assert name == "adabn" and "standard errors" in why
     assert choose(scores, plans, se=0.0)[0] == "adabn+top-k"
+
+
+def test_cli_finetune_auto_prints_the_choice(
+    encoder: Encoder, real_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sim2real.cli import main
+
+    encoder.save(tmp_path / "model")
+    code = main([
+        "finetune", "--model", str(tmp_path / "model"), "--real", str(real_dir),
+        "--out", str(tmp_path / "auto"), "--strategy", "auto", "--device", "cpu",
+        "--set", "candidates=sim-only,adabn", "auto_outer_folds=0", "cv_folds=2",
+        "progress=false",
+    ])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0 and "auto chose" in out and "nested CV (leave-one-out" in out
