@@ -8,12 +8,14 @@ top-k      the last ``top_k`` backbone blocks + heads, lower LRs below  labelled
 full       everything, low LR, lower still for earlier blocks           labelled real
 adabn      BatchNorm running statistics only                            unlabelled real
 dann       everything + a domain classifier behind gradient reversal   sim + unlabelled
+sim-only   nothing (the reference a selection compares against)         -
 =========  ===========================================================  ==================
 
 Strategies compose with ``+``: ``adabn+top-k`` re-estimates BatchNorm statistics on the
 unlabelled frames first, then fine-tunes; ``dann`` uses labelled real frames too when given
-("dann with a few labels"). Labelled strategies mix ``sim_batch_size`` simulated frames into
-every step when a simulated dataset is given, so the encoder does not forget.
+("dann with a few labels"). ``auto`` (:mod:`sim2real.transfer.select`) chooses between
+strategies by nested cross-validation. Labelled strategies mix ``sim_batch_size`` simulated
+frames into every step when a simulated dataset is given, so the encoder does not forget.
 
 By default (``bn_mode="frozen"``) training never changes BatchNorm running statistics: only
 AdaBN does. With a handful of labels there is no validation set: the number of epochs is
@@ -180,13 +182,8 @@ class Prepared:
 
     def complete(self, epochs: int, cv: dict[str, Any] | None) -> Encoder:
         """Train ``epochs`` epochs on all labelled frames; returns the adapted encoder."""
-        enc, plan, cfg, record, unl = (
-            self.encoder,
-            self.plan,
-            self.cfg,
-            self.record,
-            self.unlabelled,
-        )
+        enc, plan, cfg, record = self.encoder, self.plan, self.cfg, self.record
+        unl = self.unlabelled
         if plan.train is not None and self.lr is not None:
             lr = self.lr
             record.update(epochs=epochs, lr=lr, cv=cv)
