@@ -15,7 +15,10 @@ from sim2real.cli.common import (
 from sim2real.cli.settings import add_setting_flags, flag_settings
 from sim2real.transfer.config import DEFAULT_KS, CurveConfig, FinetuneConfig
 
-STRATEGY_HELP = "probe | top-k | full | adabn | dann, or adabn+ one of the others"
+STRATEGY_HELP = (
+    "probe | top-k | full | adabn | dann | sim-only, or adabn+ one of the others; auto: "
+    "chosen among --set candidates=... by cross-validation over the labelled frames"
+)
 
 
 #: Fine-tuning settings that are also flags of ``finetune`` (every
@@ -39,6 +42,18 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         config=FinetuneConfig.from_overrides(settings),
     )
     print(f"adapted encoder: {path}")
+    if args.strategy.strip() == "auto":
+        import json
+
+        selection = json.loads((path / "card.json").read_text())["transfer"][-1]["selection"]
+        print(f"auto chose {selection['chosen']}: {selection['why']}")
+        nested = selection.get("nested")
+        if nested:
+            free = ", ".join(f"{c} {v['mean']:.2f}" for c, v in nested["label_free_xy_cm"].items())
+            print(
+                f"nested CV ({nested['method']}, chosen per fold {nested['chosen_per_fold']}): "
+                f"mean {nested['xy_cm']['mean']:.2f} cm; label-free on the same frames: {free}"
+            )
     return 0
 
 
@@ -74,10 +89,15 @@ def add_parsers(sub: Subparsers) -> None:
             Adapt a simulation-trained encoder to real frames: labelled frames train the
             head (probe) or the top blocks (top-k) or everything (full); unlabelled frames
             re-estimate BatchNorm statistics (adabn) or drive a domain classifier (dann, with
-            --sim). Strategies compose: adabn+top-k. Writes a new encoder folder.""",
+            --sim). Strategies compose: adabn+top-k. --strategy auto chooses between the
+            candidates (default sim-only, adabn, probe, adabn+probe, top-k, adabn+top-k) by
+            cross-validation over the labelled frames and writes the choice, each candidate's
+            inner-CV error and the reason into the card; --set auto_outer_folds=4 also
+            measures the choice by nested cross-validation. Writes a new encoder folder.""",
         examples="""
             sim2real finetune --model runs/kuka_encoder --real ../shared/real/kuka_cube --strategy adabn+top-k --out runs/kuka_adapted
-            sim2real finetune --model runs/kuka_encoder --real ../shared/real/kuka_cube --strategy top-k --out runs/kuka_topk --set top_k=2 epochs=30""",
+            sim2real finetune --model runs/kuka_encoder --real ../shared/real/kuka_cube --strategy top-k --out runs/kuka_topk --set top_k=2 epochs=30
+            sim2real finetune --model runs/kuka_encoder --real ../shared/real/kuka_cube --strategy auto --out runs/kuka_auto --set candidates=adabn,adabn+top-k auto_outer_folds=4""",
         func=cmd_finetune,
     )
     p.add_argument("--model", required=True, help="encoder folder to adapt")

@@ -16,13 +16,8 @@ if TYPE_CHECKING:
     from sim2real.transfer.adabn import adapt_batchnorm, batchnorm_layers, has_batchnorm
     from sim2real.transfer.config import FinetuneConfig
     from sim2real.transfer.dann import DomainClassifier, GradientReversal, dann_lambda, grad_reverse
-    from sim2real.transfer.strategies import (
-        STRATEGIES,
-        Plan,
-        finetune,
-        finetune_cli,
-        parse_strategy,
-    )
+    from sim2real.transfer.select import adapt, finetune_cli
+    from sim2real.transfer.strategies import STRATEGIES, Plan, finetune, parse_strategy
     from sim2real.transfer.training import FrameSet
 
 #: Where each public name is defined; imported on first use, so that importing a
@@ -39,7 +34,8 @@ _SOURCES = {
     "STRATEGIES": "sim2real.transfer.strategies",
     "Plan": "sim2real.transfer.strategies",
     "finetune": "sim2real.transfer.strategies",
-    "finetune_cli": "sim2real.transfer.strategies",
+    "finetune_cli": "sim2real.transfer.select",
+    "adapt": "sim2real.transfer.select",
     "parse_strategy": "sim2real.transfer.strategies",
     "FrameSet": "sim2real.transfer.training",
 }
@@ -61,6 +57,7 @@ __all__ = [
     "FrameSet",
     "GradientReversal",
     "Plan",
+    "adapt",
     "adapt_batchnorm",
     "batchnorm_layers",
     "dann_lambda",

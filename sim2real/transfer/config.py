@@ -28,6 +28,8 @@ DEFAULT_KS: tuple[int | str, ...] = (0, 1, 2, 4, 8, "all")
 DEFAULT_STRATEGIES = ("probe", "top-k", "full", "adabn", "dann", "adabn+top-k")
 DEFAULT_LR = {"probe": 1e-3, "top-k": 3e-4, "full": 1e-4, "dann": 1e-4}
 BN_MODES = ("frozen", "train")
+#: What ``strategy="auto"`` chooses between (by nested cross-validation), label-free first.
+DEFAULT_CANDIDATES = ("sim-only", "adabn", "probe", "adabn+probe", "top-k", "adabn+top-k")
 
 
 class FinetuneConfig(Settings):
@@ -55,6 +57,18 @@ class FinetuneConfig(Settings):
         dann_gamma: steepness of the lambda schedule ``2 / (1 + exp(-gamma p)) - 1``.
         dann_hidden: width of the domain classifier.
         adabn_batch_size: frames per forward pass when re-estimating BatchNorm statistics.
+        candidates: strategies ``auto`` chooses between by cross-validation over the
+            labelled frames (``sim-only``: the encoder unchanged); those that cannot run
+            (AdaBN without BatchNorm, no unlabelled frames, DANN without sim) are skipped.
+        select_margin_cm: ``auto`` takes a candidate that trains on labels only when its
+            inner-CV mean xy error beats the best label-free one's by more than this plus
+            ``select_se`` standard errors of the per-frame differences (paired).
+        select_se: standard errors of that paired gain the labels must clear (1: the
+            one-standard-error rule; 0: the lowest inner-CV mean wins).
+        auto_fallback: ``auto``'s strategy when it cannot cross-validate (< 2 labelled
+            frames); ``None``: the last label-free candidate that can run.
+        auto_outer_folds: ``auto`` also measures itself by nested CV (the inner folds
+            choose, these outer folds score); ``None``: not measured; 0: leave-one-out.
         seed: the only source of randomness.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``...
         progress: tqdm bars.
@@ -81,15 +95,36 @@ class FinetuneConfig(Settings):
     dann_gamma: float = Field(10.0, ge=0.0)
     dann_hidden: int = Field(256, ge=1)
     adabn_batch_size: int = Field(64, ge=1)
+    candidates: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_CANDIDATES), description="what auto chooses from"
+    )
+    select_margin_cm: float = Field(0.0, ge=0.0, description="labels must win by this (cm)")
+    select_se: float = Field(1.0, ge=0.0, description="and by this many standard errors")
+    auto_fallback: str | None = Field(None, description="auto without 2 labelled frames")
+    auto_outer_folds: int | None = Field(None, ge=0, description="nested-CV folds measuring auto")
     seed: int = Field(0, ge=0, description="the only source of randomness")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     progress: bool = True
 
-    @field_validator("cv_folds")
+    @field_validator("cv_folds", "auto_outer_folds")
     @classmethod
-    def _folds(cls, value: int) -> int:
+    def _folds(cls, value: int | None, info: Any) -> int | None:
         if value == 1:
-            raise ConfigError("cv_folds=1: expected 0 (leave-one-out) or at least 2 folds")
+            raise ConfigError(
+                f"{info.field_name}=1: expected 0 (leave-one-out) or at least 2 folds"
+            )
+        return value
+
+    @field_validator("candidates", mode="before")
+    @classmethod
+    def _candidates(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, list | tuple) and (not value or "auto" in value):
+            raise ConfigError(
+                f"candidates={list(value)!r}: expected one or more strategies (not auto), "
+                "e.g. sim-only,adabn,adabn+top-k"
+            )
         return value
 
 

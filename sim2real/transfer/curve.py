@@ -43,9 +43,9 @@ from sim2real.sweep import SweepBackend, run_tasks
 from sim2real.transfer.adabn import has_batchnorm
 from sim2real.transfer.config import CurveConfig, FinetuneConfig
 from sim2real.transfer.journal import Journal
+from sim2real.transfer.select import AUTO, adapt, unlabelled_plan
 from sim2real.transfer.strategies import (
     LABELLED_STRATEGIES,
-    finetune,
     kfold,
     open_unlabelled,
     parse_strategy,
@@ -53,6 +53,10 @@ from sim2real.transfer.strategies import (
 from sim2real.transfer.training import FrameSet, as_frame_set, held_out_errors
 
 logger = logging.getLogger(__name__)
+
+#: One finished run: training indices, held-out errors (cm), epochs, and for ``auto`` its
+#: selection ``{"chosen": name, "inner_cv_xy_cm": {candidate: mean or None (skipped)}}``.
+Run = tuple[np.ndarray, np.ndarray, int | None, dict[str, Any] | None]
 
 JOURNAL = "runs.jsonl"
 ZERO_SHOT = "zero-shot"
@@ -116,7 +120,7 @@ def run_curve(
 
     curve, cfg = curve_settings(config, overrides)
     ks, repeats, outer_folds, seed = curve.ks, curve.repeats, curve.outer_folds, curve.seed
-    plans = {s: parse_strategy(s) for s in curve.strategies}
+    plans = {s: unlabelled_plan(s, cfg) for s in curve.strategies}
     encoder = Encoder.load(model_path, device=cfg.device)
     real = open_real(real_dir)
     labelled = as_frame_set(real.labelled(), encoder, "labelled real", labels=True)
@@ -213,6 +217,8 @@ def splits(
 
 
 def _skip_reason(setup: _Setup, strategy: str) -> str | None:
+    if strategy == AUTO:
+        return None  # candidates that cannot run are skipped inside each run
     plan = parse_strategy(strategy)
     if plan.adabn and not has_batchnorm(setup.encoder):
         return f"backbone {setup.encoder.backbone.name!r} has no BatchNorm layers (AdaBN n/a)"
@@ -277,7 +283,7 @@ def measure(
     plan_runs = {
         (job.name, str(k)): _splits_or_all(setup, k, repeats) for job in jobs for k in job.ks
     }
-    runs: dict[tuple[str, str, int], tuple[np.ndarray, np.ndarray, int | None]] = {}
+    runs: dict[tuple[str, str, int], Run] = {}
     todo = []
     for job in jobs:
         for k in job.ks:
@@ -290,7 +296,7 @@ def measure(
     total = 1 + len(runs) + len(todo)
     with tqdm(total=total, desc="curve", unit="run", disable=not progress) as bar:
         zero = held_out_errors(setup.encoder, setup.labelled)
-        entries[ZERO_SHOT]["points"]["0"] = _point(0, [(np.arange(0), zero, None)], zero, n)
+        entries[ZERO_SHOT]["points"]["0"] = _point(0, [(np.arange(0), zero, None, None)], zero, n)
         bar.update(1 + len(runs))
         shared = replace(setup, journal=None)
         args = [(job, train, test, r) for job, _, r, train, test in todo]
@@ -321,11 +327,11 @@ def _jobs(
     """The entries to measure (skipped ones recorded in ``entries`` with their reason)."""
     jobs: list[_Job] = []
     for s in strategies:
-        plan = parse_strategy(s)
+        labels = s == AUTO or parse_strategy(s).train is not None
         reason = _skip_reason(setup, s)
-        entries[s] = _entry("strategy" if plan.train else "unsupervised", reason)
+        entries[s] = _entry("strategy" if labels else "unsupervised", reason)
         if reason is None:
-            own_ks = [k for k in usable if plan.train is not None or k == 0]
+            own_ks = [k for k in usable if labels or k == 0]
             jobs.append(_Job(s, s, setup.cfg, own_ks))
     if baselines:
         lr = setup.cfg.lr or BASELINE_LR
@@ -356,39 +362,53 @@ def _splits_or_all(
     return splits(n, k, repeats, setup.outer_folds, setup.seed)
 
 
-def _one_run(
-    setup: _Setup, job: _Job, train: np.ndarray, test: np.ndarray, repeat: int
-) -> tuple[np.ndarray, np.ndarray, int | None]:
-    """Adapt a fresh start on ``train`` (none for k = 0) and score ``test``."""
-    plan = parse_strategy(job.strategy)
+def _one_run(setup: _Setup, job: _Job, train: np.ndarray, test: np.ndarray, repeat: int) -> Run:
+    """Adapt a fresh start on ``train`` (none for k = 0) and score ``test``.
+
+    Returns ``(train, errors, epochs, selection)``; ``selection`` is what ``auto`` picked and
+    each candidate's inner-CV mean (else ``None``), by cross-validation over ``train`` alone.
+    """
     strategy = job.strategy
-    if len(train) == 0 and plan.train in LABELLED_STRATEGIES:
+    plan = parse_strategy(strategy) if strategy != AUTO else None
+    if plan is not None and len(train) == 0 and plan.train in LABELLED_STRATEGIES:
         strategy = "adabn" if plan.adabn else ""  # k = 0: only the unsupervised part
-    encoder, epochs = job.start(setup), None
+    encoder, epochs, chosen = job.start(setup), None, None
     if strategy:
-        encoder = finetune(
+        encoder = adapt(
             encoder,
             setup.labelled.select(train) if len(train) else None,
             strategy,
             setup.unlabelled,
             setup.sim,
-            config=job.cfg.replace(seed=job.cfg.seed + 7919 * repeat),
+            config=job.cfg.replace(seed=job.cfg.seed + 7919 * repeat, auto_outer_folds=None),
         )
-        epochs = encoder.card["transfer"][-1].get("epochs")
-    return train, held_out_errors(encoder, setup.labelled.select(test)), epochs
+        record = encoder.card["transfer"][-1]
+        epochs = record.get("epochs")
+        if "selection" in record:
+            sel = record["selection"]
+            inner = {c: v.get("inner_cv_xy_cm") for c, v in sel["candidates"].items()}
+            chosen = {"chosen": sel["chosen"], "inner_cv_xy_cm": inner}
+    return train, held_out_errors(encoder, setup.labelled.select(test)), epochs, chosen
 
 
-def _point(
-    k_train: int, runs: list[tuple[np.ndarray, np.ndarray, int | None]], zero: np.ndarray, n: int
-) -> dict[str, Any]:
-    """Statistics of one ``(entry, k)`` over its runs ``(train, errors, epochs)``.
+def _point(k_train: int, runs: list[Run], zero: np.ndarray, n: int) -> dict[str, Any]:
+    """Statistics of one ``(entry, k)`` over its runs ``(train, errors, epochs, chosen)``.
 
-    ``zero_shot`` is the zero-shot model's mean error on the same held-out frames (paired).
+    ``zero_shot`` is the zero-shot model's mean error on the same held-out frames (paired);
+    ``chosen`` counts what ``auto`` picked per run and ``inner_cv_xy_cm`` averages each
+    candidate's inner-CV mean over the runs (both empty for other entries).
     """
-    means = [float(np.mean(e)) for _, e, _ in runs]
-    pooled = np.concatenate([e for _, e, _ in runs])
-    tests = [np.setdiff1d(np.arange(n), train) for train, _, _ in runs]
-    epochs = [ep for *_, ep in runs if ep is not None]
+    means = [float(np.mean(run[1])) for run in runs]
+    pooled = np.concatenate([run[1] for run in runs])
+    tests = [np.setdiff1d(np.arange(n), run[0]) for run in runs]
+    epochs = [run[2] for run in runs if run[2] is not None]
+    chosen: dict[str, int] = {}
+    inner: dict[str, list[float]] = {}
+    for run in runs:
+        if run[3] is not None:
+            chosen[run[3]["chosen"]] = chosen.get(run[3]["chosen"], 0) + 1
+            for cand, value in run[3]["inner_cv_xy_cm"].items():
+                inner.setdefault(cand, []).extend([] if value is None else [value])
     return {
         "k_train": k_train,
         "runs": len(runs),
@@ -400,7 +420,9 @@ def _point(
         "epochs": float(np.mean(epochs)) if epochs else None,
         "run_means": means,
         "errors": [float(x) for x in pooled],
-        "train_sets": [[int(i) for i in t] for t, _, _ in runs],
+        "train_sets": [[int(i) for i in run[0]] for run in runs],
+        "chosen": chosen,
+        "inner_cv_xy_cm": {c: float(np.mean(v)) if v else None for c, v in inner.items()},
     }
 
 

@@ -20,8 +20,8 @@ class Journal:
     """Finished curve runs, one JSON line each, so that a killed curve resumes where it was.
 
     The first line is ``{"fingerprint": ...}``; each further line is one run
-    ``{"entry", "k", "repeat", "train", "errors", "epochs"}``. A torn last line (killed while
-    writing) is cut off when the journal is opened.
+    ``{"entry", "k", "repeat", "train", "errors", "epochs"}`` (and ``"selection"`` for
+    ``auto``). A torn last line (killed while writing) is cut off when the journal is opened.
     """
 
     def __init__(self, path: Path, fingerprint: dict[str, Any]) -> None:
@@ -75,18 +75,27 @@ class Journal:
 
     def get(
         self, entry: str, k: int | str, repeat: int, train: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, int | None] | None:
+    ) -> tuple[np.ndarray, np.ndarray, int | None, dict[str, Any] | None] | None:
         """The finished run, or ``None`` if it is not in the journal (or used other frames)."""
         run = self.runs.get((entry, str(k), repeat))
         if run is None or run["train"] != [int(i) for i in train]:
             return None
         self.reused += 1
-        return train, np.asarray(run["errors"], dtype=np.float64), run["epochs"]
+        return (
+            train,
+            np.asarray(run["errors"], dtype=np.float64),
+            run["epochs"],
+            run.get("selection"),
+        )
 
     def add(
-        self, entry: str, k: int | str, repeat: int, run: tuple[np.ndarray, np.ndarray, int | None]
+        self,
+        entry: str,
+        k: int | str,
+        repeat: int,
+        run: tuple[np.ndarray, np.ndarray, int | None, dict[str, Any] | None],
     ) -> None:
-        train, errors, epochs = run
+        train, errors, epochs, selection = run
         record = {
             "entry": entry,
             "k": str(k),
@@ -94,6 +103,7 @@ class Journal:
             "train": [int(i) for i in train],
             "errors": [float(e) for e in errors],
             "epochs": None if epochs is None else int(epochs),
+            **({"selection": selection} if selection is not None else {}),
         }
         self.runs[(entry, str(k), repeat)] = record
         self._append(record)

@@ -139,6 +139,7 @@ def markdown(results: dict[str, Any]) -> str:
     if ranked:
         best, name, k = min(ranked)
         lines += ["", f"**Best: {name} at k={k}: {best:.2f} cm mean xy error.**"]
+    lines += _selection_lines(results)
     skipped = [(n, e["skipped"]) for n, e in entries.items() if e["skipped"]]
     if skipped:
         lines += ["", "## Not measured", ""] + [f"- {n}: {why}" for n, why in skipped]
@@ -154,6 +155,43 @@ def markdown(results: dict[str, Any]) -> str:
             )
     lines += ["", "![learning curve](curve.png)", "", "![best per entry](best.png)", ""]
     return "\n".join(lines)
+
+
+def _selection_lines(results: dict[str, Any]) -> list[str]:
+    """What ``auto`` chose at each ``k`` and why its figures are honest."""
+    auto = results["entries"].get("auto")
+    if not auto or auto["skipped"] or not auto["points"]:
+        return []
+    cands = results["meta"]["config"].get("candidates", [])
+    lines = [
+        "",
+        "## Nested selection (auto)",
+        "",
+        f"Candidates: {', '.join(cands)}. In every run the candidates were compared by "
+        f"{results['meta']['config'].get('cv_folds')}-fold cross-validation (0 = leave-one-out) "
+        "over that run's own training frames (inner folds); a candidate that trains on labels "
+        "was taken only when its inner mean beat the best label-free one's by more than "
+        f"{results['meta']['config'].get('select_margin_cm', 0.0):.2f} cm plus "
+        f"{results['meta']['config'].get('select_se', 0.0):g} standard errors of the paired "
+        "per-frame gain. Its figures above "
+        "are measured on the frames the run left out (outer folds), which took no part in "
+        "the choice.",
+        "",
+        "| k | chosen (runs) | inner-CV mean per candidate, cm (the why) | auto mean | "
+        "zero-shot on the same frames |",
+        "|---|---|---|---:|---:|",
+    ]
+    for k, p in auto["points"].items():
+        chosen = ", ".join(f"{c} ({m})" for c, m in sorted(p.get("chosen", {}).items()))
+        inner = p.get("inner_cv_xy_cm", {})
+        why = ", ".join(
+            f"{c} {v:.2f}" if v is not None else f"{c} skipped" for c, v in inner.items()
+        )
+        lines.append(
+            f"| {k} | {chosen or '-'} | {why or 'no CV (fewer than 2 frames)'} | "
+            f"{p['mean']:.2f} | {p['zero_shot']:.2f} |"
+        )
+    return lines
 
 
 def plot(results: dict[str, Any], out: Path) -> list[Path]:

@@ -8,12 +8,14 @@ top-k      the last ``top_k`` backbone blocks + heads, lower LRs below  labelled
 full       everything, low LR, lower still for earlier blocks           labelled real
 adabn      BatchNorm running statistics only                            unlabelled real
 dann       everything + a domain classifier behind gradient reversal   sim + unlabelled
+sim-only   nothing (the reference a selection compares against)         -
 =========  ===========================================================  ==================
 
 Strategies compose with ``+``: ``adabn+top-k`` re-estimates BatchNorm statistics on the
 unlabelled frames first, then fine-tunes; ``dann`` uses labelled real frames too when given
-("dann with a few labels"). Labelled strategies mix ``sim_batch_size`` simulated frames into
-every step when a simulated dataset is given, so the encoder does not forget.
+("dann with a few labels"). ``auto`` (:mod:`sim2real.transfer.select`) chooses between
+strategies by nested cross-validation. Labelled strategies mix ``sim_batch_size`` simulated
+frames into every step when a simulated dataset is given, so the encoder does not forget.
 
 By default (``bn_mode="frozen"``) training never changes BatchNorm running statistics: only
 AdaBN does. With a handful of labels there is no validation set: the number of epochs is
@@ -54,6 +56,8 @@ from sim2real.transfer.training import (
 logger = logging.getLogger(__name__)
 
 STRATEGIES = ("probe", "top-k", "full", "adabn", "dann")
+#: The strategy that changes nothing: the simulation-trained encoder as it is.
+SIM_ONLY = "sim-only"
 LABELLED_STRATEGIES = ("probe", "top-k", "full")
 TRAINING_STRATEGIES = (*LABELLED_STRATEGIES, "dann")
 
@@ -67,7 +71,9 @@ class Plan:
 
     @property
     def name(self) -> str:
-        """Canonical name, e.g. ``adabn+top-k``."""
+        """Canonical name, e.g. ``adabn+top-k`` (``sim-only`` when nothing changes)."""
+        if not self.adabn and self.train is None:
+            return SIM_ONLY
         return "+".join([*(["adabn"] if self.adabn else []), *([self.train] if self.train else [])])
 
 
@@ -81,6 +87,8 @@ def parse_strategy(strategy: str) -> Plan:
         >>> parse_strategy("adabn+top-k")
         Plan(adabn=True, train='top-k')
     """
+    if str(strategy).strip() == SIM_ONLY:
+        return Plan(adabn=False, train=None)
     parts = [p.strip() for p in str(strategy).split("+")]
     unknown = [p for p in parts if p not in STRATEGIES]
     if unknown or len(set(parts)) != len(parts):
@@ -134,7 +142,82 @@ def finetune(
         ... )
     """
     cfg = config or FinetuneConfig()
-    plan = parse_strategy(strategy)
+    if str(strategy).strip() == "auto":
+        raise ConfigError(
+            "strategy 'auto' (nested selection) is run by sim2real.transfer.adapt or "
+            "finetune_cli, not finetune: expected one strategy here"
+        )
+    prepared = prepare(encoder, parse_strategy(strategy), real_labelled, unlabelled, sim, cfg)
+    epochs, cv = prepared.choose_epochs()
+    return prepared.complete(epochs, cv)
+
+
+@dataclass
+class Prepared:
+    """A strategy made ready to train: AdaBN done, blocks frozen (see :func:`prepare`).
+
+    Attributes:
+        encoder: the copy being adapted (AdaBN already applied).
+        plan: the parsed strategy.
+        cfg: the settings.
+        data: what training uses (labelled, DANN's unlabelled, simulated batches).
+        unlabelled: the unlabelled frames (AdaBN again after ``bn_mode="train"``).
+        record: the card's ``transfer`` record so far.
+        lr: the heads' learning rate (``None`` without training).
+    """
+
+    encoder: Encoder
+    plan: Plan
+    cfg: FinetuneConfig
+    data: FitData
+    unlabelled: FrameSet | None
+    record: dict[str, Any]
+    lr: float | None
+
+    def choose_epochs(self) -> tuple[int, dict[str, Any] | None]:
+        """Epochs by cross-validation (:func:`choose_epochs`); ``(0, None)`` without training."""
+        if self.plan.train is None or self.lr is None:
+            return 0, None
+        return choose_epochs(self.encoder, self.plan, self.cfg, self.data, self.lr)
+
+    def complete(self, epochs: int, cv: dict[str, Any] | None) -> Encoder:
+        """Train ``epochs`` epochs on all labelled frames; returns the adapted encoder."""
+        enc, plan, cfg, record = self.encoder, self.plan, self.cfg, self.record
+        unl = self.unlabelled
+        if plan.train is not None and self.lr is not None:
+            lr = self.lr
+            record.update(epochs=epochs, lr=lr, cv=cv)
+            dann = plan.train == "dann"
+            fit(enc, cfg, self.data, epochs, lr=lr, dann=dann, seed=cfg.seed, desc=plan.name)
+            if plan.adabn and cfg.bn_mode == "train":
+                assert unl is not None
+                adapt_batchnorm(enc, unl.images, cfg.adabn_batch_size)  # training moved the stats
+            if cv is not None:
+                enc.card.setdefault("metrics", {})["real_cv"] = {
+                    "strategy": plan.name,
+                    **cv["xy_cm"],
+                }
+        enc.freeze_blocks(0)
+        enc.card.setdefault("transfer", []).append(record)
+        logger.info(
+            "finetune %s: %s", plan.name, {k: v for k, v in record.items() if k != "config"}
+        )
+        return enc.eval()
+
+
+def prepare(
+    encoder: Encoder,
+    plan: Plan,
+    real_labelled: RealFrames | FrameSet | None,
+    unlabelled: RealFrames | FrameSet | None,
+    sim: str | Path | ShardedDataset | None,
+    cfg: FinetuneConfig,
+) -> Prepared:
+    """Check the inputs, copy ``encoder``, run AdaBN and freeze what ``plan`` keeps fixed.
+
+    Raises:
+        ConfigError, DataError: as :func:`finetune`.
+    """
     enc = copy.deepcopy(encoder).to(resolve_device(cfg.device))
     labelled = as_frame_set(real_labelled, enc, "labelled real", labels=True)
     unl = as_frame_set(unlabelled, enc, "unlabelled real", labels=False)
@@ -152,22 +235,12 @@ def finetune(
     if plan.adabn:
         assert unl is not None
         record["adabn_layers"] = adapt_batchnorm(enc, unl.images, cfg.adabn_batch_size)
+    lr = None
     if plan.train is not None:
         lr = cfg.lr if cfg.lr is not None else DEFAULT_LR[plan.train]
         set_trainable(enc, plan.train, cfg)
-        data = FitData(labelled, unl if plan.train == "dann" else None, sim_stream)
-        epochs, cv = choose_epochs(enc, plan, cfg, data, lr)
-        record.update(epochs=epochs, lr=lr, cv=cv)
-        fit(enc, cfg, data, epochs, lr=lr, dann=plan.train == "dann", seed=cfg.seed, desc=plan.name)
-        if plan.adabn and cfg.bn_mode == "train":
-            assert unl is not None
-            adapt_batchnorm(enc, unl.images, cfg.adabn_batch_size)  # training moved the stats
-        if cv is not None:
-            enc.card.setdefault("metrics", {})["real_cv"] = {"strategy": plan.name, **cv["xy_cm"]}
-    enc.freeze_blocks(0)
-    enc.card.setdefault("transfer", []).append(record)
-    logger.info("finetune %s: %s", plan.name, {k: v for k, v in record.items() if k != "config"})
-    return enc.eval()
+    data = FitData(labelled, unl if plan.train == "dann" else None, sim_stream)
+    return Prepared(enc, plan, cfg, data, unl, record, lr)
 
 
 def check_inputs(
@@ -265,7 +338,23 @@ def choose_epochs(
                 "%s: %d labelled frame(s), cannot cross-validate: %d epochs", plan.name, n, epochs
             )
         return epochs, None
+    folds, pooled = cv_errors(encoder, plan, cfg, data, lr)
+    best = int(np.argmin([float(e.mean()) for e in pooled]))
+    if best == 0:
+        logger.info("%s: cross-validation prefers no training (epoch 0)", plan.name)
+    return best, cv_record(folds, pooled, best)
+
+
+def cv_errors(
+    encoder: Encoder, plan: Plan, cfg: FinetuneConfig, data: FitData, lr: float
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The cross-validation of :func:`choose_epochs`: ``(folds, pooled)``.
+
+    ``folds[f]`` are the labelled frames fold ``f`` holds out; ``pooled[e]`` the xy errors
+    (cm) of all held-out frames after ``e`` epochs, in the order of ``np.concatenate(folds)``.
+    """
     assert data.labelled is not None
+    n = len(data.labelled)
     folds = kfold(n, cfg.cv_folds, cfg.seed)
     per_epoch: list[list[np.ndarray]] = [[] for _ in range(cfg.epochs + 1)]
     for f, test in enumerate(folds):
@@ -283,65 +372,20 @@ def choose_epochs(
         )
         for e, errors in enumerate(curve):
             per_epoch[e].append(errors)
-    pooled = [np.concatenate(errs) for errs in per_epoch]
-    means = [float(e.mean()) for e in pooled]
-    best = int(np.argmin(means))
-    if best == 0:
-        logger.info("%s: cross-validation prefers no training (epoch 0)", plan.name)
-    method = "leave-one-out" if len(folds) == n else f"{len(folds)}-fold"
-    return best, {
-        "method": method,
+    return folds, [np.concatenate(errs) for errs in per_epoch]
+
+
+def cv_record(folds: list[np.ndarray], pooled: list[np.ndarray], epochs: int) -> dict[str, Any]:
+    """The card's record of a cross-validation (:func:`cv_errors`) that chose ``epochs``."""
+    n = sum(len(f) for f in folds)
+    return {
+        "method": "leave-one-out" if len(folds) == n else f"{len(folds)}-fold",
         "folds": len(folds),
-        "epochs": best,
-        "mean_xy_cm_by_epoch": means,
-        "xy_cm": summarise(pooled[best]),
+        "epochs": epochs,
+        "mean_xy_cm_by_epoch": [float(e.mean()) for e in pooled],
+        "xy_cm": summarise(pooled[epochs]),
         "start_xy_cm": summarise(pooled[0]),
     }
-
-
-def finetune_cli(
-    model_path: str | Path,
-    real_dir: str | Path,
-    out: str | Path,
-    strategy: str,
-    unlabelled_dir: str | Path | None = None,
-    sim_dir: str | Path | None = None,
-    *,
-    config: FinetuneConfig | None = None,
-    **overrides: Any,
-) -> Path:
-    """``sim2real finetune``: load, adapt, save; returns the saved model folder.
-
-    Args:
-        model_path: encoder folder (``Encoder.save``).
-        real_dir: real frames (``open_real``): labelled frames with ``labels.csv``; its
-            unlabelled frames are used when ``unlabelled_dir`` is not given.
-        out: folder for the adapted encoder.
-        strategy: see :func:`finetune`.
-        unlabelled_dir: unlabelled real frames (all its frames; labels, if any, ignored).
-        sim_dir: simulated dataset folder.
-        config: the settings; default ``FinetuneConfig()``.
-        **overrides: :class:`FinetuneConfig` fields set on top of ``config`` (strings are
-            converted).
-
-    Example:
-        >>> finetune_cli("runs/kuka/encoder", "real/kuka_cube", "runs/kuka/adapted",
-        ...              "adabn+top-k", epochs="30")  # doctest: +SKIP
-        PosixPath('runs/kuka/adapted')
-    """
-    cfg = (config or FinetuneConfig()).replace(**overrides)
-    plan = parse_strategy(strategy)
-    encoder = Encoder.load(model_path)
-    real = open_real(real_dir)
-    labelled = real.labelled()
-    unlabelled = open_unlabelled(real, unlabelled_dir, plan)
-    adapted = finetune(
-        encoder, labelled if len(labelled) else None, strategy, unlabelled, sim_dir, config=cfg
-    )
-    adapted.card["transfer"][-1].update(
-        source_model=str(model_path), real=str(real_dir), unlabelled=str(unlabelled_dir or real_dir)
-    )
-    return adapted.save(out)
 
 
 def open_unlabelled(
