@@ -45,7 +45,9 @@ import numpy as np
 
 from sim2real.envs.camera import CameraGeometry, render
 from sim2real.envs.labels import mask_box, world_to_base
-from sim2real.envs.objects import PARKED, LoadedObject, load_object, quat_matrix
+from sim2real.envs.objects.loading import LoadedObject, load_object
+from sim2real.envs.objects.meshes import quat_matrix
+from sim2real.envs.objects.specs import PARKED
 from sim2real.errors import ConfigError
 
 LabelMode = Literal["pose", "full"]
