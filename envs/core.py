@@ -118,6 +118,9 @@ class TabletopEnv(gym.Env):
         max_steps: truncation length.
         labels: ``"none"``, ``"pose"`` (cheap: poses and pixel centre in ``info``) or
             ``"full"`` (adds mask, box and depth, which needs the segmentation buffer).
+            ``info["labels"]`` is the target's; ``info["objects"][name]`` every shown
+            object's (:mod:`sim2real.envs.object_labels`: cheap at ``pose``, exact at
+            ``full``).
         renderer: ``"tiny"`` (CPU) or ``"egl"``.
         render_mode: ``"rgb_array"`` or None.
     """
@@ -239,6 +242,7 @@ class TabletopEnv(gym.Env):
 
     def close(self) -> None:
         if getattr(self, "client", None) is not None:
+            self.scene.close()
             self.client.disconnect()
             self.client = None
 
@@ -326,4 +330,10 @@ class TabletopEnv(gym.Env):
                 info["labels"]["visible_pixels"] = lab.visible_pixels
                 info["labels"]["mask"] = lab.mask
                 info["labels"]["depth"] = lab.depth
+            info["objects"] = self.scene.objects.info(
+                self._geometry,
+                base_position=self.robot.base_position,
+                base_yaw=float(np.radians(self.scene_cfg.robot.base_yaw_deg)),
+                seg=self._frame.seg if self.labels == "full" else None,
+            )
         return info

@@ -205,7 +205,10 @@ class SilhouetteRenderer:
         import pybullet as p
         from pybullet_utils.bullet_client import BulletClient
 
-        self.client = BulletClient(p.DIRECT)
+        from sim2real.envs.quiet import quiet_native_output
+
+        with quiet_native_output():  # PyBullet prints "argv[0]=" on every connect
+            self.client = BulletClient(p.DIRECT)
         self.objects = dict(objects)
         self.max_side = int(max_side)
         self._last: dict[str, tuple[tuple[Any, ...], tuple[float, float]]] = {}

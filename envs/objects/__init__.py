@@ -39,7 +39,13 @@ Example:
 from __future__ import annotations
 
 from sim2real.envs.objects.collection import SceneObjects
-from sim2real.envs.objects.loading import LoadedObject, body_points, load_object, load_objects
+from sim2real.envs.objects.loading import (
+    LoadedObject,
+    body_points,
+    load_object,
+    load_objects,
+    loaded_box,
+)
 from sim2real.envs.objects.meshes import (
     quat_matrix,
     quat_mul,
@@ -67,6 +73,7 @@ from sim2real.envs.objects.specs import (
     SpawnRegion,
     legacy_cube,
     legacy_cube_view,
+    nominal_size,
     target_name,
     upgrade_scene_dict,
     validate_objects,
@@ -90,6 +97,8 @@ __all__ = [
     "legacy_cube_view",
     "load_object",
     "load_objects",
+    "loaded_box",
+    "nominal_size",
     "quat_matrix",
     "quat_mul",
     "read_mesh",

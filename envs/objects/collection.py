@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from sim2real.envs.objects.loading import load_objects
+from sim2real.envs.objects.loading import LoadedObject, load_objects
 from sim2real.envs.objects.meshes import quat_mul, yaw_quat
 from sim2real.envs.objects.placement import (
     Placement,
@@ -52,6 +52,7 @@ class SceneObjects:
         region: SpawnRegion | None = None,
         base_dir: str | Path | None = None,
         seed: int = 0,
+        loaded: Mapping[str, LoadedObject] | None = None,
     ) -> None:
         """Load every instance (parked).
 
@@ -62,13 +63,16 @@ class SceneObjects:
             region: spawn region of entries without their own ``spawn``.
             base_dir: the scene YAML's folder, for relative files.
             seed: draws the members of sets (fixed for the life of the scene).
+            loaded: bodies already built (by instance name), adopted instead of loading.
         """
         self.client = client
         self.specs = validate_objects(specs)
         self.table_top = float(table_top)
         self.region = region
-        self.objects = load_objects(
-            client, self.specs, np.random.default_rng(seed), base_dir=base_dir
+        self.objects = (
+            dict(loaded)
+            if loaded is not None
+            else load_objects(client, self.specs, np.random.default_rng(seed), base_dir=base_dir)
         )
         roles = [s.role for s in self.specs]
         self.target: str | None = target_name(self.specs) if "target" in roles else None

@@ -348,3 +348,25 @@ def body_points(client: Any, body: int) -> np.ndarray:
         world = lo_w + corners * (hi_w - lo_w)
         return (world - np.asarray(bpos)) @ quat_matrix(born)
     return np.concatenate(clouds)
+
+
+def loaded_box(client: Any, spec: ObjectSpec, body: int, name: str | None = None) -> LoadedObject:
+    """A :class:`LoadedObject` for a box body built elsewhere (the old scene's cube, made as
+    it always was so its frames stay bit-identical), with its hull and dynamics read back.
+    """
+    import trimesh
+
+    geom = trimesh.creation.box(extents=spec.box_size)
+    hull, edges = _hull_of(geom.vertices)
+    dyn = client.getDynamicsInfo(body, -1)
+    return LoadedObject(
+        name or spec.name,
+        spec,
+        body,
+        None,
+        hull,
+        edges,
+        render_triangles=12,
+        mass=0.0 if spec.fixed else float(dyn[0]),
+        inertia=tuple(float(v) for v in dyn[2]),
+    )

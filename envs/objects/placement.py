@@ -101,7 +101,7 @@ def sample_placements(
             raise ConfigError(f"object {obj.name!r}: no spawn region (spawn: {{x, y}}) given")
         r = obj.radius
         for _ in range(max_tries):
-            xy = _draw_xy(reg, rng, camera_eye, table_top)
+            xy = draw_xy(reg, rng, camera_eye, table_top)
             if all(math.hypot(xy[0] - x, xy[1] - y) >= r + rr + margin for x, y, rr in placed):
                 break
         else:
@@ -117,9 +117,11 @@ def sample_placements(
     return out
 
 
-def _draw_xy(
+def draw_xy(
     reg: SpawnRegion, rng: np.random.Generator, eye: Sequence[float] | None, z: float
 ) -> np.ndarray:
+    """One ``(x, y)`` in ``reg``: on its grid, per image pixel for a ``near`` share of draws
+    (camera ``eye``, plane height ``z``), else uniform."""
     lo, hi = np.array([reg.x[0], reg.y[0]]), np.array([reg.x[1], reg.y[1]])
     if reg.grid_step:
         xs = np.arange(lo[0], hi[0] + 1e-9, reg.grid_step)

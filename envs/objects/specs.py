@@ -276,3 +276,64 @@ def upgrade_scene_dict(data: Mapping[str, Any]) -> dict[str, Any]:
             raise ConfigError("scene: give either the old cube: section or objects:, not both")
         out["objects"] = [legacy_cube(out.pop("cube") or {})]
     return out
+
+
+def nominal_size(spec: ObjectSpec) -> float:
+    """A shape's height (box: its last edge; cylinder: its length; sphere: its diameter), the
+    plane heights and the old ``cube.size`` are taken from; 0.05 m for files (unknown before
+    loading).
+
+    Example:
+        >>> nominal_size(ObjectSpec(name="ball", shape="sphere", radius=0.03))
+        0.06
+    """
+    if spec.shape == "box":
+        return spec.box_size[2]
+    if spec.shape == "cylinder":
+        return float(spec.length or 0.0)
+    if spec.shape == "sphere":
+        return 2 * float(spec.radius or 0.0)
+    return 0.05
+
+
+def scene_object_size(scene: Mapping[str, Any]) -> float:
+    """The target's :func:`nominal_size` from a scene mapping (a dataset manifest's
+    ``spec.scene``): the old ``cube.size``, or the ``objects:`` list's target.
+
+    Example:
+        >>> scene_object_size({"cube": {"size": 0.08}})
+        0.08
+    """
+    if "cube" in scene:
+        return float(scene["cube"]["size"])
+    specs = validate_objects(scene["objects"])
+    return nominal_size(target_spec(specs))
+
+
+def target_spec(specs: Sequence[ObjectSpec]) -> ObjectSpec:
+    """The entry the task's target (:func:`target_name`) comes from."""
+    name = target_name(specs)
+    return next(s for s in specs if name in s.instance_names)
+
+
+def absolute_files(entry: Any, base_dir: str | Path | None) -> Any:
+    """An ``objects:`` entry with its ``mesh``/``urdf`` made absolute when found relative to
+    ``base_dir`` (the scene YAML's folder), and a ``glob`` when it matches there: the scene
+    then loads from anywhere (a dataset manifest, a policy bundle).
+    """
+    if base_dir is None or not isinstance(entry, Mapping):
+        return entry
+    import glob as globlib
+
+    out = dict(entry)
+    for key in ("mesh", "urdf"):
+        v = out.get(key)
+        if isinstance(v, str) and not Path(v).is_absolute() and (Path(base_dir) / v).is_file():
+            out[key] = str((Path(base_dir) / v).resolve())
+    g = out.get("glob")
+    if isinstance(g, str) and not Path(g).is_absolute():
+        from sim2real.envs.objects.meshes import shell_glob
+
+        if globlib.glob(str(Path(base_dir) / shell_glob(g))):
+            out["glob"] = str(Path(base_dir).resolve() / g)
+    return out
