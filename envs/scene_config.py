@@ -186,6 +186,20 @@ class SceneConfig(BaseModel):
             for k, v in data.items()
         }
 
+    def record(self) -> dict[str, Any]:
+        """The full scene as JSON for what is made from it (a dataset manifest, a policy
+        bundle): :meth:`legacy_dump` with the robot's description resolved from its preset
+        (:meth:`RobotConfig.resolved`), so the record describes the scene even if the preset
+        files change later. ``robot.colour`` is written ``color`` (both load).
+
+        Example:
+            >>> SceneConfig.load("kuka_cube").record()["robot"]["urdf"]
+            'kuka_iiwa/model.urdf'
+        """
+        data = self.legacy_dump()
+        data["robot"] = robot_record(self.robot)
+        return data
+
     @property
     def is_legacy(self) -> bool:
         """The scene's objects are exactly the old single cube (the old code paths run)."""
@@ -209,6 +223,14 @@ class SceneConfig(BaseModel):
     @property
     def cube_z(self) -> float:
         return self.table.top_height + self.cube.size / 2
+
+
+def robot_record(robot: RobotConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """A scene's ``robot:`` section with its preset's description filled in, as JSON
+    (``colour`` written ``color``: datasets made before the rename compare equal)."""
+    cfg = robot if isinstance(robot, RobotConfig) else RobotConfig.model_validate(robot)
+    data = cfg.resolved().model_dump(mode="json")
+    return {("color" if k == "colour" else k): v for k, v in data.items()}
 
 
 @functools.lru_cache(maxsize=64)

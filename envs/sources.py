@@ -28,6 +28,7 @@ from sim2real.envs.object_labels import dataset_fields, dataset_schema
 from sim2real.envs.randomization import RandomizationConfig
 from sim2real.envs.sampling import sample_all
 from sim2real.envs.scene import Scene, SceneConfig
+from sim2real.envs.scene_config import robot_record
 from sim2real.errors import ConfigError
 
 #: Label schema written into dataset manifests.
@@ -94,11 +95,10 @@ def scene_spec(
         # a field added after datasets were made: at its default the spec stays as it was, so
         # those datasets still resume and compare equal
         del scene_json["cube"]["spawn_near"]
-    # robot.color was renamed colour: the spec keeps the old key (both load), so datasets
-    # made before the rename still resume and compare equal
-    scene_json["robot"] = {
-        ("color" if k == "colour" else k): v for k, v in scene_json["robot"].items()
-    }
+    # the robot's description resolved from its preset (the manifest describes the data even
+    # if configs/robots/ changes); robot.color kept under its old key (both load). Old
+    # manifests, with a preset name only, still resume (see comparable_spec)
+    scene_json["robot"] = robot_record(cfg.robot)
     spec = {
         "source": "sim2real.envs.sources:make_source",
         "scene": scene_json,
@@ -114,6 +114,23 @@ def scene_spec(
         # absent at 0, so specs written before the option existed still compare equal
         spec["reach_poses"] = float(reach_poses)
     return spec
+
+
+def comparable_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """An older dataset spec in today's form, to compare on resume: a ``robot:`` that names
+    a preset only gets the preset's description filled in (as :func:`scene_spec` writes it).
+
+    Example:
+        >>> old = {"scene": {"robot": {"name": "panda"}}}
+        >>> comparable_spec(old)["scene"]["robot"]["urdf"]
+        'franka_panda/panda.urdf'
+    """
+    scene = spec.get("scene")
+    if not isinstance(scene, dict) or not isinstance(scene.get("robot"), dict):
+        return spec
+    if "urdf" in scene["robot"]:
+        return spec
+    return {**spec, "scene": {**scene, "robot": robot_record(scene["robot"])}}
 
 
 #: Where ``reach_poses`` puts the end effector: cube top + hover + an offset drawn in this box
