@@ -179,8 +179,7 @@ class TabletopEnv(gym.Env):
         # contacts the snapshot holds: one taken with the cube off the table (kuka_cube's
         # origin) left the last episode's cube-table contact in place, and the same seed
         # drifted by ~1e-6 m in 8 of 40 seeds. So the cube rests on the table in the snapshot.
-        cube = self.scene_cfg.cube
-        self.scene.place_cube(np.array([np.mean(cube.spawn_x), np.mean(cube.spawn_y)]))
+        self.scene.rest_objects()  # every object, in scenes beyond the one cube
         for _ in range(10):
             self.client.stepSimulation()
         self.robot.reset()

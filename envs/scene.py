@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from sim2real.envs.objects import SceneObjects, SpawnRegion, loaded_box
-from sim2real.envs.objects.placement import draw_xy
+from sim2real.envs.objects.placement import apply_placements, draw_xy, sample_placements
 from sim2real.envs.objects.specs import target_spec
 from sim2real.envs.robots import RobotArm
 from sim2real.envs.scene_config import (
@@ -240,6 +240,33 @@ class Scene:
             keep_out=[(float(base[0]), float(base[1]), BASE_KEEP_OUT)],
             camera_eye=self.cfg.camera.eye,
         )
+
+    def rest_objects(self) -> None:
+        """Put the objects on the table for a snapshot (``saveState``): the old cube at the
+        middle of its spawn box; else every instance at once, apart. A body resting in the
+        snapshot has its table contact restored with it; one that does not keeps the last
+        episode's contacts, and the same seed drifts (see ``TabletopEnv.__init__``)."""
+        if self.cfg.is_legacy:
+            cube = self.cfg.cube
+            self.place_cube(np.array([np.mean(cube.spawn_x), np.mean(cube.spawn_y)]))
+            return
+        objects = list(self.objects.objects.values())
+        base = self.robot.base_position
+        try:
+            placements = sample_placements(
+                objects,
+                np.random.default_rng(0),
+                table_top=self.cfg.table_top,
+                region=self.objects.region,
+                keep_out=[(float(base[0]), float(base[1]), BASE_KEEP_OUT)],
+            )
+        except ConfigError:  # too many to stand apart in their regions: the target alone
+            self.place_cube(
+                np.array([np.mean(self.cfg.cube.spawn_x), np.mean(self.cfg.cube.spawn_y)])
+            )
+            return
+        apply_placements(self.client, self.objects.objects, placements)
+        self.objects.shown = list(placements)
 
     def target_top(self, hover: float = 0.0) -> np.ndarray:
         """The point ``hover`` above the top of the target, centred over it (world)."""

@@ -176,6 +176,10 @@ class LabelledFrameSource:
             patch_size=self.rand_cfg.distractors.flat_size,
         )
         self.scene.robot.reset()
+        if not self.scene_cfg.is_legacy:  # resting in the snapshot: contacts restored too
+            self.scene.rest_objects()
+            for _ in range(10):
+                self.client.stepSimulation()
         self.initial = self.client.saveState()
         self.augment = ImageAugmenter()
 
