@@ -5,6 +5,7 @@ episode, labelled per frame (the one attribute a scene holds).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,7 @@ class SceneObjects:
             if loaded is not None
             else load_objects(client, self.specs, np.random.default_rng(seed), base_dir=base_dir)
         )
+        self._nominal = {n: (o.mass, o.inertia) for n, o in self.objects.items()}
         roles = [s.role for s in self.specs]
         self.target: str | None = target_name(self.specs) if "target" in roles else None
         self.shown: list[str] = []
@@ -127,6 +129,21 @@ class SceneObjects:
         apply_placements(self.client, {name: obj}, {name: Placement(pos, orn, float(yaw))})
         if name not in self.shown:
             self.shown.append(name)
+
+    def scale_mass(self, name: str, scale: float) -> None:
+        """Make one instance ``scale`` times its loaded mass (inertia scaled alike): kept
+        through later placements; applied now when the body is not parked."""
+        obj = self.objects[name]
+        mass, inertia = self._nominal[name]
+        if mass <= 0:
+            return  # fixed objects stay static
+        self.objects[name] = replace(
+            obj, mass=mass * scale, inertia=tuple(v * scale for v in inertia)
+        )
+        if self.client.getDynamicsInfo(obj.body, -1)[0] > 0:
+            self.client.changeDynamics(
+                obj.body, -1, mass=mass * scale, localInertiaDiagonal=[v * scale for v in inertia]
+            )
 
     def pose(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """Base position (3,) and quaternion (4,) of one instance."""
