@@ -334,5 +334,7 @@ class TabletopEnv(gym.Env):
                 base_position=self.robot.base_position,
                 base_yaw=float(np.radians(self.scene_cfg.robot.base_yaw_deg)),
                 seg=self._frame.seg if self.labels == "full" else None,
+                # the cube is convex: its hull polygon is its whole silhouette, no extra render
+                exact_silhouettes=not self.scene_cfg.is_legacy,
             )
         return info
