@@ -153,7 +153,9 @@ class SceneConfig(BaseModel):
             return validate_objects([absolute_files(e, base) for e in v])
         return v
 
-    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False):
+    def model_copy(
+        self, *, update: Mapping[str, Any] | None = None, deep: bool = False
+    ) -> SceneConfig:
         """As pydantic's, and an ``update`` may give the old ``cube`` (an ObjectConfig)."""
         if update and "cube" in update:
             update = dict(update)
@@ -203,7 +205,7 @@ class SceneConfig(BaseModel):
     @property
     def is_legacy(self) -> bool:
         """The scene's objects are exactly the old single cube (the old code paths run)."""
-        return legacy_cube_view(self.objects) is not None
+        return _is_legacy(self.objects)
 
     @property
     def target(self) -> str:
@@ -231,6 +233,11 @@ def robot_record(robot: RobotConfig | Mapping[str, Any]) -> dict[str, Any]:
     cfg = robot if isinstance(robot, RobotConfig) else RobotConfig.model_validate(robot)
     data = cfg.resolved().model_dump(mode="json")
     return {("color" if k == "colour" else k): v for k, v in data.items()}
+
+
+@functools.lru_cache(maxsize=64)
+def _is_legacy(objects: tuple[ObjectSpec, ...]) -> bool:
+    return legacy_cube_view(objects) is not None
 
 
 @functools.lru_cache(maxsize=64)
