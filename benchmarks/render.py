@@ -1,8 +1,9 @@
 """Render speed of the envs' cameras, and what the low-poly robot meshes buy.
 
-Prints frames/s (median of repeats) for the Panda reach scene at 84x84 and kuka_cube at
-160x120 with default randomisation, then the Panda scene with the stock visual meshes and
-with the low-poly ones, measured interleaved in one run so machine noise hits both.
+Prints frames/s (median of repeats) for the Panda reach scene and the xarm_mug scene (xArm6,
+mug, three random_urdfs distractors) at 84x84 and kuka_cube at 160x120 with default
+randomisation (every group on), then the Panda scene with the stock visual meshes and with
+the low-poly ones, measured interleaved in one run so machine noise hits both.
 
     .venv/bin/python benchmarks/render.py [--seconds 10] [--repeats 5]
 """
@@ -44,11 +45,13 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
-    for env_id, size in (
-        ("Sim2Real/ReachCube-v0", (84, 84)),
-        ("Sim2Real/KukaCubeReach-v0", (160, 120)),
+    for env_id, size, scene in (
+        ("Sim2Real/ReachCube-v0", (84, 84), None),
+        ("Sim2Real/Reach-v0", (84, 84), "xarm_mug"),
+        ("Sim2Real/KukaCubeReach-v0", (160, 120), None),
     ):
-        print(format_render(bench_render(env_id, size, args.seconds, repeats=args.repeats)))
+        b = bench_render(env_id, size, args.seconds, repeats=args.repeats, scene=scene)
+        print(format_render(b))
     rates: dict[str, list[float]] = {"visual": [], "lowpoly": []}
     for _ in range(args.repeats):
         for mesh in rates:

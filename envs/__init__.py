@@ -20,6 +20,8 @@ ENV_IDS = {
     "Sim2Real/ReachCube-v0": {"scene": "tabletop_panda", "task": "reach", "max_steps": 50},
     "Sim2Real/PushCube-v0": {"scene": "tabletop_panda", "task": "push", "max_steps": 100},
     "Sim2Real/KukaCubeReach-v0": {"scene": "kuka_cube", "task": "reach", "max_steps": 80},
+    # reach the target object of any scene: gym.make("Sim2Real/Reach-v0", scene="xarm_mug")
+    "Sim2Real/Reach-v0": {"scene": "tabletop_panda", "task": "reach", "max_steps": 50},
 }
 
 for _id, _kwargs in ENV_IDS.items():

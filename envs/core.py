@@ -118,6 +118,9 @@ class TabletopEnv(gym.Env):
         max_steps: truncation length.
         labels: ``"none"``, ``"pose"`` (cheap: poses and pixel centre in ``info``) or
             ``"full"`` (adds mask, box and depth, which needs the segmentation buffer).
+            ``info["labels"]`` is the target's; ``info["objects"][name]`` every shown
+            object's (:mod:`sim2real.envs.object_labels`: cheap at ``pose``, exact at
+            ``full``).
         renderer: ``"tiny"`` (CPU) or ``"egl"``.
         render_mode: ``"rgb_array"`` or None.
     """
@@ -176,8 +179,7 @@ class TabletopEnv(gym.Env):
         # contacts the snapshot holds: one taken with the cube off the table (kuka_cube's
         # origin) left the last episode's cube-table contact in place, and the same seed
         # drifted by ~1e-6 m in 8 of 40 seeds. So the cube rests on the table in the snapshot.
-        cube = self.scene_cfg.cube
-        self.scene.place_cube(np.array([np.mean(cube.spawn_x), np.mean(cube.spawn_y)]))
+        self.scene.rest_objects()  # every object, in scenes beyond the one cube
         for _ in range(10):
             self.client.stepSimulation()
         self.robot.reset()
@@ -239,6 +241,7 @@ class TabletopEnv(gym.Env):
 
     def close(self) -> None:
         if getattr(self, "client", None) is not None:
+            self.scene.close()
             self.client.disconnect()
             self.client = None
 
@@ -326,4 +329,12 @@ class TabletopEnv(gym.Env):
                 info["labels"]["visible_pixels"] = lab.visible_pixels
                 info["labels"]["mask"] = lab.mask
                 info["labels"]["depth"] = lab.depth
+            info["objects"] = self.scene.objects.info(
+                self._geometry,
+                base_position=self.robot.base_position,
+                base_yaw=float(np.radians(self.scene_cfg.robot.base_yaw_deg)),
+                seg=self._frame.seg if self.labels == "full" else None,
+                # the cube is convex: its hull polygon is its whole silhouette, no extra render
+                exact_silhouettes=not self.scene_cfg.is_legacy,
+            )
         return info

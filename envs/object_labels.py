@@ -45,7 +45,9 @@ import numpy as np
 
 from sim2real.envs.camera import CameraGeometry, render
 from sim2real.envs.labels import mask_box, world_to_base
-from sim2real.envs.objects import PARKED, LoadedObject, load_object, quat_matrix
+from sim2real.envs.objects.loading import LoadedObject, load_object
+from sim2real.envs.objects.meshes import quat_matrix
+from sim2real.envs.objects.specs import PARKED
 from sim2real.errors import ConfigError
 
 LabelMode = Literal["pose", "full"]
@@ -203,7 +205,10 @@ class SilhouetteRenderer:
         import pybullet as p
         from pybullet_utils.bullet_client import BulletClient
 
-        self.client = BulletClient(p.DIRECT)
+        from sim2real.envs.quiet import quiet_native_output
+
+        with quiet_native_output():  # PyBullet prints "argv[0]=" on every connect
+            self.client = BulletClient(p.DIRECT)
         self.objects = dict(objects)
         self.max_side = int(max_side)
         self._last: dict[str, tuple[tuple[Any, ...], tuple[float, float]]] = {}

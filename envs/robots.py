@@ -49,7 +49,7 @@ from pydantic import (
 )
 
 from sim2real.envs.lowpoly import convex_hull_obj, lowpoly_urdf
-from sim2real.envs.urdf import MOVABLE, ROTATIONAL, UrdfInfo, find_file, read_urdf
+from sim2real.envs.urdf import MOVABLE, ROTATIONAL, UrdfInfo, find_file, per_joint, read_urdf
 from sim2real.errors import ConfigError
 from sim2real.paths import CONFIGS
 
@@ -314,8 +314,8 @@ class RobotSpec:
             ee_offset=tuple(cfg.ee_offset or (0.0, 0.0, 0.0)),  # type: ignore[arg-type]
             ee_orientation=None if orientation in (None, "free") else orientation,  # type: ignore[arg-type]
             gripper_joints=grip,
-            gripper_open=_per_joint(cfg.gripper_open, grip, "gripper_open"),
-            gripper_closed=_per_joint(cfg.gripper_closed, grip, "gripper_closed"),
+            gripper_open=per_joint(cfg.gripper_open, grip, "gripper_open"),
+            gripper_closed=per_joint(cfg.gripper_closed, grip, "gripper_closed"),
             rest_pose=rest,
             lower=tuple(lower),
             upper=tuple(upper),
@@ -344,19 +344,6 @@ def _rest_pose(
             f"got {len(rest)}"
         )
     return tuple(float(x) for x in rest)
-
-
-def _per_joint(value: float | tuple[float, ...] | None, joints: tuple[str, ...], field: str):
-    if value is None:
-        return (0.0,) * len(joints)
-    if isinstance(value, (int, float)):
-        return (float(value),) * len(joints)
-    if len(value) != len(joints):
-        raise ConfigError(
-            f"robot.{field}: expected one value or {len(joints)} (one per gripper joint), "
-            f"got {len(value)}"
-        )
-    return tuple(float(x) for x in value)
 
 
 class RobotArm:

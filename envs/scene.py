@@ -3,7 +3,8 @@
 The scene holds everything that stays for the life of an env: floor, walls, table, robot,
 the task's objects, a pool of distractor bodies (parked out of view when unused) and a pool
 of procedural textures. Randomisation only moves, recolours and retextures these bodies, so
-an episode reset never loads anything and the renderer's memory stays flat.
+an episode reset never loads anything and the renderer's memory stays flat. The configs
+live in :mod:`sim2real.envs.scene_config` (re-exported here).
 """
 
 from __future__ import annotations
@@ -13,130 +14,43 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sim2real.envs.camera import CameraConfig
-from sim2real.envs.robots import RobotArm, RobotConfig
+from sim2real.envs.objects import SceneObjects, SpawnRegion, loaded_box
+from sim2real.envs.objects.placement import apply_placements, draw_xy, sample_placements
+from sim2real.envs.objects.specs import target_spec
+from sim2real.envs.robots import RobotArm
+from sim2real.envs.scene_config import (
+    PARKED,
+    PATCH_THICKNESS,
+    RGBA,
+    DistractorConfig,
+    FloorConfig,
+    LightConfig,
+    ObjectConfig,
+    SceneConfig,
+    TableConfig,
+    WallConfig,
+)
 from sim2real.envs.textures import TexturePool
 from sim2real.errors import ConfigError
-from sim2real.paths import preset_path
 
 logger = logging.getLogger(__name__)
 
-RGBA = tuple[float, float, float, float]
-PARKED = (0.0, 0.0, 60.0)  # far above: outside every camera's view, culled cheaply
-PATCH_THICKNESS = 0.002  # flat distractors: paper markers / tape lying on the table
+__all__ = [
+    "PARKED",
+    "PATCH_THICKNESS",
+    "DistractorConfig",
+    "FloorConfig",
+    "LightConfig",
+    "ObjectConfig",
+    "Scene",
+    "SceneConfig",
+    "TableConfig",
+    "WallConfig",
+    "sample_spawn",
+]
 
-
-class TableConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    size: tuple[float, float] = (0.8, 1.0)
-    thickness: float = 0.05
-    top_height: float = 0.0
-    center: tuple[float, float] = (0.5, 0.0)
-    color: RGBA = (0.55, 0.42, 0.3, 1.0)
-
-
-class FloorConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    height: float = -0.6
-    size: float = Field(3.0, description="side of the square floor (large = slower renders)")
-    color: RGBA = (0.3, 0.3, 0.32, 1.0)
-
-
-class WallConfig(BaseModel):
-    """A vertical box standing in for the room behind the scene."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    center: tuple[float, float, float] = (1.5, 0.0, 0.5)
-    size: tuple[float, float, float] = (0.05, 4.0, 3.0)
-    color: RGBA = (0.85, 0.85, 0.85, 1.0)
-
-
-class ObjectConfig(BaseModel):
-    """The task object: a cube resting on the table, spawned in an (x, y) box."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    size: float = Field(0.05, gt=0.0)
-    color: RGBA = (0.85, 0.1, 0.1, 1.0)
-    mass: float = Field(0.1, gt=0.0)
-    spawn_x: tuple[float, float] = (0.35, 0.65)
-    spawn_y: tuple[float, float] = (-0.25, 0.25)
-    grid_step: float | None = Field(None, description="snap spawns to a grid (None: continuous)")
-    spawn_near: float = Field(
-        0.0,
-        ge=0.0,
-        le=1.0,
-        description="fraction of spawns drawn uniform over the image instead of the table "
-        "(density ~ 1/d^3 from the scene camera: near positions more often); 0: all uniform",
-    )
-
-
-class DistractorConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    pool: int = Field(6, ge=0, le=32, description="bodies loaded once; up to this many shown")
-    random_urdfs: tuple[int, ...] = (0, 7, 21, 42, 101, 250)
-    area_x: tuple[float, float] = (0.3, 0.7)
-    area_y: tuple[float, float] = (-0.35, 0.35)
-
-
-class LightConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    direction: tuple[float, float, float] = (0.5, 0.3, 1.0)
-    color: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    ambient: float = 0.6
-    diffuse: float = 0.35
-    specular: float = 0.05
-    shadows: bool = False
-
-
-class SceneConfig(BaseModel):
-    """Everything a tabletop world is made of. Presets live in ``configs/scenes/``.
-
-    Example:
-        >>> cfg = SceneConfig.load("tabletop_panda")
-        >>> cfg.robot.name
-        'panda'
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    name: str = "scene"
-    robot: RobotConfig = RobotConfig()
-    table: TableConfig = TableConfig()
-    floor: FloorConfig | None = FloorConfig()  # None when the camera never sees it (faster)
-    walls: tuple[WallConfig, ...] = (WallConfig(),)
-    cube: ObjectConfig = ObjectConfig()
-    goal_radius: float = 0.06
-    distractors: DistractorConfig = DistractorConfig()
-    camera: CameraConfig = CameraConfig()
-    light: LightConfig = LightConfig()
-    texture_pool_size: int = Field(24, ge=1, le=128)
-    texture_folder: str | None = None
-    physics_hz: int = Field(240, ge=60)
-    control_hz: int = Field(20, ge=1)
-
-    @classmethod
-    def load(cls, name_or_path: str | Path) -> SceneConfig:
-        """Load a preset name (``tabletop_panda``) or a YAML path, validating every field."""
-        path = preset_path("scenes", name_or_path)
-        data = yaml.safe_load(path.read_text()) or {}
-        try:
-            # relative paths inside (robot.urdf) are tried relative to the YAML first
-            return cls.model_validate(data, context={"base_dir": str(path.parent.resolve())})
-        except ValidationError as exc:
-            raise ConfigError(f"scene config {path}: {exc}") from exc
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
-
-    @property
-    def table_top(self) -> float:
-        return self.table.top_height
-
-    @property
-    def cube_z(self) -> float:
-        return self.table.top_height + self.cube.size / 2
+BASE_KEEP_OUT = 0.15  # objects spawn at least this far (m) from the robot base's axis
 
 
 def _rgba(c: RGBA) -> list[float]:
@@ -183,9 +97,8 @@ class Scene:
         self.colorable["robot"] = [(self.robot.body, link) for link in self.robot.links]
         for body, link in self.colorable["robot"]:
             client.changeVisualShape(body, link, rgbaColor=_rgba(cfg.robot.colour))
-        self.cube = self._box(
-            "cube", (cfg.cube.size / 2,) * 3, (0, 0, cfg.cube_z), cfg.cube.color, mass=cfg.cube.mass
-        )
+        self.objects = self._build_objects()
+        self.cube: int = self.objects.objects[self.target].body
         self.goal: int | None = None
         if with_goal:
             self.goal = self._disc("goal", cfg.goal_radius, (0.1, 0.8, 0.2, 1.0))
@@ -195,6 +108,31 @@ class Scene:
         self.textures = TexturePool(client, cfg.texture_pool_size, cfg.texture_folder)
 
     # -- construction -------------------------------------------------------------------
+    def _build_objects(self) -> SceneObjects:
+        """The scene's objects; the old single cube is built exactly as before (same body
+        order and shapes, so its frames stay bit-identical) and adopted."""
+        cfg, c = self.cfg, self.client
+        area = SpawnRegion(x=cfg.distractors.area_x, y=cfg.distractors.area_y)
+        loaded = None
+        if cfg.is_legacy:
+            cube = cfg.cube
+            half = (cube.size / 2,) * 3
+            body = self._box("cube", half, (0, 0, cfg.cube_z), cube.color, mass=cube.mass)
+            loaded = {"cube": loaded_box(c, cfg.objects[0], body)}
+        objects = SceneObjects(c, cfg.objects, table_top=cfg.table_top, region=area, loaded=loaded)
+        if objects.target is None:
+            raise ConfigError(f"scene {cfg.name!r}: objects: expected one entry with role target")
+        if cfg.is_legacy:
+            objects.shown = ["cube"]
+            return objects
+        for name, body in objects.body_ids.items():
+            self.body_ids[name] = body
+        for name, parts in objects.colorable.items():
+            self.colorable[name] = parts
+        if target_spec(cfg.objects).color is not None:  # the randomisation element "cube"
+            self.colorable["cube"] = objects.colorable[objects.target]
+        return objects
+
     def _build_static(self) -> None:
         cfg = self.cfg
         t = cfg.table
@@ -274,11 +212,71 @@ class Scene:
         return bodies
 
     # -- state --------------------------------------------------------------------------
+    @property
+    def target(self) -> str:
+        """Instance name of the task's target object (``cube`` in the old scenes)."""
+        return self.objects.target or "cube"
+
     def place_cube(self, xy: np.ndarray, yaw: float = 0.0) -> None:
+        """Put the task's target upright on the table at ``xy``."""
+        if not self.cfg.is_legacy:
+            self.objects.place(self.target, xy, yaw)
+            return
         orn = self.client.getQuaternionFromEuler([0.0, 0.0, float(yaw)])
         pos = [float(xy[0]), float(xy[1]), self.cfg.cube_z]
         self.client.resetBasePositionAndOrientation(self.cube, pos, orn)
         self.client.resetBaseVelocity(self.cube, [0, 0, 0], [0, 0, 0])
+
+    def reset_objects(self, rng: np.random.Generator) -> None:
+        """A new episode's objects: the old cube at a spawn with a random yaw (the draws as
+        they always were); else counts and non-interpenetrating placements of every object,
+        clear of the robot base."""
+        if self.cfg.is_legacy:
+            self.place_cube(self.sample_cube_xy(rng), yaw=float(rng.uniform(-np.pi, np.pi)))
+            return
+        base = self.robot.base_position
+        self.objects.reset(
+            rng,
+            keep_out=[(float(base[0]), float(base[1]), BASE_KEEP_OUT)],
+            camera_eye=self.cfg.camera.eye,
+        )
+
+    def rest_objects(self) -> None:
+        """Put the objects on the table for a snapshot (``saveState``): the old cube at the
+        middle of its spawn box; else every instance at once, apart. A body resting in the
+        snapshot has its table contact restored with it; one that does not keeps the last
+        episode's contacts, and the same seed drifts (see ``TabletopEnv.__init__``)."""
+        if self.cfg.is_legacy:
+            cube = self.cfg.cube
+            self.place_cube(np.array([np.mean(cube.spawn_x), np.mean(cube.spawn_y)]))
+            return
+        objects = list(self.objects.objects.values())
+        base = self.robot.base_position
+        try:
+            placements = sample_placements(
+                objects,
+                np.random.default_rng(0),
+                table_top=self.cfg.table_top,
+                region=self.objects.region,
+                keep_out=[(float(base[0]), float(base[1]), BASE_KEEP_OUT)],
+            )
+        except ConfigError:  # too many to stand apart in their regions: the target alone
+            self.place_cube(
+                np.array([np.mean(self.cfg.cube.spawn_x), np.mean(self.cfg.cube.spawn_y)])
+            )
+            return
+        apply_placements(self.client, self.objects.objects, placements)
+        self.objects.shown = list(placements)
+
+    def target_top(self, hover: float = 0.0) -> np.ndarray:
+        """The point ``hover`` above the top of the target, centred over it (world)."""
+        pos, orn = self.cube_pose()
+        if self.cfg.is_legacy:
+            return pos + np.array([0.0, 0.0, self.cfg.cube.size / 2 + hover])
+        obj = self.objects.objects[self.target]
+        center = obj.center_world(pos, orn)
+        top = float(obj.points_world(pos, orn)[:, 2].max())
+        return np.array([center[0], center[1], top + hover])
 
     def place_goal(self, xy: np.ndarray) -> None:
         if self.goal is None:
@@ -291,8 +289,16 @@ class Scene:
         return np.asarray(pos, dtype=np.float64), np.asarray(orn, dtype=np.float64)
 
     def sample_cube_xy(self, rng: np.random.Generator) -> np.ndarray:
-        """A spawn position for the cube (see :func:`sample_spawn`)."""
-        return sample_spawn(self.cfg, rng)
+        """A spawn position for the target (see :func:`sample_spawn`)."""
+        if self.cfg.is_legacy:
+            return sample_spawn(self.cfg, rng)
+        spec = target_spec(self.cfg.objects)
+        area = SpawnRegion(x=self.cfg.distractors.area_x, y=self.cfg.distractors.area_y)
+        return draw_xy(spec.spawn or area, rng, self.cfg.camera.eye, self.cfg.table_top)
+
+    def close(self) -> None:
+        """Release what the objects hold beyond the client (the silhouette renderer)."""
+        self.objects.close()
 
 
 def sample_spawn(cfg: SceneConfig, rng: np.random.Generator) -> np.ndarray:

@@ -24,9 +24,11 @@ from sim2real.envs.appliers import ImageAugmenter, apply_world
 from sim2real.envs.camera import CameraGeometry, render
 from sim2real.envs.core import connect, image_size_tuple
 from sim2real.envs.labels import compute_labels, world_to_base
+from sim2real.envs.object_labels import dataset_fields, dataset_schema
 from sim2real.envs.randomization import RandomizationConfig
 from sim2real.envs.sampling import sample_all
 from sim2real.envs.scene import Scene, SceneConfig
+from sim2real.envs.scene_config import robot_record
 from sim2real.errors import ConfigError
 
 #: Label schema written into dataset manifests.
@@ -45,6 +47,25 @@ LABEL_SCHEMA = {
     "mask": "uint8 (H, W) cube instance mask (with --masks)",
     "depth": "float32 (H, W) metric camera-frame z (with --depth)",
 }
+
+
+def label_schema(cfg: SceneConfig) -> dict[str, str]:
+    """The manifest's label schema: :data:`LABEL_SCHEMA` (the target's labels), plus the
+    per-object fields ``objects.NAME.FIELD`` for scenes beyond the single cube (the old
+    scenes' datasets keep their schema, so they still resume).
+
+    Example:
+        >>> label_schema(SceneConfig.load("kuka_cube")) == LABEL_SCHEMA
+        True
+    """
+    if cfg.is_legacy:
+        return dict(LABEL_SCHEMA)
+    return {**LABEL_SCHEMA, **dataset_schema(instance_names(cfg))}
+
+
+def instance_names(cfg: SceneConfig) -> list[str]:
+    """Every object instance a scene can show, in its ``objects:`` order."""
+    return [name for spec in cfg.objects for name in spec.instance_names]
 
 
 def scene_spec(
@@ -66,16 +87,18 @@ def scene_spec(
     the last centimetres (see :class:`LabelledFrameSource`)."""
     if not 0.0 <= reach_poses <= 1.0:
         raise ConfigError(f"reach_poses {reach_poses!r}: expected a fraction in [0, 1]")
-    scene_json = SceneConfig.load(scene).model_dump(mode="json")
-    if not scene_json["cube"]["spawn_near"]:
+    cfg = SceneConfig.load(scene)
+    # a scene that is still the single cube is written with its old cube: section, so
+    # datasets made before objects: existed still resume and compare equal
+    scene_json = cfg.legacy_dump()
+    if "cube" in scene_json and not scene_json["cube"]["spawn_near"]:
         # a field added after datasets were made: at its default the spec stays as it was, so
         # those datasets still resume and compare equal
         del scene_json["cube"]["spawn_near"]
-    # robot.color was renamed colour: the spec keeps the old key (both load), so datasets
-    # made before the rename still resume and compare equal
-    scene_json["robot"] = {
-        ("color" if k == "colour" else k): v for k, v in scene_json["robot"].items()
-    }
+    # the robot's description resolved from its preset (the manifest describes the data even
+    # if configs/robots/ changes); robot.color kept under its old key (both load). Old
+    # manifests, with a preset name only, still resume (see comparable_spec)
+    scene_json["robot"] = robot_record(cfg.robot)
     spec = {
         "source": "sim2real.envs.sources:make_source",
         "scene": scene_json,
@@ -85,12 +108,29 @@ def scene_spec(
         "depth": bool(depth),
         "renderer": renderer,
         "arm_jitter": float(arm_jitter),
-        "label_schema": LABEL_SCHEMA,
+        "label_schema": label_schema(cfg),
     }
     if reach_poses:
         # absent at 0, so specs written before the option existed still compare equal
         spec["reach_poses"] = float(reach_poses)
     return spec
+
+
+def comparable_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """An older dataset spec in today's form, to compare on resume: a ``robot:`` that names
+    a preset only gets the preset's description filled in (as :func:`scene_spec` writes it).
+
+    Example:
+        >>> old = {"scene": {"robot": {"name": "panda"}}}
+        >>> comparable_spec(old)["scene"]["robot"]["urdf"]
+        'franka_panda/panda.urdf'
+    """
+    scene = spec.get("scene")
+    if not isinstance(scene, dict) or not isinstance(scene.get("robot"), dict):
+        return spec
+    if "urdf" in scene["robot"]:
+        return spec
+    return {**spec, "scene": {**scene, "robot": robot_record(scene["robot"])}}
 
 
 #: Where ``reach_poses`` puts the end effector: cube top + hover + an offset drawn in this box
@@ -136,6 +176,10 @@ class LabelledFrameSource:
             patch_size=self.rand_cfg.distractors.flat_size,
         )
         self.scene.robot.reset()
+        if not self.scene_cfg.is_legacy:  # resting in the snapshot: contacts restored too
+            self.scene.rest_objects()
+            for _ in range(10):
+                self.client.stepSimulation()
         self.initial = self.client.saveState()
         self.augment = ImageAugmenter()
 
@@ -148,11 +192,17 @@ class LabelledFrameSource:
         rest = np.asarray(robot.spec.rest_pose)
         joints = rest + rng.uniform(-1.0, 1.0, rest.shape) * self.arm_jitter
         reach = self.reach_poses > 0.0 and rng.uniform() < self.reach_poses
-        xy = self.scene.sample_cube_xy(rng)
-        if reach:
-            joints = self._reach_joints(xy, rng)
-        robot.reset(np.clip(joints, robot.lower, robot.upper))
-        self.scene.place_cube(xy, yaw=float(rng.uniform(-np.pi, np.pi)))
+        if self.scene_cfg.is_legacy:
+            xy = self.scene.sample_cube_xy(rng)
+            if reach:
+                joints = self._reach_joints(xy, rng)
+            robot.reset(np.clip(joints, robot.lower, robot.upper))
+            self.scene.place_cube(xy, yaw=float(rng.uniform(-np.pi, np.pi)))
+        else:
+            self.scene.reset_objects(rng)
+            if reach:
+                joints = self._reach_joints(self.scene.cube_pose()[0][:2], rng)
+            robot.reset(np.clip(joints, robot.lower, robot.upper))
         geom = CameraGeometry.from_config(params.camera.resized(self.width, self.height))
         frame = render(
             self.client,
@@ -194,6 +244,14 @@ class LabelledFrameSource:
             "t": geom.t.astype(np.float32),
             "params": json.dumps(record, sort_keys=True),
         }
+        if not self.scene_cfg.is_legacy:
+            per_object = self.scene.objects.labels(
+                geom,
+                base_position=robot.base_position,
+                base_yaw=float(np.radians(self.scene_cfg.robot.base_yaw_deg)),
+                seg=frame.seg,
+            )
+            sample.update(dataset_fields(per_object, instance_names(self.scene_cfg)))
         if self.masks:
             sample["mask"] = lab.mask.astype(np.uint8)
         if self.depth:
@@ -205,7 +263,10 @@ class LabelledFrameSource:
         robot = self.scene.robot
         robot.reset()
         offset = rng.uniform(-1.0, 1.0, 2) * rng.uniform(0.0, 1.0) ** 2 * REACH_OFFSET_XY
-        top = self.scene.cfg.cube_z + self.scene.cfg.cube.size / 2 + REACH_HOVER
+        if self.scene_cfg.is_legacy:
+            top = self.scene.cfg.cube_z + self.scene.cfg.cube.size / 2 + REACH_HOVER
+        else:
+            top = float(self.scene.target_top(REACH_HOVER)[2])
         target = np.array([cube_xy[0] + offset[0], cube_xy[1] + offset[1], top])
         target[2] += rng.uniform(*REACH_HEIGHT)
         low = np.asarray(robot.cfg.workspace_low) + robot.base_position
@@ -214,6 +275,7 @@ class LabelledFrameSource:
 
     def close(self) -> None:
         if self.client is not None:
+            self.scene.close()
             self.client.disconnect()
             self.client = None
 

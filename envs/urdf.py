@@ -277,3 +277,19 @@ def starter_yaml(info: UrdfInfo, shown: str | None = None) -> str:
         f"  ee_link: {ee}\n"
         "  ee_orientation: free   # or [roll, pitch, yaw] of the tool pointing down\n"
     )
+
+
+def per_joint(
+    value: float | tuple[float, ...] | None, joints: tuple[str, ...], field: str
+) -> tuple[float, ...]:
+    """One float per joint from a single value, one per joint, or None (zeros)."""
+    if value is None:
+        return (0.0,) * len(joints)
+    if isinstance(value, (int, float)):
+        return (float(value),) * len(joints)
+    if len(value) != len(joints):
+        raise ConfigError(
+            f"robot.{field}: expected one value or {len(joints)} (one per gripper joint), "
+            f"got {len(value)}"
+        )
+    return tuple(float(x) for x in value)

@@ -45,6 +45,11 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     env_id: str = "Sim2Real/ReachCube-v0"
+    scene: str | None = Field(
+        None,
+        description="scene preset or YAML in place of the env id's own "
+        "(Sim2Real/Reach-v0 reaches any scene's target); None: the env id's scene",
+    )
     encoder: str | None = Field(None, description="encoder checkpoint folder")
     algo: Literal["ppo", "sac"] = "ppo"
     steps: int = Field(100_000, gt=0, description="env steps")

@@ -29,7 +29,12 @@ def build_contract(
         "algo": cfg.algo,
         "mode": cfg.mode,
         "env_id": cfg.env_id,
-        "env_kwargs": {"image_size": cfg.image_size, "randomization": cfg.randomization},
+        "env_kwargs": {
+            "image_size": cfg.image_size,
+            "randomization": cfg.randomization,
+            **({"scene": cfg.scene} if cfg.scene is not None else {}),
+        },
+        "scene": base.scene_cfg.record(),  # the full scene trained on, robot resolved
         "observation": {
             "image": {
                 "key": "image",

@@ -65,6 +65,8 @@ class TrainingEnvs:
             "randomization": cfg.randomization,
             "labels": "pose" if cfg.aux_loss else "none",
         }
+        if cfg.scene is not None:
+            env_kwargs["scene"] = cfg.scene
         venv = make_vec_env(cfg.env_id, env_kwargs, cfg.n_envs, cfg.vec_env, cfg.start_method)
         eval_env = DummyVecEnv(
             [functools.partial(make_env, cfg.env_id, {**env_kwargs, "labels": "none"})]

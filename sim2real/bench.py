@@ -21,6 +21,7 @@ class RenderBench:
     frames_per_s: float
     env_steps_per_s: float
     repeats: int
+    scene: str | None = None
 
 
 def bench_render(
@@ -31,10 +32,12 @@ def bench_render(
     episode_frames: int = 50,
     repeats: int = 3,
     seed: int = 0,
+    scene: str | None = None,
 ) -> RenderBench:
     """Frames/s of the env's camera with visual randomisation redrawn every
     ``episode_frames`` frames (what a per-episode schedule costs), and env steps/s
-    (physics + IK + render) for the same env. Medians over ``repeats``.
+    (physics + IK + render) for the same env. Medians over ``repeats``. ``scene`` (a preset
+    or YAML) replaces the env id's own scene (``Sim2Real/Reach-v0`` takes any).
 
     Example:
         >>> b = bench_render("Sim2Real/ReachCube-v0", (84, 84), seconds=0.2, repeats=1)
@@ -43,7 +46,8 @@ def bench_render(
     """
     import sim2real.envs  # noqa: F401  (registers ids)
 
-    env = gym.make(env_id, randomization=randomization, image_size=size, labels="none")
+    kwargs = {"scene": scene} if scene is not None else {}
+    env = gym.make(env_id, randomization=randomization, image_size=size, labels="none", **kwargs)
     core = env.unwrapped
     env.reset(seed=seed)
     env.action_space.seed(seed)
@@ -73,12 +77,14 @@ def bench_render(
         float(statistics.median(fps)),
         float(statistics.median(sps)),
         repeats,
+        scene,
     )
 
 
 def format_render(b: RenderBench) -> str:
     return (
-        f"{b.env_id} {b.width}x{b.height} randomization={b.randomization}: "
+        f"{b.env_id}{f' scene={b.scene}' if b.scene else ''} {b.width}x{b.height} "
+        f"randomization={b.randomization}: "
         f"{b.frames_per_s:.0f} frames/s (render + image aug, per-episode redraw), "
         f"{b.env_steps_per_s:.0f} env steps/s (physics + IK + render); median of {b.repeats}"
     )

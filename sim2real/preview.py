@@ -43,6 +43,13 @@ def draw_labels(
     return out
 
 
+def _draw_box(rgb: np.ndarray, box: np.ndarray) -> np.ndarray:
+    out = np.ascontiguousarray(rgb.copy())
+    x0, y0, x1, y1 = (round(float(b)) for b in box)
+    cv2.rectangle(out, (x0, y0), (x1 - 1, y1 - 1), (200, 200, 200), 1)
+    return out
+
+
 def tile(images: list[np.ndarray], cols: int | None = None, pad: int = 2) -> np.ndarray:
     """Tile equally sized RGB images into one grid image."""
     if not images:
@@ -83,9 +90,14 @@ def preview_scene(
     env = TabletopEnv(scene=scene, randomization=randomization, image_size=size, labels="full")
     frames = []
     for i in range(n):
-        env.reset(seed=seed + i)
+        _, info = env.reset(seed=seed + i)
         lab = env.frame_labels()
-        img = draw_labels(env._frame.rgb, lab.uv, lab.box, lab.mask)
+        img = env._frame.rgb
+        if not env.scene_cfg.is_legacy:  # the other objects' boxes, thin and grey
+            for name, obj in info["objects"].items():
+                if name != env.scene.target and "box" in obj:
+                    img = _draw_box(img, obj["box"])
+        img = draw_labels(img, lab.uv, lab.box, lab.mask)
         frames.append(cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST))
     env.close()
     path = save_png(tile(frames), out)

@@ -17,7 +17,7 @@ class Task:
     success_threshold = 0.03
 
     def reset(self, scene: Scene, rng: np.random.Generator) -> None:
-        scene.place_cube(scene.sample_cube_xy(rng), yaw=float(rng.uniform(-np.pi, np.pi)))
+        scene.reset_objects(rng)
 
     def reward(self, scene: Scene) -> float:
         raise NotImplementedError

@@ -1,4 +1,4 @@
-"""ReachCube: bring the gripper above a cube placed at random on the table."""
+"""Reach: bring the gripper above the scene's target object (the cube of ReachCube)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ from sim2real.envs.tasks.base import Task
 
 class ReachTask(Task):
     """Dense reward ``-distance`` from the end effector to a point ``hover`` above the cube
-    centre; success within ``success_threshold`` (3 cm)."""
+    centre (above the top of its hull for another target object); success within
+    ``success_threshold`` (3 cm)."""
 
     name = "reach"
     hover = 0.05
 
     def target(self, scene: Scene) -> np.ndarray:
-        pos, _ = scene.cube_pose()
-        return pos + np.array([0.0, 0.0, scene.cfg.cube.size / 2 + self.hover])
+        return scene.target_top(self.hover)
 
     def distance(self, scene: Scene) -> float:
         return float(np.linalg.norm(scene.robot.ee_position() - self.target(scene)))

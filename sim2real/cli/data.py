@@ -34,7 +34,28 @@ def cmd_generate(args: argparse.Namespace) -> int:
         backend=Backend(args.backend, address=args.address, ray_output=args.ray_output),
     )
     print(f"wrote {args.n} samples to {path}")
+    print(visible_share(path))
     return 0
+
+
+def visible_share(path: str) -> str:
+    """One line: the share of a dataset's samples in which the target is seen (a spawn
+    region may reach beyond the camera's view), and each object's mean visible fraction."""
+    from sim2real.data.shards import ShardedDataset
+
+    ds = ShardedDataset(path, verify=False)
+    seen = ds.column("visible_pixels") > 0 if "visible_pixels" in ds.fields else None
+    text = "visible: no visible_pixels field"
+    if seen is not None:
+        text = f"visible: the target in {int(seen.sum())}/{len(seen)} samples ({seen.mean():.0%})"
+    means = [
+        f"{f.split('.')[1]} {ds.column(f).mean():.2f}"
+        for f in ds.fields
+        if f.startswith("objects.") and f.endswith(".visible_fraction")
+    ]
+    return text + (
+        f"; mean visible fraction (0 when not shown): {', '.join(means)}" if means else ""
+    )
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
@@ -76,7 +97,10 @@ def cmd_bench_render(args: argparse.Namespace) -> int:
     from sim2real.bench import bench_render, format_render
 
     size = image_size(args.size)
-    result = bench_render(args.env, size, args.seconds, args.randomization, repeats=args.repeats)
+    env_id = args.env or ("Sim2Real/Reach-v0" if args.scene else "Sim2Real/ReachCube-v0")
+    result = bench_render(
+        env_id, size, args.seconds, args.randomization, repeats=args.repeats, scene=args.scene
+    )
     print(format_render(result))
     return 0
 
@@ -234,10 +258,15 @@ def _add_bench(sub: Subparsers) -> None:
             frames/s (render + image augmentation) and env steps/s (physics + IK + render).""",
         examples="""
             sim2real bench render --env Sim2Real/ReachCube-v0 --size 84 --seconds 10
-            sim2real bench render --env Sim2Real/ReachCube-v0 --size 84 --randomization none""",
+            sim2real bench render --env Sim2Real/ReachCube-v0 --size 84 --randomization none
+            sim2real bench render --scene xarm_mug --size 84""",
         func=cmd_bench_render,
     )
-    p.add_argument("--env", default="Sim2Real/ReachCube-v0", help="registered env id")
+    p.add_argument(
+        "--env",
+        help="registered env id (default Sim2Real/ReachCube-v0; Sim2Real/Reach-v0 with --scene)",
+    )
+    p.add_argument("--scene", help="scene preset or YAML, in place of the env id's own scene")
     p.add_argument("--size", default="84", help="image size, N or WxH (default 84)")
     p.add_argument("--seconds", type=float, default=10.0, help="seconds per repeat (default 10)")
     p.add_argument("--randomization", default="default", help="randomisation preset or YAML")

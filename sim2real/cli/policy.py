@@ -18,6 +18,7 @@ from sim2real.policies.config import RESUME_MAY_CHANGE, TrainConfig, make_config
 #: ``sim2real train`` flags that set a TrainConfig field (every field is also ``--set KEY=VALUE``).
 TRAIN_FLAGS = {
     "env": "env_id",
+    "scene": "scene",
     "encoder": "encoder",
     "algo": "algo",
     "steps": "steps",
@@ -27,7 +28,7 @@ TRAIN_FLAGS = {
     "minutes": "minutes",
 }
 #: flags a resumed run takes from its config.json (``--steps`` and ``--minutes`` may change).
-RESUME_FIXED = ("env", "encoder", "out", "algo", "n_envs", "mode", "seed")
+RESUME_FIXED = ("env", "scene", "encoder", "out", "algo", "n_envs", "mode", "seed")
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
@@ -129,10 +130,16 @@ def _add_train(sub: Subparsers) -> None:
         examples="""
             sim2real train --env Sim2Real/ReachCube-v0 --encoder runs/demo/pretrain/encoder --mode frozen --steps 100000 --out runs/reach
             sim2real train --env Sim2Real/ReachCube-v0 --mode scratch --out runs/reach_scratch --set trunk_dim=8 'algo_kwargs={"n_steps": 512}'
+            sim2real train --env Sim2Real/Reach-v0 --scene xarm_mug --mode scratch --out runs/xarm_reach
             sim2real train --resume runs/reach --steps 200000""",
         func=cmd_train,
     )
     p.add_argument("--env", help=f"registered env id (default {_default('env_id')})")
+    p.add_argument(
+        "--scene",
+        help="scene preset or YAML in place of the env id's own (with --env "
+        "Sim2Real/Reach-v0: reach that scene's target object)",
+    )
     p.add_argument("--encoder", help="encoder folder (default: a fresh encoder)")
     p.add_argument("--out", help="run folder to write")
     p.add_argument(

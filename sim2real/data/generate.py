@@ -243,7 +243,8 @@ def _prepare_output(
         raise ConfigError(f"cannot resume into {root}: it has no {shards.MANIFEST_NAME}")
     old = shards.read_manifest(root)
     for key in ("n", "seed", "shard_size", "spec"):
-        difference = _difference(old[key], manifest[key], key)
+        before = _comparable_spec(old[key]) if key == "spec" else old[key]
+        difference = _difference(before, manifest[key], key)
         if difference:
             raise ConfigError(
                 f"cannot resume into {root}: {difference}; use the original settings or a "
@@ -267,6 +268,15 @@ def _prepare_output(
     todo = [k for k in all_shards if shards.shard_name(k) not in kept]
     logger.info("resuming %s: %d shards verified and kept, %d to do", root, len(kept), len(todo))
     return old, todo
+
+
+def _comparable_spec(spec: Any) -> Any:
+    """An older scene source spec in today's form (robot presets resolved since), else as is."""
+    if isinstance(spec, dict) and spec.get("source") == "sim2real.envs.sources:make_source":
+        from sim2real.envs.sources import comparable_spec
+
+        return comparable_spec(spec)
+    return spec
 
 
 def _difference(old: Any, new: Any, path: str) -> str | None:

@@ -356,6 +356,14 @@ class ShardedDataset:
                 sample[field] = np.array(array[row])
         return sample
 
+    def column(self, field: str) -> np.ndarray:
+        """One numeric field of every item, shard after shard, as one array (a copy)."""
+        if field not in self.fields:
+            raise DataError(f"field {field!r} not opened; opened {sorted(self.fields)}")
+        return np.concatenate(
+            [np.asarray(self._shard_arrays(s)[field]) for s in range(len(self._records))]
+        )
+
     def sample_index(self, i: int) -> int:
         """The generator's sample number of dataset item ``i`` (differs only when incomplete)."""
         shard, row = self._locate(i)

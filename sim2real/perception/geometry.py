@@ -150,10 +150,20 @@ class PlaneCamera:
         return cam
 
 
+def object_height(scene: Mapping[str, Any]) -> float:
+    """The target's height in a manifest's scene: ``cube.size`` (its last edge), or the
+    target entry of ``objects:`` (:func:`sim2real.envs.objects.specs.scene_object_size`)."""
+    if "cube" in scene:
+        return float(np.atleast_1d(np.asarray(scene["cube"]["size"], dtype=np.float64))[-1])
+    from sim2real.envs.objects.specs import scene_object_size
+
+    return scene_object_size(scene)
+
+
 def nominal_camera(manifest: Mapping[str, Any], width: int, height: int) -> PlaneCamera:
     """The scene's nominal camera and cube plane, from a dataset manifest, in the base frame.
 
-    Reads ``spec.scene`` (camera, ``table.top_height``, ``cube.size``, robot base pose), so
+    Reads ``spec.scene`` (camera, ``table.top_height``, the target's size, robot base pose), so
     the camera is whatever the dataset was rendered with, never a hard-coded one.
 
     Raises:
@@ -167,8 +177,7 @@ def nominal_camera(manifest: Mapping[str, Any], width: int, height: int) -> Plan
     scene = manifest.get("spec", {}).get("scene")
     try:
         cfg = CameraConfig(**scene["camera"]).resized(width, height)
-        cube = np.atleast_1d(np.asarray(scene["cube"]["size"], dtype=np.float64))
-        plane_z = float(scene["table"]["top_height"]) + 0.5 * float(cube[-1])
+        plane_z = float(scene["table"]["top_height"]) + 0.5 * object_height(scene)
     except (KeyError, TypeError, ValueError) as exc:
         raise DataError(
             "dataset manifest: expected spec.scene with camera, table.top_height and cube.size "
@@ -214,7 +223,7 @@ def table_crop(
         cx, cy = (float(v) for v in scene["table"]["center"][:2])
         sx, sy = (float(v) for v in scene["table"]["size"][:2])
         top = float(scene["table"]["top_height"])
-        cube = float(np.atleast_1d(np.asarray(scene["cube"]["size"], dtype=np.float64))[-1])
+        cube = object_height(scene)
     except (KeyError, TypeError, ValueError) as exc:
         raise DataError(
             f"dataset manifest: expected spec.scene.table with center, size, top_height; {exc!r}"

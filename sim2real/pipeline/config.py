@@ -255,11 +255,45 @@ class PipelineConfig(Section):
             return image_size_tuple(value)
         return value
 
+    @model_validator(mode="after")
+    def _one_scene(self) -> PipelineConfig:
+        check_policy_scene(self.scene, self.policy)
+        return self
+
     def section(self, name: str) -> dict[str, Any]:
         """JSON form of one section (or of the shared settings for ``"shared"``)."""
         if name == "shared":
             return self.model_dump(mode="json", include=set(SHARED))
         return getattr(self, name).model_dump(mode="json")
+
+
+def check_policy_scene(scene: str, policy: PolicySection) -> None:
+    """The policy must train on the scene the data comes from: ``policy.env_id``'s own scene
+    (``policy.settings.scene`` when given) must be ``scene``, else a ConfigError says how to
+    fix it (an env id on that scene, or ``Sim2Real/Reach-v0`` with ``settings.scene``).
+
+    Example:
+        >>> check_policy_scene("kuka_cube", PolicySection(env_id="Sim2Real/KukaCubeReach-v0"))
+    """
+    if not policy.enabled:
+        return
+    from sim2real.envs import ENV_IDS
+
+    own = policy.settings.get("scene") or ENV_IDS.get(policy.env_id, {}).get("scene")
+    if own is None or _same_scene(own, scene):
+        return
+    raise ConfigError(
+        f"policy.env_id {policy.env_id!r} trains on scene {own!r}, but the pipeline's scene "
+        f"(data, pretraining) is {scene!r}: set policy.env_id to an env on {scene!r}, or "
+        f"policy.env_id: Sim2Real/Reach-v0 with policy.settings: {{scene: {scene}}}"
+    )
+
+
+def _same_scene(a: str, b: str) -> bool:
+    try:
+        return preset_path("scenes", a).resolve() == preset_path("scenes", b).resolve()
+    except ConfigError:
+        return a == b
 
 
 #: Top-level settings every stage may read (part of every fingerprint that uses them).

@@ -215,6 +215,8 @@ def run_runner(ctx: Context) -> dict[str, Any]:
     policy = Policy.load(ctx.path(ctx.results["policy"]["bundle"]), device=cfg.device)
     randomization = sec.randomization if sec.randomization is not None else _run_domain(cfg)
     env_kwargs = {"randomization": randomization, "image_size": list(cfg.image_size)}
+    if cfg.policy.settings.get("scene"):  # the scene the policy trained on
+        env_kwargs["scene"] = cfg.policy.settings["scene"]
     runs: dict[str, Any] = {}
     robot = SimRobot(cfg.policy.env_id, seed=cfg.seed + 7, **env_kwargs)
     kinds = [("closed_loop", sec.steps)] + ([("replay", sec.replay_steps)] * (sec.replay_steps > 0))
