@@ -7,8 +7,9 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from sim2real.lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from sim2real.perception.backbones import (
@@ -61,13 +62,7 @@ _SOURCES = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    source = _SOURCES.get(name)
-    if source is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(source), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(globals(), _SOURCES)
 
 
 __all__ = [
