@@ -261,3 +261,11 @@ def test_parsers() -> None:
     assert (args.tiny, args.real, args.set, args.force_from) == (True, "r", ["a.b=1"], "run")
     args = parser.parse_args(["pipeline", "configs/pipelines/kuka_cube.yaml", "--to", "adapt"])
     assert args.config.endswith("kuka_cube.yaml") and args.stop_after == "adapt"
+
+
+def test_auto_strategy_is_accepted_by_the_pipeline() -> None:
+    from sim2real.pipeline.run import check_settings
+
+    check_settings(load_config(DEMO_CONFIG, overrides=["adapt.strategy=auto"]))
+    with pytest.raises(ConfigError, match=r"adapt\.strategy"):
+        check_settings(load_config(DEMO_CONFIG, overrides=["adapt.strategy=bogus"]))

@@ -92,7 +92,8 @@ def check_settings(cfg: PipelineConfig) -> None:
         (f"adapt.curve.strategies[{i}]", s) for i, s in enumerate(cfg.adapt.curve.strategies)
     ]:
         try:
-            parse_strategy(name)
+            if name != "auto":  # nested selection among FinetuneConfig.candidates
+                parse_strategy(name)
         except ConfigError as exc:
             raise ConfigError(f"{key}: {exc}") from exc
     if cfg.policy.enabled:
