@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Literal
@@ -19,11 +19,14 @@ import torch
 from torch.utils.data import Dataset
 
 from sim2real.data.decode import VideoReader, read_image
+from sim2real.data.labels import ObjectLabel
 from sim2real.errors import ConfigError, DataError
 
 COLOUR_ORDER = "RGB"
 RESIZE_POLICIES = ("error", "resize")
 TARGETS = ("position", "uv", "box")
+#: The FrameRef fields an :class:`ObjectLabel` fills in the single-target view.
+SINGLE_FIELDS = ("position", "uv", "box", "visible")
 
 ResizePolicy = Literal["error", "resize"]
 Size = tuple[int, int]
@@ -46,6 +49,10 @@ class FrameRef:
         action: robot action ``(A,)`` (LeRobot ``action``), or ``None``.
         visible: whether the target is in view (a ``visible`` column of ``labels.csv``: 1 or
             0), or ``None`` when not labelled.
+        objects: per-object labels of a long ``labels.csv`` (``file,object,...``) keyed by
+            object name, or ``None`` (a wide file's single target, or unlabelled). The fields
+            above hold the single-target view: set from the one object when the file names
+            one, ``None`` when it names several (see :meth:`RealFrames.for_object`).
     """
 
     source: str
@@ -57,6 +64,7 @@ class FrameRef:
     state: np.ndarray | None = None
     action: np.ndarray | None = None
     visible: bool | None = None
+    objects: Mapping[str, ObjectLabel] | None = None
 
     @property
     def labelled(self) -> bool:
@@ -134,6 +142,45 @@ class RealFrames:
         """Label positions of the labelled frames, ``float64`` ``(N_labelled, 3)``."""
         rows = [r.position for r in self.refs if r.position is not None]
         return np.stack(rows) if rows else np.zeros((0, 3))
+
+    @property
+    def object_names(self) -> list[str]:
+        """Sorted names of the objects with a label in any frame (empty for a wide file)."""
+        return sorted({name for r in self.refs for name in (r.objects or {})})
+
+    def for_object(self, name: str) -> RealFrames:
+        """All frames, with the single-target fields set to object ``name``'s labels.
+
+        Frames without a row for ``name`` become unlabelled, so the single-target code
+        (``labelled()``, ``positions``, :meth:`torch`) evaluates that one object.
+
+        Raises:
+            DataError: no frame has a label for ``name``.
+
+        Example:
+            >>> import tempfile, cv2, numpy as np
+            >>> from sim2real.data.real import open_real
+            >>> folder = Path(tempfile.mkdtemp())
+            >>> for name in ("a.png", "b.png"):
+            ...     assert cv2.imwrite(str(folder / name), np.zeros((24, 32, 3), np.uint8))
+            >>> _ = (folder / "labels.csv").write_text("file,object,x_m,y_m,z_m\\n"
+            ...     "a.png,cube,0.5,0,0.02\\na.png,mug,0.4,0.1,0.05\\nb.png,mug,0.3,0,0.05\\n")
+            >>> frames = open_real(folder)
+            >>> mug = frames.for_object("mug")
+            >>> frames.object_names, len(frames.labelled()), len(mug.labelled())
+            (['cube', 'mug'], 0, 2)
+        """
+        if name not in self.object_names:
+            raise DataError(
+                f"{self.name!r} has no labels for object {name!r}, expected one of "
+                f"{self.object_names}"
+            )
+        refs = []
+        for ref in self.refs:
+            label = (ref.objects or {}).get(name)
+            values = {k: getattr(label, k) if label else None for k in SINGLE_FIELDS}
+            refs.append(replace(ref, **values))
+        return self._with(refs)
 
     def select(self, indices: Sequence[int] | np.ndarray) -> RealFrames:
         """Return the frames at ``indices`` (e.g. a k-shot subset), sharing file readers."""
@@ -259,8 +306,17 @@ def fit_sizes(
         sx, sy = size[0] / got[0], size[1] / got[1]
         uv = ref.uv * np.array([sx, sy]) if ref.uv is not None else None
         box = ref.box * np.array([sx, sy, sx, sy]) if ref.box is not None else None
-        out.append(replace(ref, uv=uv, box=box))
+        objects = None
+        if ref.objects is not None:
+            objects = {k: _scaled(label, sx, sy) for k, label in ref.objects.items()}
+        out.append(replace(ref, uv=uv, box=box, objects=objects))
     return out, size
+
+
+def _scaled(label: ObjectLabel, sx: float, sy: float) -> ObjectLabel:
+    uv = label.uv * np.array([sx, sy]) if label.uv is not None else None
+    box = label.box * np.array([sx, sy, sx, sy]) if label.box is not None else None
+    return replace(label, uv=uv, box=box)
 
 
 def check_resize_policy(size: Size | None, resize: str) -> None:

@@ -11,7 +11,11 @@ that names the file (and the ``labels.csv`` row) and says what was expected.
 
 A folder holds ``.jpg``/``.jpeg``/``.png`` images plus an optional ``labels.csv``::
 
-    file,x_m,y_m,z_m[,u,v][,x0,y0,x1,y1]
+    file,x_m,y_m,z_m[,u,v][,x0,y0,x1,y1][,visible]
+
+or, for several objects, one row per object and image (see :mod:`sim2real.data.labels`)::
+
+    file,object,x_m,y_m,z_m[,yaw_deg][,u,v][,x0,y0,x1,y1][,visible]
 
 Images not listed there are unlabelled. A folder without images but with ``labelled/`` and
 ``unlabelled/`` subfolders loads both; frames in ``unlabelled/`` are never labelled.
@@ -25,6 +29,7 @@ Resolution is never changed silently: by default every frame must match the firs
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -89,7 +94,12 @@ def open_real(path: str | Path, **opts: Any) -> RealFrames:
 
 
 def open_folder(
-    folder: str | Path, *, size: Size | None = None, resize: ResizePolicy = "error"
+    folder: str | Path,
+    *,
+    size: Size | None = None,
+    resize: ResizePolicy = "error",
+    objects: Collection[str] | None = None,
+    require_labels: bool = False,
 ) -> RealFrames:
     """Open a folder of images with an optional ``labels.csv`` (see the module docstring).
 
@@ -98,6 +108,8 @@ def open_folder(
         size: required ``(W, H)``; ``None`` means "all like the first frame".
         resize: ``"error"`` (default) rejects frames of another size, ``"resize"`` resizes
             them to ``size`` (which is then required) and scales ``uv``/``box`` labels.
+        objects: the object names a long ``labels.csv`` may use (``None``: any).
+        require_labels: every image (outside ``unlabelled/``) must have a row.
 
     Example:
         >>> import tempfile, cv2, numpy as np
@@ -113,7 +125,8 @@ def open_folder(
     root = Path(folder)
     if not root.is_dir():
         raise DataError(f"image folder '{root}' does not exist")
-    refs = _folder_refs(root, prefix="")
+    opts = {"objects": objects, "require_all": require_labels}
+    refs = _folder_refs(root, prefix="", **opts)
     if refs is None:
         parts = [n for n in ("labelled", "unlabelled") if (root / n).is_dir()]
         if not parts:
@@ -128,7 +141,7 @@ def open_folder(
                     f"'{root / part / LABELS_FILE}' exists, expected none: frames in "
                     "unlabelled/ are never labelled; move labelled frames to labelled/"
                 )
-            sub = _folder_refs(root / part, prefix=f"{part}/")
+            sub = _folder_refs(root / part, prefix=f"{part}/", **opts)
             if sub is None:
                 raise DataError(f"folder '{root / part}' holds no images, expected some")
             refs += sub
@@ -141,7 +154,9 @@ def open_folder(
     return RealFrames(refs, size=final, resize=resize == "resize", name=str(root))
 
 
-def _folder_refs(root: Path, prefix: str) -> list[FrameRef] | None:
+def _folder_refs(
+    root: Path, prefix: str, *, objects: Collection[str] | None, require_all: bool
+) -> list[FrameRef] | None:
     """Refs of the images directly in ``root`` with their labels; ``None`` if no images."""
     names = sorted(
         p.name
@@ -152,7 +167,11 @@ def _folder_refs(root: Path, prefix: str) -> list[FrameRef] | None:
         if (root / LABELS_FILE).exists():
             raise DataError(f"folder '{root}' has a {LABELS_FILE} but no images, expected some")
         return None
-    labels = read_labels(root / LABELS_FILE, names) if (root / LABELS_FILE).exists() else {}
+    labels: dict[str, dict[str, Any]] = {}
+    if (root / LABELS_FILE).exists():
+        labels = read_labels(root / LABELS_FILE, names, objects=objects, require_all=require_all)
+    elif require_all and prefix != "unlabelled/":
+        raise DataError(f"folder '{root}' has no {LABELS_FILE}, expected every image labelled")
     refs = []
     for name in names:
         ref = FrameRef(source=prefix + name, path=root / name)
