@@ -284,6 +284,11 @@ def load_correspondences(
         raise DataError(f"'{labels_path}' does not exist, expected file,x_m,y_m,z_m labels")
     images = sorted(p.name for p in root.iterdir() if p.is_file())
     labels = read_labels(labels_path, images)
+    if any("position" not in v for v in labels.values()):
+        raise DataError(
+            f"'{labels_path}' labels several objects per frame, expected one target to "
+            "calibrate with: the file,x_m,y_m,z_m layout or a file,object,... one naming one object"
+        )
     if uv_csv is None:
         no_uv = sorted(k for k, v in labels.items() if "uv" not in v)
         if no_uv:

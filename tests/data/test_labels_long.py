@@ -185,3 +185,14 @@ def test_long_format_errors(folder: Path, text: str, opts: dict[str, Any], match
 def test_require_labels_without_labels_file(folder: Path) -> None:
     with pytest.raises(DataError, match=r"has no labels.csv, expected every image labelled"):
         open_folder(folder, require_labels=True)
+
+
+def test_calibration_needs_one_target(folder: Path) -> None:
+    from sim2real.data.label_pixels import load_correspondences
+
+    with pytest.raises(DataError, match=r"labels several objects per frame, expected one target"):
+        load_correspondences(_labels(folder, TWO_OBJECTS), None)
+    text = f"{LONG},u,v\na.png,cube,0.5,0.0,0.02,16,12\nb.png,cube,0.6,0.1,0.02,8,6\n"
+    files, xyz, uv, size = load_correspondences(_labels(folder, text), None)
+    assert files == ["a.png", "b.png"] and xyz.shape == (2, 3) and size == (32, 24)
+    np.testing.assert_allclose(uv, [[16, 12], [8, 6]])
