@@ -74,10 +74,19 @@ def test_report_json_holds_the_headline_figures(tiny_run: tuple[Path, Any]) -> N
     closed = result.results["run"]["runs"]["closed_loop"]
     assert h["policy"]["target_success_rate"] == closed["success_rate"]
     assert h["policy"]["episodes"] == len(closed["episodes"])
-    assert h["policy"]["scratch_success_rate"] is None  # no from-scratch stage yet
+    scratch = result.results["scratch"]
+    assert h["policy"]["scratch_success_rate"] == scratch["success_rate"]
+    assert h["policy"]["scratch_episodes"] == scratch["episodes"] == len(
+        scratch["closed_loop"]["episodes"]
+    )
+    assert scratch["summary"]["env_steps"] >= result.results["policy"]["summary"]["env_steps"]
+    assert (out / scratch["run"] / "bundle").is_dir()
     assert h["total_seconds"] > 0 and h["budget_minutes"] == 10
-    summary = _sections((out / "report.md").read_text())["Summary"]
+    sections = _sections((out / "report.md").read_text())
+    summary = sections["Summary"]
     assert len(summary.splitlines()) == 5
+    assert "From-scratch policy" in summary
+    assert "From-scratch baseline (`nature_cnn`" in sections["Evaluation"]
     assert f"sim-only {stats['sim-only']['xy_cm']['mean']:.2f} cm" in summary
 
 
@@ -110,7 +119,8 @@ def test_rerun_skips_every_stage(tiny_run: tuple[Path, Any]) -> None:
     ("override", "expected"),
     [
         ("evaluate.bins=7", ["evaluate", "report"]),
-        ("policy.steps=32", ["policy", "export", "run", "report"]),
+        ("policy.steps=32", ["policy", "scratch", "export", "run", "report"]),  # same budget
+        ("scratch.pool=mean", ["scratch", "report"]),
     ],
 )
 def test_changed_setting_reruns_that_stage_and_downstream(
@@ -232,6 +242,9 @@ def test_fingerprint_uses_contents_not_times(tmp_path: Path) -> None:
         ("adapt.curve.ks=[0,x]", "adapt.curve.ks"),
         ("target.randomization=5", "target.randomization"),
         ("policy.settings.n_stepz=3", "policy.settings.n_stepz"),
+        ("scratch.settings.n_stepz=3", "scratch.settings.n_stepz"),
+        ("scratch.settings.backbone=x", "scratch.settings"),
+        ("run.episodes=-1", "run.episodes"),
         ("seed.x=1", "seed"),
         ("novalue", "novalue"),
     ],
