@@ -230,7 +230,7 @@ def run_scratch(ctx: Context) -> dict[str, Any]:
     summary = json.loads((run / "summary.json").read_text())
     picture = plots.learning_curve(history, run / "monitor.csv", ctx.dir / "learning_curve.png")
     policy = Policy.load(run / "bundle", device=cfg.device)
-    runs, robot_text = _drive(ctx, policy, [("closed_loop", 0)])
+    runs, robot = _drive(ctx, policy, [("closed_loop", 0)])
     closed = runs["closed_loop"]
     return {
         "run": ctx.rel(run),
@@ -238,7 +238,7 @@ def run_scratch(ctx: Context) -> dict[str, Any]:
         "summary": summary,
         "history": history,
         "learning_curve": ctx.rel(picture),
-        "robot": robot_text,
+        **robot,
         "closed_loop": closed,
         "success_rate": closed["success_rate"],
         "episodes": len(closed["episodes"]),
@@ -260,15 +260,18 @@ def run_runner(ctx: Context) -> dict[str, Any]:
     cfg, sec = ctx.cfg, ctx.cfg.run
     policy = Policy.load(ctx.path(ctx.results["policy"]["bundle"]), device=cfg.device)
     kinds = [("closed_loop", 0)] + ([("replay", sec.replay_steps)] * (sec.replay_steps > 0))
-    runs, robot_text = _drive(ctx, policy, kinds)
+    runs, robot = _drive(ctx, policy, kinds)
     (ctx.dir / "runs.json").write_text(json.dumps(runs, indent=1) + "\n")
-    return {"robot": robot_text, "hz": sec.hz, "runs": runs}
+    return {**robot, "hz": sec.hz, "runs": runs}
 
 
-def _drive(ctx: Context, policy: Any, kinds: list[tuple[str, int]]) -> tuple[dict[str, Any], str]:
+def _drive(
+    ctx: Context, policy: Any, kinds: list[tuple[str, int]]
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """``policy`` on one connected ``SimRobot`` (seed ``seed + 7``, the run domain) for each
     ``(kind, ticks)``: ``closed_loop`` (the robot's camera; ticks from ``run.steps`` and
-    ``run.episodes``) or ``replay`` (the target's frames). Returns the runs and the robot."""
+    ``run.episodes``) or ``replay`` (the target's frames). Returns the runs, and the robot's
+    description with the task's success radius (``robot``, ``success_radius_m``)."""
     from sim2real.deploy import ReplayCamera, SimRobot
 
     cfg, sec = ctx.cfg, ctx.cfg.run
@@ -278,7 +281,9 @@ def _drive(ctx: Context, policy: Any, kinds: list[tuple[str, int]]) -> tuple[dic
     robot = SimRobot(cfg.policy.env_id, seed=cfg.seed + 7, **env_kwargs)
     try:
         robot.connect()
-        limit = int(getattr(robot.env.unwrapped, "max_steps", 0)) or 1
+        env = robot.env.unwrapped
+        limit = int(getattr(env, "max_steps", 0)) or 1
+        radius = getattr(getattr(env, "task", None), "success_threshold", None)
         for kind, steps in kinds:
             if kind == "closed_loop":
                 steps, scored = max(sec.steps, sec.episodes * limit), sec.episodes or None
@@ -288,7 +293,8 @@ def _drive(ctx: Context, policy: Any, kinds: list[tuple[str, int]]) -> tuple[dic
     finally:
         robot.disconnect()
     domain = describe_randomization(randomization)
-    return runs, f"SimRobot({cfg.policy.env_id}, randomization {domain})"
+    robot_text = f"SimRobot({cfg.policy.env_id}, randomization {domain})"
+    return runs, {"robot": robot_text, "success_radius_m": radius}
 
 
 def _run_once(
