@@ -76,8 +76,10 @@ def test_report_json_holds_the_headline_figures(tiny_run: tuple[Path, Any]) -> N
     assert h["policy"]["episodes"] == len(closed["episodes"])
     scratch = result.results["scratch"]
     assert h["policy"]["scratch_success_rate"] == scratch["success_rate"]
-    assert h["policy"]["scratch_episodes"] == scratch["episodes"] == len(
-        scratch["closed_loop"]["episodes"]
+    assert (
+        h["policy"]["scratch_episodes"]
+        == scratch["episodes"]
+        == len(scratch["closed_loop"]["episodes"])
     )
     assert scratch["summary"]["env_steps"] >= result.results["policy"]["summary"]["env_steps"]
     assert (out / scratch["run"] / "bundle").is_dir()
@@ -274,3 +276,17 @@ def test_parsers() -> None:
     assert (args.tiny, args.real, args.set, args.force_from) == (True, "r", ["a.b=1"], "run")
     args = parser.parse_args(["pipeline", "configs/pipelines/kuka_cube.yaml", "--to", "adapt"])
     assert args.config.endswith("kuka_cube.yaml") and args.stop_after == "adapt"
+
+
+def test_scratch_trains_like_the_policy_from_a_fresh_cnn() -> None:
+    """Stage ``scratch``: the policy's budget and RL settings, none of the encoder-only ones."""
+    from sim2real.pipeline.config import ENCODER_ONLY
+
+    given = ["policy.settings.trunk_dim=8", "policy.settings.cache_features=true"]
+    cfg = load_config("demo", given)
+    sc = cfg.scratch.train_config(cfg.policy, seed=cfg.seed)
+    assert sc.mode == "scratch" and sc.encoder is None and sc.backbone == "nature_cnn"
+    assert (sc.steps, sc.n_envs, sc.algo) == (cfg.policy.steps, cfg.policy.n_envs, cfg.policy.algo)
+    assert sc.algo_kwargs == cfg.policy.settings["algo_kwargs"] and sc.pool == "flatten"
+    assert "trunk_dim" in ENCODER_ONLY and sc.trunk_dim == 256 and sc.cache_features is None
+    assert load_config("kuka_cube").scratch.enabled is False  # opt-in outside the demo
