@@ -290,3 +290,13 @@ def test_scratch_trains_like_the_policy_from_a_fresh_cnn() -> None:
     assert sc.algo_kwargs == cfg.policy.settings["algo_kwargs"] and sc.pool == "flatten"
     assert "trunk_dim" in ENCODER_ONLY and sc.trunk_dim == 256 and sc.cache_features is None
     assert load_config("kuka_cube").scratch.enabled is False  # opt-in outside the demo
+
+
+def test_target_scene_renders_the_held_out_lab(tmp_path: Path) -> None:
+    """``target.scene``: the target frames come from another scene (the demo's fixed lab)."""
+    given = ["target.scene=tabletop_panda_lab", "target.randomization=lab"]
+    result = run_pipeline(DEMO_CONFIG, tmp_path, given, tiny=True, stop_after="target",
+                          progress=False)  # fmt: skip
+    target = result.results["target"]
+    assert "scene 'tabletop_panda_lab'" in target["source"] and "'lab'" in target["source"]
+    assert len(list((tmp_path / "target" / "test").glob("*.png"))) == 4

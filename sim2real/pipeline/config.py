@@ -70,6 +70,9 @@ class TargetSection(Section):
     adaptation and test frames by ``test_fraction`` (symbolic links, nothing is copied).
     """
 
+    scene: str | None = Field(
+        None, description="scene preset or YAML of the target (None: the pipeline's scene)"
+    )
     randomization: Randomization = "strong"
     labelled: int = Field(12, ge=2, description="labelled frames for adaptation")
     test: int = Field(40, ge=1, description="labelled frames kept for scoring")

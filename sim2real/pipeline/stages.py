@@ -277,6 +277,9 @@ def _drive(
     cfg, sec = ctx.cfg, ctx.cfg.run
     randomization = sec.randomization if sec.randomization is not None else _run_domain(cfg)
     env_kwargs = {"randomization": randomization, "image_size": list(cfg.image_size)}
+    scene = cfg.target.scene if cfg.real is None else None  # the target's own scene
+    if scene:
+        env_kwargs["scene"] = scene
     runs: dict[str, Any] = {}
     robot = SimRobot(cfg.policy.env_id, seed=cfg.seed + 7, **env_kwargs)
     try:
@@ -293,7 +296,8 @@ def _drive(
     finally:
         robot.disconnect()
     domain = describe_randomization(randomization)
-    robot_text = f"SimRobot({cfg.policy.env_id}, randomization {domain})"
+    where = f"scene {scene!r}, " if scene else ""
+    robot_text = f"SimRobot({cfg.policy.env_id}, {where}randomization {domain})"
     return runs, {"robot": robot_text, "success_radius_m": radius}
 
 
