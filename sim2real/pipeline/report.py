@@ -68,6 +68,7 @@ def headline(cfg: Any, results: dict[str, Any], meta: dict[str, Any]) -> dict[st
     scratch = results.get("scratch") or {}
     return {
         "total_seconds": round(sum((meta.get("seconds") or {}).values()), 1),
+        "stages": [name for name in (meta.get("seconds") or {}) if name != "report"],
         "budget_minutes": getattr(getattr(cfg, "report", None), "budget_minutes", None),
         "target": {"sim_only": perception("sim-only"), "adapted": perception("adapted")},
         "policy": {
@@ -99,8 +100,7 @@ def _summary(h: dict[str, Any]) -> str:
     budget = f" (budget {h['budget_minutes']:g} min)" if h.get("budget_minutes") else ""
     return (
         "## Summary\n\n"
-        f"- Ran: data, pretraining, adaptation, evaluation, policy, export and the runtime, in "
-        f"{h['total_seconds']:.0f} s{budget}.\n"
+        f"- Ran: {', '.join(h['stages']) or 'no stage'}, in {h['total_seconds']:.0f} s{budget}.\n"
         f"- Target-domain position error (mean xy, test frames): sim-only {cm(sim)}, adapted "
         f"{cm(adapted)}{change}.\n"
         f"- Policy success on the target domain through `Runner`: {rate(p['target_success_rate'])}"
