@@ -123,6 +123,7 @@ def test_rerun_skips_every_stage(tiny_run: tuple[Path, Any]) -> None:
         ("evaluate.bins=7", ["evaluate", "report"]),
         ("policy.steps=32", ["policy", "scratch", "export", "run", "report"]),  # same budget
         ("scratch.pool=mean", ["scratch", "report"]),
+        ("policy.settings.trunk_dim=8", ["policy", "export", "run", "report"]),  # encoder-only
     ],
 )
 def test_changed_setting_reruns_that_stage_and_downstream(

@@ -307,7 +307,14 @@ class PipelineConfig(Section):
         """JSON form of one section (or of the shared settings for ``"shared"``)."""
         if name == "shared":
             return self.model_dump(mode="json", include=set(SHARED))
-        return getattr(self, name).model_dump(mode="json")
+        data = getattr(self, name).model_dump(mode="json")
+        if name == "scratch":  # the policy fields it trains with, not the encoder-only ones
+            policy = self.policy.model_dump(mode="json")
+            policy["settings"] = {
+                k: v for k, v in policy["settings"].items() if k not in ENCODER_ONLY
+            }
+            data["policy"] = {k: v for k, v in policy.items() if k != "encoder"}
+        return data
 
 
 #: Top-level settings every stage may read (part of every fingerprint that uses them).

@@ -370,7 +370,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "scratch",
         ("target",),
-        ("shared", "scratch", "policy", "data", "target", "run"),
+        ("shared", "scratch", "data", "target", "run"),  # "scratch" holds the policy's fields
         run_scratch,
         enabled=lambda cfg: cfg.scratch.enabled and cfg.policy.enabled,
     ),
