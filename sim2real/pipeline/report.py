@@ -98,6 +98,10 @@ def _summary(h: dict[str, Any]) -> str:
         change = f" ({adapted['mean_xy_cm'] / sim['mean_xy_cm'] - 1:+.0%})"
     p = h["policy"]
     budget = f" (budget {h['budget_minutes']:g} min)" if h.get("budget_minutes") else ""
+    scratch = (
+        f"{rate(p['scratch_success_rate'])} over {p['scratch_episodes']} episode(s)"
+        if "scratch" in h["stages"] else "not run (`scratch.enabled` is false)"
+    )  # fmt: skip
     return (
         "## Summary\n\n"
         f"- Ran: {', '.join(h['stages']) or 'no stage'}, in {h['total_seconds']:.0f} s{budget}.\n"
@@ -105,8 +109,7 @@ def _summary(h: dict[str, Any]) -> str:
         f"{cm(adapted)}{change}.\n"
         f"- Policy success on the target domain through `Runner`: {rate(p['target_success_rate'])}"
         f" over {p['episodes']} episode(s); training domain {rate(p['training_success_rate'])}.\n"
-        f"- From-scratch policy (same env steps, same closed loop): "
-        f"{rate(p['scratch_success_rate'])} over {p['scratch_episodes']} episode(s).\n"
+        f"- From-scratch policy (same env steps, same closed loop): {scratch}.\n"
         "- The same figures are in `report.json`; the sections below say how each was made.\n"
     )
 
@@ -371,9 +374,11 @@ def governing_error(results: dict[str, Any]) -> str:
     if radius_m:
         ratio = adapted["xy_cm"]["mean"] / (radius_m * 100)
         bound = (
-            f" It is {ratio:.1f}x the radius: the encoder's accuracy, not the policy, bounds "
-            "the success rate" if ratio > 1 else " It is within the radius: the policy's "
-            "training is what limits the success rate"
+            f" It is {ratio:.1f}x the radius: perception limits success (a policy acting on an "
+            "estimate this far off reaches the radius only where the error happens to be "
+            "small); the training-domain rate above shows the RL budget's own limit"
+            if ratio > 1 else f" It is {ratio:.1f}x the radius: perception allows success; "
+            "the training-domain rate above shows what the RL budget reaches"
         )  # fmt: skip
     return (
         f"{head} With an absolute route the error on the target's test frames, {test} for the "
