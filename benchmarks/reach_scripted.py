@@ -44,6 +44,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--env", default="Sim2Real/ReachCube-v0")
     parser.add_argument("--episodes", type=int, default=50)
     parser.add_argument("--randomization", default="default")
+    parser.add_argument("--scene", default=None, help="scene preset or YAML (default: the env's)")
     parser.add_argument(
         "--no-camera-jitter",
         action="store_true",
@@ -119,6 +120,7 @@ def main() -> None:
         randomization=randomization,
         image_size=args.image_size,
         labels="pose",
+        **({"scene": args.scene} if args.scene else {}),
     )
     results = {}
     print(

@@ -2,8 +2,9 @@
 
 Randomised simulated data -> pretrained encoder -> adaptation to a held-out target domain (a
 randomisation setting never used in training stands in for reality; ``--real DIR`` uses a
-user's frames instead) -> a ReachCube policy on the shared encoder -> evaluation -> export ->
-the bundle through ``Runner`` on a ``SimRobot`` -> ``runs/demo/report.md`` with pictures.
+user's frames instead) -> a ReachCube policy on the shared encoder, beside a from-scratch
+baseline of the same budget -> evaluation -> export -> the bundle through ``Runner`` on a
+``SimRobot`` -> ``runs/demo/report.md`` with pictures.
 About 10 minutes on 2 CPU cores; ``--tiny`` shrinks every stage to seconds. Finished stages
 are skipped on a second run, so an interrupted demo resumes.
 
@@ -105,7 +106,8 @@ def add_demo_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
         description="""
             Randomised data -> pretrained encoder -> adaptation to a held-out target domain
             (a randomisation never used in training stands in for reality; --real DIR uses
-            your frames) -> a reach policy on the shared encoder -> evaluation -> export ->
+            your frames) -> a reach policy on the shared encoder, beside a from-scratch
+            baseline of the same budget -> evaluation -> export ->
             the Runner on a simulated robot -> OUT/report.md. Needs no data or network; a
             second run skips the stages already done.""",
         examples="""

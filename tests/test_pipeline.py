@@ -74,10 +74,21 @@ def test_report_json_holds_the_headline_figures(tiny_run: tuple[Path, Any]) -> N
     closed = result.results["run"]["runs"]["closed_loop"]
     assert h["policy"]["target_success_rate"] == closed["success_rate"]
     assert h["policy"]["episodes"] == len(closed["episodes"])
-    assert h["policy"]["scratch_success_rate"] is None  # no from-scratch stage yet
+    scratch = result.results["scratch"]
+    assert h["policy"]["scratch_success_rate"] == scratch["success_rate"]
+    assert (
+        h["policy"]["scratch_episodes"]
+        == scratch["episodes"]
+        == len(scratch["closed_loop"]["episodes"])
+    )
+    assert scratch["summary"]["env_steps"] >= result.results["policy"]["summary"]["env_steps"]
+    assert (out / scratch["run"] / "bundle").is_dir()
     assert h["total_seconds"] > 0 and h["budget_minutes"] == 10
-    summary = _sections((out / "report.md").read_text())["Summary"]
+    sections = _sections((out / "report.md").read_text())
+    summary = sections["Summary"]
     assert len(summary.splitlines()) == 5
+    assert "From-scratch policy" in summary
+    assert "From-scratch baseline (`nature_cnn`" in sections["Evaluation"]
     assert f"sim-only {stats['sim-only']['xy_cm']['mean']:.2f} cm" in summary
 
 
@@ -110,7 +121,9 @@ def test_rerun_skips_every_stage(tiny_run: tuple[Path, Any]) -> None:
     ("override", "expected"),
     [
         ("evaluate.bins=7", ["evaluate", "report"]),
-        ("policy.steps=32", ["policy", "export", "run", "report"]),
+        ("policy.steps=32", ["policy", "scratch", "export", "run", "report"]),  # same budget
+        ("scratch.pool=mean", ["scratch", "report"]),
+        ("policy.settings.trunk_dim=8", ["policy", "export", "run", "report"]),  # encoder-only
     ],
 )
 def test_changed_setting_reruns_that_stage_and_downstream(
@@ -232,6 +245,9 @@ def test_fingerprint_uses_contents_not_times(tmp_path: Path) -> None:
         ("adapt.curve.ks=[0,x]", "adapt.curve.ks"),
         ("target.randomization=5", "target.randomization"),
         ("policy.settings.n_stepz=3", "policy.settings.n_stepz"),
+        ("scratch.settings.n_stepz=3", "scratch.settings.n_stepz"),
+        ("scratch.settings.backbone=x", "scratch.settings"),
+        ("run.episodes=-1", "run.episodes"),
         ("seed.x=1", "seed"),
         ("novalue", "novalue"),
     ],
@@ -269,3 +285,27 @@ def test_auto_strategy_is_accepted_by_the_pipeline() -> None:
     check_settings(load_config(DEMO_CONFIG, overrides=["adapt.strategy=auto"]))
     with pytest.raises(ConfigError, match=r"adapt\.strategy"):
         check_settings(load_config(DEMO_CONFIG, overrides=["adapt.strategy=bogus"]))
+
+
+def test_scratch_trains_like_the_policy_from_a_fresh_cnn() -> None:
+    """Stage ``scratch``: the policy's budget and RL settings, none of the encoder-only ones."""
+    from sim2real.pipeline.config import ENCODER_ONLY
+
+    given = ["policy.settings.trunk_dim=8", "policy.settings.cache_features=true"]
+    cfg = load_config("demo", given)
+    sc = cfg.scratch.train_config(cfg.policy, seed=cfg.seed)
+    assert sc.mode == "scratch" and sc.encoder is None and sc.backbone == "nature_cnn"
+    assert (sc.steps, sc.n_envs, sc.algo) == (cfg.policy.steps, cfg.policy.n_envs, cfg.policy.algo)
+    assert sc.algo_kwargs == cfg.policy.settings["algo_kwargs"] and sc.pool == "flatten"
+    assert "trunk_dim" in ENCODER_ONLY and sc.trunk_dim == 256 and sc.cache_features is None
+    assert load_config("kuka_cube").scratch.enabled is False  # opt-in outside the demo
+
+
+def test_target_scene_renders_the_held_out_lab(tmp_path: Path) -> None:
+    """``target.scene``: the target frames come from another scene (the demo's fixed lab)."""
+    given = ["target.scene=tabletop_panda_lab", "target.randomization=lab"]
+    result = run_pipeline(DEMO_CONFIG, tmp_path, given, tiny=True, stop_after="target",
+                          progress=False)  # fmt: skip
+    target = result.results["target"]
+    assert "scene 'tabletop_panda_lab'" in target["source"] and "'lab'" in target["source"]
+    assert len(list((tmp_path / "target" / "test").glob("*.png"))) == 4

@@ -56,6 +56,9 @@ class DataSection(Section):
     shard_size: int = Field(256, ge=1)
     seed: int = Field(0, ge=0)
     grid: int = Field(16, ge=1, description="frames in the sample grid")
+    reach_poses: float = Field(
+        0.0, ge=0.0, le=1.0, description="fraction of frames with the gripper posed near the cube"
+    )
 
 
 class TargetSection(Section):
@@ -67,6 +70,9 @@ class TargetSection(Section):
     adaptation and test frames by ``test_fraction`` (symbolic links, nothing is copied).
     """
 
+    scene: str | None = Field(
+        None, description="scene preset or YAML of the target (None: the pipeline's scene)"
+    )
     randomization: Randomization = "strong"
     labelled: int = Field(12, ge=2, description="labelled frames for adaptation")
     test: int = Field(40, ge=1, description="labelled frames kept for scoring")
@@ -196,6 +202,41 @@ class PolicySection(Section):
         return make_config(**{**own, **shared, **self.settings})
 
 
+#: ``policy.settings`` keys that only concern a pretrained encoder: the ``scratch`` stage drops
+#: them (its CNN has no position route to feed, no frozen features to cache), keeping the
+#: library's defaults for a from-scratch encoder (e.g. a trunk of 256 features).
+ENCODER_ONLY = ("use_position", "cache_features", "trunk_dim", "encoder_lr_scale", "aux_loss")
+
+
+class ScratchSection(Section):
+    """Stage ``scratch``: the ``policy`` stage's training again (same env, algorithm, steps,
+    envs and ``policy.settings`` but :data:`ENCODER_ONLY`), on a randomly initialised CNN
+    trained end to end, then the same closed loop as stage ``run``: what the pretrained and
+    adapted encoder is worth at the same budget.
+
+    Example:
+        >>> ScratchSection(enabled=True).train_config(PolicySection(steps=64), seed=1).mode
+        'scratch'
+    """
+
+    enabled: bool = False
+    backbone: str = Field("nature_cnn", description="the from-scratch CNN (TrainConfig.backbone)")
+    pool: Literal["mean", "flatten"] = Field("flatten", description="flatten: as SB3's NatureCNN")
+    settings: dict[str, Any] = Field(
+        default_factory=dict, description="TrainConfig fields replacing policy.settings' ones"
+    )
+
+    def train_config(self, policy: PolicySection, **shared: Any) -> TrainConfig:
+        """The :class:`~sim2real.policies.config.TrainConfig` of the baseline."""
+        from sim2real.policies.config import make_config
+
+        kept = {k: v for k, v in policy.settings.items() if k not in ENCODER_ONLY}
+        own = {"env_id": policy.env_id, "encoder": None, "algo": policy.algo, "mode": "scratch"}
+        own |= {"steps": policy.steps, "n_envs": policy.n_envs}
+        own |= {"backbone": self.backbone, "pool": self.pool}
+        return make_config(**{**own, **shared, **kept, **self.settings})
+
+
 class ExportSection(Section):
     """Stage ``export``: the bundle as ONNX and/or TorchScript."""
 
@@ -210,6 +251,12 @@ class RunSection(Section):
     enabled: bool = True
     hz: float = Field(20.0, gt=0.0)
     steps: int = Field(300, ge=1, description="closed-loop ticks (SimRobot camera)")
+    episodes: int = Field(
+        20,
+        ge=0,
+        description="closed-loop episodes scored: the loop runs max(steps, episodes x the env's "
+        "step limit) ticks and scores the first `episodes` that finish (0: every one in `steps`)",
+    )
     replay_steps: int = Field(60, ge=0, description="ticks on replayed target frames")
     max_delta: float | None = Field(None, gt=0.0)
     randomization: Randomization | None = Field(None, description="None: target domain")
@@ -240,6 +287,7 @@ class PipelineConfig(Section):
     adapt: AdaptSection = AdaptSection()
     evaluate: EvaluateSection = EvaluateSection()
     policy: PolicySection = PolicySection()
+    scratch: ScratchSection = ScratchSection()
     export: ExportSection = ExportSection()
     run: RunSection = RunSection()
     report: ReportSection = ReportSection()
@@ -264,7 +312,14 @@ class PipelineConfig(Section):
         """JSON form of one section (or of the shared settings for ``"shared"``)."""
         if name == "shared":
             return self.model_dump(mode="json", include=set(SHARED))
-        return getattr(self, name).model_dump(mode="json")
+        data = getattr(self, name).model_dump(mode="json")
+        if name == "scratch":  # the policy fields it trains with, not the encoder-only ones
+            policy = self.policy.model_dump(mode="json")
+            policy["settings"] = {
+                k: v for k, v in policy["settings"].items() if k not in ENCODER_ONLY
+            }
+            data["policy"] = {k: v for k, v in policy.items() if k != "encoder"}
+        return data
 
 
 def check_policy_scene(scene: str, policy: PolicySection) -> None:

@@ -102,16 +102,24 @@ def check_settings(cfg: PipelineConfig) -> None:
         from sim2real.policies.config import TrainConfig
 
         reserved = {"env_id", "encoder", "algo", "steps", "n_envs", "mode", "seed"}
-        clash = sorted(reserved & set(cfg.policy.settings))
-        if clash:
-            raise ConfigError(f"policy.settings: {clash} are policy.* keys, set them there")
-        try:
-            TrainConfig(**cfg.policy.settings)
-        except ValidationError as exc:
-            bad = "; ".join(
-                f"policy.settings.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
-            )
-            raise ConfigError(f"invalid policy settings: {bad}") from exc
+        sections = [("policy", cfg.policy.settings)]
+        if cfg.scratch.enabled:
+            sections.append(("scratch", cfg.scratch.settings))
+        for name, settings in sections:
+            keys = reserved | ({"backbone", "pool"} if name == "scratch" else set())
+            clash = sorted(keys & set(settings))
+            if clash:
+                raise ConfigError(
+                    f"{name}.settings: {clash} are policy.* or scratch.* keys, set them there"
+                )
+            try:
+                TrainConfig(**settings)
+            except ValidationError as exc:
+                bad = "; ".join(
+                    f"{name}.settings.{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                    for e in exc.errors()
+                )
+                raise ConfigError(f"invalid {name} settings: {bad}") from exc
 
 
 @contextlib.contextmanager

@@ -2,7 +2,8 @@
 ``OUT/<stage>/`` and returns a small JSON result (paths relative to ``OUT``).
 
 Order: ``data`` -> ``target`` -> ``pretrain`` -> ``adapt`` -> ``evaluate`` -> ``policy`` ->
-``export`` -> ``run`` -> ``report`` (see :data:`STAGES`).
+``scratch`` (the from-scratch baseline) -> ``export`` -> ``run`` -> ``report`` (see
+:data:`STAGES`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,12 @@ def run_data(ctx: Context) -> dict[str, Any]:
     from sim2real.envs.sources import scene_spec
 
     cfg, sec = ctx.cfg, ctx.cfg.data
-    spec = scene_spec(cfg.scene, sec.randomization, cfg.image_size)  # type: ignore[arg-type]
+    spec = scene_spec(
+        cfg.scene,
+        sec.randomization,  # type: ignore[arg-type]
+        cfg.image_size,
+        reach_poses=sec.reach_poses,
+    )
     data = generate_dataset(
         FACTORY,
         spec,
@@ -154,9 +160,7 @@ def run_policy(ctx: Context) -> dict[str, Any]:
         str(encoder),
         seed=cfg.seed,
         image_size=list(cfg.image_size),
-        randomization=sec.randomization
-        if sec.randomization is not None
-        else cfg.data.randomization,
+        randomization=_policy_domain(cfg),
         device=cfg.device,
         progress_bar=ctx.progress,
         save_sb3=False,
@@ -204,37 +208,106 @@ def run_export(ctx: Context) -> dict[str, Any]:
     return {"files": files, "bundle_bytes": bundle_bytes}
 
 
+# -- scratch --------------------------------------------------------------------------------
+def run_scratch(ctx: Context) -> dict[str, Any]:
+    """The baseline: the policy stage's training on a from-scratch CNN (same env steps), then
+    the same closed loop as stage ``run`` (same robot seed, domain, rate and episodes)."""
+    from sim2real.deploy.policy import Policy
+    from sim2real.policies.train import train
+
+    cfg = ctx.cfg
+    config = cfg.scratch.train_config(
+        cfg.policy,
+        seed=cfg.seed,
+        image_size=list(cfg.image_size),
+        randomization=_policy_domain(cfg),
+        device=cfg.device,
+        progress_bar=ctx.progress,
+        save_sb3=False,
+    )
+    run = train(config.env_id, None, ctx.dir / "run", config=config)
+    history = json.loads((run / "eval.json").read_text())
+    summary = json.loads((run / "summary.json").read_text())
+    picture = plots.learning_curve(history, run / "monitor.csv", ctx.dir / "learning_curve.png")
+    policy = Policy.load(run / "bundle", device=cfg.device)
+    runs, robot = _drive(ctx, policy, [("closed_loop", 0)])
+    closed = runs["closed_loop"]
+    return {
+        "run": ctx.rel(run),
+        "backbone": cfg.scratch.backbone,
+        "summary": summary,
+        "history": history,
+        "learning_curve": ctx.rel(picture),
+        **robot,
+        "closed_loop": closed,
+        "success_rate": closed["success_rate"],
+        "episodes": len(closed["episodes"]),
+    }
+
+
+def _policy_domain(cfg: PipelineConfig) -> Any:
+    """The training randomisation of the policies (``policy.randomization`` or the data's)."""
+    own = cfg.policy.randomization
+    return own if own is not None else cfg.data.randomization
+
+
 # -- run ------------------------------------------------------------------------------------
 def run_runner(ctx: Context) -> dict[str, Any]:
     """The bundle through ``Runner`` on a ``SimRobot``: closed loop with the robot's own
     camera in the target domain, then replayed target frames (open loop)."""
-    from sim2real.deploy import ReplayCamera, SimRobot
     from sim2real.deploy.policy import Policy
 
     cfg, sec = ctx.cfg, ctx.cfg.run
     policy = Policy.load(ctx.path(ctx.results["policy"]["bundle"]), device=cfg.device)
+    kinds = [("closed_loop", 0)] + ([("replay", sec.replay_steps)] * (sec.replay_steps > 0))
+    runs, robot = _drive(ctx, policy, kinds)
+    (ctx.dir / "runs.json").write_text(json.dumps(runs, indent=1) + "\n")
+    return {**robot, "hz": sec.hz, "runs": runs}
+
+
+def _drive(
+    ctx: Context, policy: Any, kinds: list[tuple[str, int]]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``policy`` on one connected ``SimRobot`` (seed ``seed + 7``, the run domain) for each
+    ``(kind, ticks)``: ``closed_loop`` (the robot's camera; ticks from ``run.steps`` and
+    ``run.episodes``) or ``replay`` (the target's frames). Returns the runs, and the robot's
+    description with the task's success radius (``robot``, ``success_radius_m``)."""
+    from sim2real.deploy import ReplayCamera, SimRobot
+
+    cfg, sec = ctx.cfg, ctx.cfg.run
     randomization = sec.randomization if sec.randomization is not None else _run_domain(cfg)
     env_kwargs = {"randomization": randomization, "image_size": list(cfg.image_size)}
-    if cfg.policy.settings.get("scene"):  # the scene the policy trained on
-        env_kwargs["scene"] = cfg.policy.settings["scene"]
+    scene = cfg.target.scene if cfg.real is None else None  # the target's own scene
+    scene = scene or cfg.policy.settings.get("scene")  # else the scene the policy trained on
+    if scene:
+        env_kwargs["scene"] = scene
     runs: dict[str, Any] = {}
     robot = SimRobot(cfg.policy.env_id, seed=cfg.seed + 7, **env_kwargs)
-    kinds = [("closed_loop", sec.steps)] + ([("replay", sec.replay_steps)] * (sec.replay_steps > 0))
     try:
         robot.connect()
+        env = robot.env.unwrapped
+        limit = int(getattr(env, "max_steps", 0)) or 1
+        radius = getattr(getattr(env, "task", None), "success_threshold", None)
         for kind, steps in kinds:
-            camera = robot.camera() if kind == "closed_loop" else ReplayCamera(_replay(ctx))
-            runs[kind] = _run_once(policy, camera, robot, steps, sec)
+            if kind == "closed_loop":
+                steps, scored = max(sec.steps, sec.episodes * limit), sec.episodes or None
+                runs[kind] = _run_once(policy, robot.camera(), robot, steps, sec, scored)
+            else:
+                runs[kind] = _run_once(policy, ReplayCamera(_replay(ctx)), robot, steps, sec)
     finally:
         robot.disconnect()
-    (ctx.dir / "runs.json").write_text(json.dumps(runs, indent=1) + "\n")
     domain = describe_randomization(randomization)
-    robot_text = f"SimRobot({cfg.policy.env_id}, randomization {domain})"
-    return {"robot": robot_text, "hz": sec.hz, "runs": runs}
+    where = f"scene {scene!r}, " if scene else ""
+    robot_text = f"SimRobot({cfg.policy.env_id}, {where}randomization {domain})"
+    return runs, {"robot": robot_text, "success_radius_m": radius}
 
 
-def _run_once(policy: Any, camera: Any, robot: Any, steps: int, sec: Any) -> dict[str, Any]:
-    """One ``Runner.run``; the robot's episodes that finished during it."""
+def _run_once(
+    policy: Any, camera: Any, robot: Any, steps: int, sec: Any, scored: int | None = None
+) -> dict[str, Any]:
+    """One ``Runner.run``; the robot's episodes that finished during it (the first
+    ``scored`` of them when given: a fixed count, so short successful episodes do not
+    inflate the rate)."""
     from sim2real.deploy.interfaces import ActionLimits
     from sim2real.deploy.runner import Runner
 
@@ -245,7 +318,7 @@ def _run_once(policy: Any, camera: Any, robot: Any, steps: int, sec: Any) -> dic
         report = runner.run(steps=steps)
     finally:
         camera.disconnect()
-    episodes = [vars(e) for e in robot.episodes[episodes_before:]]
+    episodes = [vars(e) for e in robot.episodes[episodes_before:]][:scored]
     rate = sum(e["success"] for e in episodes) / len(episodes) if episodes else None
     return {
         **report.to_dict(),
@@ -278,7 +351,9 @@ def _report(ctx: Context) -> dict[str, Any]:
     return write_report(ctx)
 
 
-UPSTREAM = ("data", "target", "pretrain", "adapt", "evaluate", "policy", "export", "run")
+UPSTREAM = (
+    "data", "target", "pretrain", "adapt", "evaluate", "policy", "scratch", "export", "run"
+)  # fmt: skip
 
 STAGES: tuple[Stage, ...] = (
     Stage("data", (), ("shared", "data"), run_data, resumable=True),
@@ -292,6 +367,13 @@ STAGES: tuple[Stage, ...] = (
         ("shared", "policy", "data"),
         run_policy,
         enabled=_policy_on,
+    ),
+    Stage(
+        "scratch",
+        ("target",),
+        ("shared", "scratch", "data", "target", "run"),  # "scratch" holds the policy's fields
+        run_scratch,
+        enabled=lambda cfg: cfg.scratch.enabled and cfg.policy.enabled,
     ),
     Stage(
         "export",

@@ -30,7 +30,8 @@ def _render_target(ctx: Context) -> dict[str, Any]:
     from sim2real.envs.sources import make_source, scene_spec
 
     cfg, sec = ctx.cfg, ctx.cfg.target
-    spec = scene_spec(cfg.scene, sec.randomization, cfg.image_size)  # type: ignore[arg-type]
+    scene = sec.scene or cfg.scene
+    spec = scene_spec(scene, sec.randomization, cfg.image_size)  # type: ignore[arg-type]
     source = make_source({**spec, "seed": sec.seed})
     parts = {"labelled": sec.labelled, "test": sec.test, "unlabelled": sec.unlabelled}
     index, grid = 0, []
@@ -60,7 +61,8 @@ def _render_target(ctx: Context) -> dict[str, Any]:
 
     picture = save_png(tile([_upscale(g) for g in grid]), ctx.dir / "samples.png")
     return {
-        "source": f"simulated, randomization {describe_randomization(sec.randomization)}, held out",
+        "source": f"simulated{_scene_text(sec.scene)}, randomization "
+        f"{describe_randomization(sec.randomization)}, held out",
         "labelled": ctx.rel(ctx.dir / "labelled"),
         "test": ctx.rel(ctx.dir / "test"),
         "unlabelled": ctx.rel(ctx.dir / "unlabelled") if sec.unlabelled else None,
@@ -119,6 +121,10 @@ def _write_labels(path: Path, rows: list[list[str]], header: list[str] | None = 
 def _upscale(image: np.ndarray, width: int = 128) -> np.ndarray:
     scale = max(1, width // image.shape[1])
     return cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+
+
+def _scene_text(scene: str | None) -> str:
+    return f" scene {scene!r}" if scene else ""
 
 
 def describe_randomization(randomization: Any) -> str:

@@ -252,9 +252,12 @@ def set_train_mode(encoder: Encoder, bn_mode: str) -> None:
 
 
 def held_out_errors(encoder: Encoder, frames: FrameSet) -> np.ndarray:
-    """Euclidean xy error in cm of each labelled frame, by the card's position route."""
+    """Euclidean xy error in cm of each labelled frame, by the card's position route (the
+    absolute ``keypoint_plane`` one when the card's needs the gripper's position, which
+    labelled frames do not carry)."""
     assert frames.positions is not None
-    pred = geometry.predict_positions(encoder, frames.images)
+    route = "keypoint_plane" if encoder.card.get("position_route") in geometry.EE_ROUTES else None
+    pred = geometry.predict_positions(encoder, frames.images, route=route)
     return geometry.position_errors_cm(pred, frames.positions)["xy"]
 
 
