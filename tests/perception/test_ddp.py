@@ -9,6 +9,7 @@ DDP's all-reduced gradients equal the single-process gradient of the union batch
 from __future__ import annotations
 
 import copy
+import csv
 import json
 import os
 import signal
@@ -122,6 +123,9 @@ def test_ddp_epoch_equals_single_process_on_the_union_batches(
 def test_killed_ddp_run_resumes_to_the_unbroken_weights(data: Path, tmp_path: Path) -> None:
     unbroken = tmp_path / "unbroken"
     _run(_command(data, unbroken, nproc=2, batch=4, epochs=4))
+    with (unbroken / "metrics.csv").open(newline="") as f:
+        losses = [float(row["train_loss"]) for row in csv.DictReader(f)]
+    assert len(losses) == 4 and losses[-1] < losses[0]  # the 2-process run learns
     out = tmp_path / "killed"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = _command(data, out, nproc=2, batch=4, epochs=4)
