@@ -70,25 +70,16 @@ def apply_distractors(scene: Scene, p: DistractorParams, textures: VisualParams 
 
 
 def apply_physics(scene: Scene, p: PhysicsParams) -> None:
+    mass: dict[str, float] = {}
     if not scene.cfg.is_legacy:
         # p.mass is the nominal mass times a draw: the target keeps its file's mass times it
         scene.objects.scale_mass(scene.target, p.mass / scene.cfg.cube.mass)
-        scene.client.changeDynamics(
-            scene.cube,
-            -1,
-            lateralFriction=p.lateral_friction,
-            spinningFriction=p.spinning_friction,
-            rollingFriction=p.rolling_friction,
-            restitution=p.restitution,
-            linearDamping=p.linear_damping,
-            angularDamping=p.angular_damping,
-        )
-        scene.robot.set_joint_damping(p.joint_damping)
-        return
+    else:
+        mass = {"mass": p.mass}
     scene.client.changeDynamics(
         scene.cube,
         -1,
-        mass=p.mass,
+        **mass,
         lateralFriction=p.lateral_friction,
         spinningFriction=p.spinning_friction,
         rollingFriction=p.rolling_friction,

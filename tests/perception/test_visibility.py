@@ -28,17 +28,7 @@ from sim2real.perception.scores import frame_scores
 from sim2real.perception.train import pretrain
 from sim2real.perception.train_data import SimSamples
 from sim2real.perception.train_scores import derived_visible_fraction, visibility_fields
-
-TINY = {
-    "backbone": "nature_cnn",
-    "pretrained": False,
-    "batch_size": 8,
-    "lr": 3e-3,
-    "val_fraction": 0.25,
-    "workers": 0,
-    "device": "cpu",
-    "progress": False,
-}
+from tests.perception.test_pretrain import TINY
 
 
 @pytest.fixture(scope="module")
