@@ -96,12 +96,6 @@ def write_pixel_labels(path: str | Path, labels: Mapping[str, np.ndarray | None]
     return write_text(path, buffer.getvalue())
 
 
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """:func:`sim2real.atomic.write_text`; kept only for ``sim2real.transfer.curve`` (issue 27:
-    remove once it imports ``sim2real.atomic`` itself)."""
-    return write_text(path, text)
-
-
 def display_available() -> bool:
     """True when matplotlib's backend is interactive and there is a screen to show it on."""
     import matplotlib
