@@ -21,7 +21,8 @@ from sim2real.perception.train_config import PretrainConfig
 PRETRAIN_FLAGS = (
     "backbone", "head", "epochs", "batch_size", "lr", "freeze_blocks", "mixstyle", "randconv",
     "exposure", "feature_stride", "dilated", "position_pool", "position_target",
-    "heatmap_weight", "shift_px", "keypoint_window", "max_minutes", "seed", "init",
+    "heatmap_weight", "shift_px", "keypoint_window", "max_minutes", "seed", "init", "targets",
+    "yaw_weight",
 )  # fmt: skip
 
 
@@ -121,13 +122,16 @@ def _add_pretrain(sub: Subparsers) -> None:
         summary="train the perception encoder on a generated dataset",
         description="""
             Train an ImageNet-pretrained encoder (EfficientNet-Lite0 by default) with a 3-D
-            position head and a keypoint head on a dataset from `sim2real generate`. Writes
+            position head and a keypoint head on a dataset from `sim2real generate`; with
+            --targets NAME,NAME one keypoint, position, visibility (and yaw, for objects that
+            declare a symmetry) output per named object on the shared backbone. Writes
             MODEL/model.safetensors + MODEL/card.json; --resume continues a killed run with the
             same settings. Every pretraining setting is also a --set KEY=VALUE.""",
         examples="""
             sim2real pretrain --data runs/kuka_data --out runs/kuka_encoder --minutes 25
             sim2real pretrain --data runs/kuka_data --out runs/kuka_encoder --feature-stride 8 --dilated --heatmap-weight 0.1
-            sim2real pretrain --data runs/kuka_data --out runs/kuka_encoder --resume""",
+            sim2real pretrain --data runs/kuka_data --out runs/kuka_encoder --resume
+            sim2real pretrain --data runs/mug_data --out runs/mug_encoder --targets mug,clutter_0 --yaw-weight 0.5""",
         func=cmd_pretrain,
     )
     p.add_argument("--data", required=True, help="dataset folder from `sim2real generate`")

@@ -32,6 +32,7 @@ from sim2real.perception.preprocessing import RESIZE_METHOD, Frames, Preprocessi
 from sim2real.perception.preprocessing import RESIZE_POLICIES as RESIZE_POLICIES  # re-exported
 from sim2real.perception.preprocessing import resize_frames as resize_frames  # re-exported
 from sim2real.perception.scores import VISIBILITY_HEAD, frame_scores, keypoint_sharpness
+from sim2real.perception.targets import by_object, card_targets, is_named
 from sim2real.version import __version__
 
 logger = logging.getLogger(__name__)
@@ -209,7 +210,7 @@ class Encoder(nn.Module):
         colour: str = "RGB",
         batch_size: int = 64,
         batchnorm: str | None = None,
-    ) -> dict[str, np.ndarray]:
+    ) -> dict[str, np.ndarray] | dict[str, dict[str, np.ndarray]]:
         """Predict every head on raw frames, in eval mode, in batches.
 
         Keypoints are normalised coordinates of the whole frame (a crop is undone), and
@@ -226,8 +227,14 @@ class Encoder(nn.Module):
             batch_size: frames per forward pass (1 with ``batchnorm="frame"``).
             batchnorm: ``"stored"`` or ``"frame"``; default: :attr:`batchnorm`.
 
+        An encoder with per-target heads (``pretrain --targets``, :mod:`sim2real.perception.
+        targets`) returns its outputs keyed by object name instead:
+        ``{object: {"position", "keypoint", "keypoint_px", "visibility", "visible", "yaw",
+        ...}}`` (:func:`~sim2real.perception.targets.by_object`).
+
         Returns:
-            ``{name: (N, ...) float32 array}`` (``visible``: bool).
+            ``{name: (N, ...) float32 array}`` (``visible``: bool); per-target encoders:
+            ``{object: {name: array}}``.
 
         Example:
             >>> enc = Encoder("impala_cnn", {"kp": {"type": "keypoints"}}, pretrained=False)
@@ -258,7 +265,14 @@ class Encoder(nn.Module):
         arrays = {k: v.numpy() for k, v in out.items()}
         if "visible" in arrays:
             arrays["visible"] = arrays["visible"] > 0.5
-        return arrays
+        return by_object(self.card, arrays) if is_named(self.card) else arrays
+
+    @property
+    def targets(self) -> dict[str, dict[str, Any]]:
+        """The objects this encoder locates, ``{name: {"frame", "symmetry", "yaw", "heads"}}``
+        (:func:`~sim2real.perception.targets.card_targets`; one target for a single-target
+        encoder)."""
+        return card_targets(self.card)
 
     @property
     def scored(self) -> bool:
