@@ -10,12 +10,13 @@ scene's ``role: target`` objects) has, on one shared backbone, per target ``NAME
   (:mod:`sim2real.perception.orientation`).
 
 The card's ``targets`` lists them: ``{NAME: {"frame", "symmetry", "yaw", "heads": {kind:
-head name}}}``, and ``target_layout: "named"``. :meth:`Encoder.predict
-<sim2real.perception.encoder.Encoder.predict>` of such an encoder returns outputs keyed by
-object name (:func:`by_object`). An encoder with the single-target heads ``keypoint``,
-``position``, ``visibility`` (every card written before targets, and a run whose one target is
-the scene's default) keeps its flat outputs; :func:`card_targets` describes it as one target
-(the visibility head's object, else ``cube``).
+head name}}}``, ``target_names`` (their order) and ``target_layout: "named"``.
+:meth:`Encoder.predict <sim2real.perception.encoder.Encoder.predict>` of such an encoder
+returns outputs keyed by object name (:func:`by_object`). An encoder with the single-target
+heads ``keypoint``, ``position``, ``visibility`` (every card written before targets, and a run
+whose one target is the scene's default) keeps its flat outputs; :func:`card_targets`
+describes it as one target (the card's ``targets`` since this version; for older cards the
+visibility head's object, else ``cube``).
 
 Example:
     >>> card = {"heads": {"position": {"type": "position"}}, "position_frame": "robot_base"}
@@ -213,11 +214,34 @@ def targets_card(targets: Sequence[Target], heads: Mapping[str, Any]) -> dict[st
     return out
 
 
+def single_target_card(manifest: Mapping[str, Any], heads: Mapping[str, Any]) -> dict[str, Any]:
+    """The card's ``targets`` of a single-target encoder (heads ``keypoint``, ``position``,
+    ``visibility``): the scene's first ``role: target`` object (its visibility head's object
+    when it has one).
+
+    Example:
+        >>> single_target_card({"spec": {"scene": {"cube": {}}}}, {"position": {}})["cube"]["heads"]
+        {'position': 'position'}
+    """
+    objects = scene_objects(manifest)
+    first = next((o for o in objects if o["role"] == "target"), objects[0])
+    name = str(heads.get("visibility", {}).get("object", first["name"]))
+    symmetry = next((o["symmetry"] for o in objects if o["name"] == name), None)
+    kinds = {k: k for k in ("keypoint", "position", "visibility") if k in heads}
+    frame = heads.get("position", {}).get("frame", "robot_base")
+    return {
+        name: {
+            "frame": frame, "symmetry": symmetry, "order": None, "yaw": False, "heads": kinds,
+        }
+    }  # fmt: skip
+
+
 def card_targets(card: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """The targets an encoder card describes (see the module docstring); a single-target card
     without ``targets`` is one target named after its visibility head's object, else ``cube``."""
     if card.get("targets"):
-        return {k: dict(v) for k, v in card["targets"].items()}
+        order = card.get("target_names") or sorted(card["targets"])  # JSON sorts the keys
+        return {k: dict(card["targets"][k]) for k in order}
     heads = card.get("heads", {})
     kinds = {k: k for k in ("keypoint", "position", "visibility") if k in heads}
     name = str(heads.get("visibility", {}).get("object", "cube"))

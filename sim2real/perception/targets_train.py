@@ -104,6 +104,7 @@ def build_named_encoder(
     card = encoder.card
     card["target_layout"] = NAMED_LAYOUT
     card["targets"] = targets_card(targets, encoder.heads)
+    card["target_names"] = [t.name for t in targets]
     card["position_frame"] = "robot_base"
     return encoder
 

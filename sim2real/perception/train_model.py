@@ -14,6 +14,7 @@ from sim2real.data.shards import ShardedDataset, code_version
 from sim2real.errors import ConfigError, DataError
 from sim2real.perception import geometry
 from sim2real.perception.encoder import Encoder
+from sim2real.perception.targets import single_target_card
 from sim2real.perception.train_config import PretrainConfig
 
 logger = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ def build_encoder(
         encoder.heads[geometry.POSITION_HEAD].set_target_stats(positions.mean(axis=0), std)
     fill_card(encoder, cfg, ds, train_idx, width, height)
     encoder.card["position_frame"] = "end_effector" if relative else "robot_base"
+    encoder.card["targets"] = single_target_card(ds.manifest, encoder.card["heads"])
     return encoder
 
 
