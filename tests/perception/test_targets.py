@@ -168,3 +168,31 @@ def test_cli_targets_flag_reaches_the_settings() -> None:
     )
     cfg = PretrainConfig.from_overrides(flag_settings(args, PRETRAIN_FLAGS))
     assert cfg.targets == ("mug", "duck") and cfg.yaw_weight == 2.0
+
+
+def test_named_run_resumes_to_the_uninterrupted_weights(
+    mug_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from safetensors.torch import load_file
+
+    from sim2real.perception import targets_train
+
+    opts = {"epochs": 2, "targets": "mug,clutter_0", "ood_samples": 0, **TINY}
+    straight = pretrain(mug_data, tmp_path / "straight", **opts)
+    original = targets_train.NamedTrainer.checkpoint
+
+    def crash_after_first(self: targets_train.NamedTrainer, val: dict[str, float]) -> None:
+        original(self, val)
+        if self.state.epoch == 1:
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(targets_train.NamedTrainer, "checkpoint", crash_after_first)
+        with pytest.raises(KeyboardInterrupt):
+            pretrain(mug_data, tmp_path / "resumed", **opts)
+    resumed = pretrain(mug_data, tmp_path / "resumed", resume=True, **opts)
+    a = load_file(str(straight / "last" / "model.safetensors"))
+    b = load_file(str(resumed / "last" / "model.safetensors"))
+    assert sorted(a) == sorted(b) and any(k.startswith("heads.mug/yaw") for k in a)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
