@@ -4,7 +4,8 @@ An encoder trained with ``targets`` (``sim2real pretrain --targets mug,duck``; d
 scene's ``role: target`` objects) has, on one shared backbone, per target ``NAME``:
 
 * ``NAME/keypoint``: a one-point keypoint map (the object's centre in the image),
-* ``NAME/position``: its centre in the robot-base frame (metres),
+* ``NAME/position``: its centre in the robot-base frame (metres), or in the camera frame
+  for a scene without a robot (``robot: null``; :func:`dataset_frame`),
 * ``NAME/visibility``: its visible fraction (with ``visibility_weight > 0``),
 * ``NAME/yaw``: ``cos, sin`` of ``symmetry * yaw`` when the object declares a symmetry
   (:mod:`sim2real.perception.orientation`).
@@ -67,7 +68,8 @@ class Target:
             an integer, or ``None`` when the spec declares none).
         fields: dataset field per label (``position``, ``uv``, ``visible_fraction``,
             ``quaternion``, ``present``), ``None`` where the dataset has none.
-        frame: the frame of the positions (``robot_base``).
+        frame: the frame of the positions (``robot_base``, or ``camera`` for a scene
+            without a robot).
     """
 
     name: str
@@ -84,6 +86,20 @@ class Target:
     def has_yaw_labels(self) -> bool:
         """Whether a yaw can be trained: a declared symmetry with a yaw, and quaternions."""
         return self.order is not None and self.fields.get("quaternion") is not None
+
+
+def dataset_frame(manifest: Mapping[str, Any]) -> str:
+    """The frame of a dataset's position labels: ``camera`` (OpenCV camera frame) when its
+    scene has no robot (``robot: null``), else ``robot_base``.
+
+    Example:
+        >>> dataset_frame({"spec": {"scene": {"robot": None}}})
+        'camera'
+        >>> dataset_frame({"spec": {"scene": {"robot": {"name": "panda"}}}})
+        'robot_base'
+    """
+    scene = manifest.get("spec", {}).get("scene", {}) or {}
+    return "camera" if "robot" in scene and scene["robot"] is None else "robot_base"
 
 
 def scene_objects(manifest: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -159,7 +175,7 @@ def resolve_targets(
                 f"targets: the dataset has no labels for {name!r} (no {key + 'position'!r}): "
                 "generate it again with this version, which writes objects.NAME.* fields"
             )
-        out.append(Target(name, by_name[name]["symmetry"], fields))
+        out.append(Target(name, by_name[name]["symmetry"], fields, dataset_frame(manifest)))
     return out
 
 

@@ -65,7 +65,7 @@ def named_run(cfg: PretrainConfig) -> tuple[list[Target], ShardedDataset] | None
         if bad:
             raise ConfigError(
                 f"{name}={getattr(cfg, name)!r} with targets {[t.name for t in targets]}: "
-                "per-target heads locate each object in the robot-base frame without image "
+                "per-target heads locate each object in the scene's frame without image "
                 f"shifts; expected {name} at its default"
             )
     ds = ShardedDataset(cfg.data, fields=["image", *target_fields(targets)], verify="lazy")
@@ -105,7 +105,7 @@ def build_named_encoder(
     card["target_layout"] = NAMED_LAYOUT
     card["targets"] = targets_card(targets, encoder.heads)
     card["target_names"] = [t.name for t in targets]
-    card["position_frame"] = "robot_base"
+    card["position_frame"] = targets[0].frame if targets else "robot_base"
     return encoder
 
 

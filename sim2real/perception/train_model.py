@@ -14,7 +14,7 @@ from sim2real.data.shards import ShardedDataset, code_version
 from sim2real.errors import ConfigError, DataError
 from sim2real.perception import geometry
 from sim2real.perception.encoder import Encoder
-from sim2real.perception.targets import single_target_card
+from sim2real.perception.targets import dataset_frame, single_target_card
 from sim2real.perception.train_config import PretrainConfig
 
 logger = logging.getLogger(__name__)
@@ -52,8 +52,12 @@ def build_encoder(
     from the training split, ``cfg.init``'s weights if set, and the card (structure, the
     ``training`` record ``cfg.model_dump()``, the dataset, the code version, the camera).
     """
-    encoder = new_encoder(cfg, cfg.heads(), width, height)
     relative = cfg.position_target == "ee_relative"
+    frame = "end_effector" if relative else dataset_frame(ds.manifest)
+    heads = cfg.heads()
+    if geometry.POSITION_HEAD in heads:
+        heads[geometry.POSITION_HEAD]["frame"] = frame  # camera: a scene without a robot
+    encoder = new_encoder(cfg, heads, width, height)
     labels = ShardedDataset(ds.path, fields=["position"] + ["ee_position"] * relative, verify=False)
     rows = [labels[int(i)] for i in train_idx]
     positions = np.stack([r["position"] - (r["ee_position"] if relative else 0.0) for r in rows])
@@ -61,7 +65,7 @@ def build_encoder(
         std = positions.std(axis=0) if len(positions) > 1 else np.ones(3)
         encoder.heads[geometry.POSITION_HEAD].set_target_stats(positions.mean(axis=0), std)
     fill_card(encoder, cfg, ds, train_idx, width, height)
-    encoder.card["position_frame"] = "end_effector" if relative else "robot_base"
+    encoder.card["position_frame"] = frame
     encoder.card["targets"] = single_target_card(ds.manifest, encoder.card["heads"])
     return encoder
 
