@@ -179,6 +179,8 @@ def preview_side_by_side(
         h = round(width * real.shape[0] / real.shape[1])
         geom = CameraGeometry.from_config(cfg.camera.resized(width, h))
         pos = np.asarray(rec.position, dtype=np.float64)
+        if world.robot is None:  # a camera-only cell labels in the camera frame
+            pos = (pos - geom.t) @ geom.R
         world.place_cube(pos[:2])
         sim = render(client, geom, light=_light(cfg), renderer=renderer).rgb
         uv = geom.project(pos)

@@ -101,3 +101,34 @@ def test_a_camera_scene_refuses_reach_poses() -> None:
     spec = scene_spec("bin_camera", size=(32, 32), reach_poses=0.5)
     with pytest.raises(ConfigError, match="no robot"):
         make_source({**spec, "seed": 0})
+
+
+def test_one_target_without_a_robot_trains_the_single_target_heads(tmp_path: Path) -> None:
+    """A camera-only scene with one target (the box; the duck made a distractor): the
+    single-target heads, their frame and the card's camera; an old-style cube scene too."""
+    import yaml
+
+    from sim2real.data.generate import generate_dataset
+    from sim2real.envs.sources import make_source, scene_spec
+    from sim2real.paths import preset_path
+
+    data = yaml.safe_load(preset_path("scenes", "bin_camera").read_text())
+    data["objects"][1]["role"] = "distractor"
+    path = tmp_path / "one.yaml"
+    path.write_text(yaml.safe_dump(data))
+    spec = scene_spec(str(path), "default", size=(48, 48))
+    out = generate_dataset(spec["source"], spec, n=8, out=tmp_path / "d", progress=False)
+    model = pretrain(out, tmp_path / "m", epochs=1, ood_samples=0, **TINY)
+    card = json.loads((model / "card.json").read_text())
+    assert card.get("target_layout") != "named" and card["position_frame"] == "camera"
+    assert card["heads"]["position"]["frame"] == "camera" and list(card["targets"]) == ["box"]
+    assert card["targets"]["box"]["frame"] == "camera"
+    legacy = {k: v for k, v in data.items() if k != "objects"}
+    legacy["cube"] = {"size": 0.05, "spawn_x": [0.4, 0.6], "spawn_y": [-0.1, 0.1]}
+    (tmp_path / "cube.yaml").write_text(yaml.safe_dump(legacy))
+    spec = scene_spec(str(tmp_path / "cube.yaml"), "default", size=(32, 32))
+    src = make_source(spec)
+    sample = src(0)
+    src.close()
+    np.testing.assert_array_equal(sample["position"], sample["objects.cube.position_camera"])
+    assert "ee_position" not in sample
