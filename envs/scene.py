@@ -92,7 +92,7 @@ class Scene:
         self.colorable: dict[str, list[tuple[int, int]]] = {}
         # The CPU renderer draws bodies in creation order and rejects hidden fragments early,
         # so small near things come first and large far surfaces (table, walls, floor) last.
-        self.robot = RobotArm(client, cfg.robot)
+        self.robot = RobotArm(client, cfg.robot, table=cfg.table)
         self.body_ids["robot"] = self.robot.body
         self.colorable["robot"] = [(self.robot.body, link) for link in self.robot.links]
         for body, link in self.colorable["robot"]:
