@@ -94,7 +94,7 @@ class Scene:
         # so small near things come first and large far surfaces (table, walls, floor) last.
         self.robot: RobotArm | None = None  # None: a camera-only cell (robot: null)
         if cfg.robot is not None:
-            self.robot = RobotArm(client, cfg.robot)
+            self.robot = RobotArm(client, cfg.robot, table=cfg.table)
             self.body_ids["robot"] = self.robot.body
             self.colorable["robot"] = [(self.robot.body, link) for link in self.robot.links]
             for body, link in self.colorable["robot"]:
