@@ -13,7 +13,8 @@ VecEnv (its envs built with the expert wrapper, see
 :class:`~sim2real.policies.vec_env.TrainingEnvs`): round 0 lets the expert drive, the later
 rounds let the deterministic student drive (DAgger, Ross et al., 2011), so the student is also
 taught how to recover from its own mistakes; each visited state is labelled with the expert's
-action for it. After each round the student is fitted on every state gathered so far: MSE
+action for it. After each round the student is fitted on every state gathered so far
+(``updates`` minibatch steps, the same number whatever the student: a fixed budget): MSE
 between the policy's action mean and the expert's action, plus ``value_coef`` times the MSE
 of its value head on the discounted returns of the rollouts (so PPO's first advantages are
 not measured against an untrained critic). PPO's log std is then set to ``log_std``.
@@ -170,8 +171,9 @@ def _time_major(x: np.ndarray) -> np.ndarray:
 def fit(
     policy: ActorCriticPolicy, data: Demonstrations, cfg: BCConfig, seed: int = 0
 ) -> list[float]:
-    """``cfg.epochs`` passes of minibatch Adam on the action (and value) MSE; the mean action
-    MSE of each pass."""
+    """``cfg.updates`` minibatch Adam steps on the action (and value) MSE over everything in
+    ``data`` (minibatches drawn without replacement, pass after pass); the mean action MSE of
+    each tenth of the steps."""
     obs, actions, returns = data.arrays()
     rng = np.random.default_rng(seed)
     optimiser = policy.optimizer_class(
@@ -180,27 +182,26 @@ def fit(
     device = policy.device
     target_actions = torch.as_tensor(actions, device=device)
     target_returns = torch.as_tensor(returns, dtype=torch.float32, device=device)
+    size = min(cfg.batch_size, len(actions))
+    order: list[np.ndarray] = []
     policy.set_training_mode(True)
-    history = []
-    for _ in range(cfg.epochs):
-        losses = []
-        for idx in np.array_split(rng.permutation(len(actions)), _batches(len(actions), cfg)):
-            batch = {k: torch.as_tensor(v[idx], device=device) for k, v in obs.items()}
-            mean, value = _heads(policy, batch)
-            action_loss = F.mse_loss(mean, target_actions[idx])
-            value_loss = F.mse_loss(value, target_returns[idx])
-            loss = action_loss + cfg.value_coef * value_loss
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            losses.append(float(action_loss.detach()))
-        history.append(float(np.mean(losses)))
+    losses = []
+    for _ in range(cfg.updates):
+        if not order:
+            perm = rng.permutation(len(actions))
+            order = [perm[i : i + size] for i in range(0, len(perm) - size + 1, size)]
+        idx = order.pop()
+        batch = {k: torch.as_tensor(v[idx], device=device) for k, v in obs.items()}
+        mean, value = _heads(policy, batch)
+        action_loss = F.mse_loss(mean, target_actions[idx])
+        value_loss = F.mse_loss(value, target_returns[idx])
+        loss = action_loss + cfg.value_coef * value_loss
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(float(action_loss.detach()))
     policy.set_training_mode(False)
-    return history
-
-
-def _batches(n: int, cfg: BCConfig) -> int:
-    return max(1, -(-n // cfg.batch_size))
+    return [float(np.mean(chunk)) for chunk in np.array_split(losses, min(10, len(losses)))]
 
 
 def _heads(

@@ -43,8 +43,8 @@ class BCConfig(BaseModel):
     itself, reading only what it reads at deployment (image or encoder features, proprio).
     DAgger: round 0 lets the expert drive, later rounds let the student drive; every state is
     labelled with the expert's action, and the student is fitted on everything gathered so
-    far after each round (MSE on the action mean, plus its value head on the discounted
-    returns). ``steps`` 0 switches it off.
+    far after each round (``updates`` minibatch steps of MSE on the action mean, plus its
+    value head's on the discounted returns). ``steps`` 0 switches it off.
 
     Example:
         >>> BCConfig(steps=4096, rounds=4).steps_per_round(n_envs=2)
@@ -55,7 +55,9 @@ class BCConfig(BaseModel):
 
     steps: int = Field(0, ge=0, description="env steps (all envs) of cloning data; 0: off")
     rounds: int = Field(4, ge=1, description="DAgger rounds: the expert drives the first")
-    epochs: int = Field(10, ge=1, description="passes over the data gathered, after each round")
+    updates: int = Field(
+        200, ge=1, description="minibatch gradient steps after each round, on all data so far"
+    )
     batch_size: int = Field(256, ge=1)
     lr: float = Field(1e-3, gt=0)
     value_coef: float = Field(0.5, ge=0, description="weight of the value head's loss")
@@ -136,6 +138,25 @@ class TrainConfig(BaseModel):
 RESUME_MAY_CHANGE = frozenset(
     {"steps", "minutes", "device", "progress_bar", "tensorboard", "resume_every", "save_sb3"}
 )
+
+
+def recipe_name(algo: str, bc: Mapping[str, Any] | None = None) -> str:
+    """How a policy was trained, in words, from its algorithm and ``RUN/bc.json`` (``None``:
+    no behaviour cloning).
+
+    Example:
+        >>> recipe_name("ppo", {"env_steps": 8192, "rounds": [{}, {}, {}, {}]})[:58]
+        'PPO warm-started by behaviour cloning (DAgger, 4 rounds, 8'
+        >>> recipe_name("sac")
+        'SAC'
+    """
+    if not bc or not bc.get("env_steps"):
+        return algo.upper()
+    return (
+        f"{algo.upper()} warm-started by behaviour cloning (DAgger, {len(bc.get('rounds', []))} "
+        f"rounds, {bc['env_steps']} env steps) from a scripted expert that reads the true cube "
+        "position"
+    )
 
 
 def make_config(config: TrainConfig | None = None, **fields: Any) -> TrainConfig:

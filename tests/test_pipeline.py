@@ -81,7 +81,15 @@ def test_report_json_holds_the_headline_figures(tiny_run: tuple[Path, Any]) -> N
         == scratch["episodes"]
         == len(scratch["closed_loop"]["episodes"])
     )
-    assert scratch["summary"]["env_steps"] >= result.results["policy"]["summary"]["env_steps"]
+    policy = result.results["policy"]
+    assert scratch["summary"]["env_steps"] >= policy["summary"]["env_steps"]
+    # the same recipe for both: cloning from the scripted expert, same env steps, then PPO
+    assert policy["bc"]["env_steps"] == scratch["bc"]["env_steps"] == 32
+    assert h["policy"]["recipe"] == policy["recipe"] == scratch["recipe"]
+    assert h["policy"]["recipe"].startswith("PPO warm-started by behaviour cloning")
+    # the policy reads the route the card chose (the one evaluate scores) where it can
+    card = result.results["pretrain"]["metrics"].get("position_route")
+    assert policy["position_route"] == (card if card == "keypoint_plane" else "position_head")
     assert (out / scratch["run"] / "bundle").is_dir()
     assert h["total_seconds"] > 0 and h["budget_minutes"] == 10
     sections = _sections((out / "report.md").read_text())

@@ -80,7 +80,7 @@ def test_cloning_brings_the_students_actions_to_the_experts(encoder: str) -> Non
     cfg = make_config(mode="frozen", encoder=encoder, trunk_dim=0, use_position=True,
                       hidden=(64, 64), seed=0, device="cpu")  # fmt: skip
     model = build_model(venv, None, cfg)
-    bc = BCConfig(steps=300, rounds=1, epochs=60, batch_size=64, lr=3e-3)
+    bc = BCConfig(steps=300, rounds=1, updates=250, batch_size=64, lr=3e-3)
     data = Demonstrations()
     obs, actions, returns, stats = rollout(venv, None, 300, 0.95)
     assert stats["action_mse"] == 0.0 and obs["features"].shape[0] == 300
@@ -105,7 +105,7 @@ def test_train_clones_before_ppo_and_reports_it(tmp_path: Path, encoder: str) ->
         trunk_dim=0, hidden=(16, 16), eval_every=0, eval_episodes=1, progress_bar=False,
         tensorboard=False, save_sb3=False, device="cpu",
         algo_kwargs={"n_steps": 32, "batch_size": 32, "n_epochs": 1},
-        bc={"steps": 40, "rounds": 2, "epochs": 2, "log_std": -1.5},
+        bc={"steps": 40, "rounds": 2, "updates": 3, "log_std": -1.5},
     )  # fmt: skip
     report = json.loads((run / "bc.json").read_text())
     assert [r["driver"] for r in report["rounds"]] == ["expert", "student"]
