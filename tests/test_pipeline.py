@@ -100,6 +100,19 @@ def test_report_json_holds_the_headline_figures(tiny_run: tuple[Path, Any]) -> N
     assert f"sim-only {stats['sim-only']['xy_cm']['mean']:.2f} cm" in summary
 
 
+def test_demo_clones_the_expert_for_the_policy_and_the_baseline_alike() -> None:
+    """The default recipe: behaviour cloning then PPO, the same for the from-scratch baseline
+    (only the encoder differs); a bad cloning setting is refused with its key."""
+    cfg = load_config(DEMO_CONFIG)
+    policy = cfg.policy.train_config("encoder", seed=0)
+    scratch = cfg.scratch.train_config(cfg.policy, seed=0)
+    assert policy.bc.steps > 0 and policy.bc == scratch.bc
+    assert (scratch.mode, scratch.steps, scratch.algo) == ("scratch", policy.steps, "ppo")
+    bad = load_config(DEMO_CONFIG, overrides=["policy.settings.bc={steps: 64, rounds: 0}"])
+    with pytest.raises(ConfigError, match="rounds"):
+        bad.policy.train_config("encoder", seed=0)
+
+
 def test_demo_minutes_scales_the_stages() -> None:
     from sim2real.demo import budget_overrides
 
