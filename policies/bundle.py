@@ -16,9 +16,11 @@ deterministic actor in plain torch. The computation, for a uint8 frame and propr
     action   = squash(mu(pi(policy_in)))                     # "tanh" (SAC) or "clip" (PPO)
 
 The position is the encoder's ``position`` head, or, when the encoder card's route is
-``keypoint_relative``, the cube minus the gripper from the cube and gripper keypoints and the
-gripper's height in the proprio (:func:`keypoint_offset`; see
-:mod:`sim2real.perception.geometry`).
+``keypoint_plane``, the cube's keypoint back-projected onto its plane through the card's camera
+(:func:`keypoint_plane`), or, for ``keypoint_relative``, the cube minus the gripper from the
+cube and gripper keypoints and the gripper's height in the proprio (:func:`keypoint_offset`;
+see :mod:`sim2real.perception.geometry`). The contract records the route; a bundle from
+before the ``keypoint_plane`` route (no route recorded) keeps its ``position_head``.
 
 Example:
     >>> encoder, actor, contract = load_bundle("runs/reach/bundle")  # doctest: +SKIP
@@ -98,35 +100,37 @@ def position_head_name(encoder: Encoder) -> str | None:
     return None if target is None else card_targets(encoder.card)[target]["heads"].get("position")
 
 
+#: Card key naming the route a bundle's policy was trained on (set by :func:`load_bundle` from
+#: the contract); it overrides the rule of :func:`position_route`.
+POLICY_ROUTE_KEY = "policy_position_route"
+
+
 def position_route(encoder: Encoder) -> str | None:
-    """Which position joins the policy features: ``"keypoint_relative"`` when the card chose
-    that route (cube and gripper keypoints, a camera in the card), else ``"position_head"``
-    for a 3-D position head (:func:`position_head_name`), else None."""
+    """Which position joins the policy features: the card's ``position_route`` when it is
+    ``"keypoint_relative"`` (cube and gripper keypoints, a camera in the card) or
+    ``"keypoint_plane"`` (the cube keypoint, a camera in the card), else ``"position_head"``
+    for a 3-D position head (:func:`position_head_name`), else None. A card's
+    :data:`POLICY_ROUTE_KEY` wins (a bundle keeps the route its policy was trained on)."""
     card = encoder.card
     heads = dict(encoder.heads.items())
+    if card.get(POLICY_ROUTE_KEY):
+        return str(card[POLICY_ROUTE_KEY])
     names = getattr(heads.get(geometry.KEYPOINT_HEAD), "names", [])
-    if (
-        card.get("position_route") == "keypoint_relative"
-        and geometry.GRIPPER_KEYPOINT in names
-        and card.get("camera")
-    ):
+    route = card.get("position_route")
+    if route == "keypoint_relative" and geometry.GRIPPER_KEYPOINT in names and card.get("camera"):
         return "keypoint_relative"
+    if route == "keypoint_plane" and names and card.get("camera"):
+        return "keypoint_plane"
     head = heads.get(position_head_name(encoder) or "")
     if getattr(head, "kind", None) == "position" and getattr(head, "out_dim", 0) == 3:
         return "position_head"
     return None
 
 
-def keypoint_offset(encoder: Encoder, fmap: torch.Tensor, ee: torch.Tensor) -> torch.Tensor:
-    """The cube minus the gripper (robot-base axes, metres) from the two keypoints.
-
-    Torch form of :func:`sim2real.perception.geometry.relative_position` minus ``ee``: the
-    cube's keypoint back-projected onto the cube's plane, the gripper's onto the plane at the
-    gripper's height ``ee[:, 2]``, through the card's nominal camera.
-
-    Shape:
-        - fmap ``(B, C, h, w)``, ee ``(B, 3)``; returns ``(B, 3)``.
-    """
+def _backprojection(encoder: Encoder, fmap: torch.Tensor) -> tuple[torch.Tensor, Any, Any]:
+    """The keypoints ``(B, K, 2)`` (whole frame), ``backproject(points, z)`` through the
+    card's nominal camera (torch form of ``PlaneCamera.backproject_normalised``) and the
+    camera."""
     head = encoder.heads[geometry.KEYPOINT_HEAD]
     xy = encoder.preprocessing.to_frame(head(fmap).float())  # (B, K, 2), whole frame
     cam = geometry.PlaneCamera.from_card(encoder.card["camera"])
@@ -144,10 +148,36 @@ def keypoint_offset(encoder: Encoder, fmap: torch.Tensor, ee: torch.Tensor) -> t
         rays = torch.cat([uv, torch.ones_like(uv[:, :1])], dim=1) @ k_inv.T @ rot
         return eye + ((z - eye[2]) / rays[:, 2])[:, None] * rays
 
+    return xy, backproject, cam
+
+
+def keypoint_offset(encoder: Encoder, fmap: torch.Tensor, ee: torch.Tensor) -> torch.Tensor:
+    """The cube minus the gripper (robot-base axes, metres) from the two keypoints.
+
+    Torch form of :func:`sim2real.perception.geometry.relative_position` minus ``ee``: the
+    cube's keypoint back-projected onto the cube's plane, the gripper's onto the plane at the
+    gripper's height ``ee[:, 2]``, through the card's nominal camera.
+
+    Shape:
+        - fmap ``(B, C, h, w)``, ee ``(B, 3)``; returns ``(B, 3)``.
+    """
+    xy, backproject, cam = _backprojection(encoder, fmap)
     ee = ee.float()
     plane = torch.full_like(ee[:, 2], cam.plane_z)
-    gripper = head.names.index(geometry.GRIPPER_KEYPOINT)
+    gripper = encoder.heads[geometry.KEYPOINT_HEAD].names.index(geometry.GRIPPER_KEYPOINT)
     return backproject(xy[:, 0], plane) - backproject(xy[:, gripper], ee[:, 2])
+
+
+def keypoint_plane(encoder: Encoder, fmap: torch.Tensor) -> torch.Tensor:
+    """The cube's position (robot-base frame, metres): its keypoint back-projected onto the
+    cube's plane through the card's camera (torch form of the ``keypoint_plane`` route of
+    :func:`sim2real.perception.geometry.route_positions`).
+
+    Shape:
+        - fmap ``(B, C, h, w)``; returns ``(B, 3)``.
+    """
+    xy, backproject, cam = _backprojection(encoder, fmap)
+    return backproject(xy[:, 0], torch.full_like(xy[:, 0, 0], cam.plane_z))
 
 
 def encode(
@@ -159,8 +189,8 @@ def encode(
 ) -> torch.Tensor:
     """The encoder part of the features: pooled backbone map, then the predicted position.
 
-    One backbone pass serves both. ``pool="mean"`` is :meth:`Encoder.features` (global average);
-    ``"flatten"`` keeps the whole map (as SB3's NatureCNN). The position is the one
+    One backbone pass serves both. ``pool="mean"`` is :meth:`Encoder.features` (global
+    average); ``"flatten"`` keeps the whole map (as SB3's NatureCNN). The position is the one
     :func:`position_route` names; ``keypoint_relative`` reads the gripper's position from the
     last three proprio values, so it needs ``proprio``.
 
@@ -182,7 +212,9 @@ def encode(
     if not use_position:
         return pooled.float()
     route = position_route(encoder)
-    if route == "keypoint_relative":
+    if route == "keypoint_plane":
+        position = keypoint_plane(encoder, fmap)
+    elif route == "keypoint_relative":
         if proprio is None:
             raise ConfigError(
                 "the encoder's keypoint_relative position needs the gripper's position: "
@@ -193,9 +225,9 @@ def encode(
         position = encoder.heads[str(position_head_name(encoder))](fmap).float()
     else:
         raise ConfigError(
-            "use_position=True but the encoder has no 3-D 'position' head and no "
-            f"keypoint_relative route (heads {sorted(encoder.heads)}; an encoder with several "
-            "targets needs target=NAME)"
+            "use_position=True but the encoder has no 3-D 'position' head and no keypoint "
+            f"route with a camera in its card (heads {sorted(encoder.heads)}; an encoder with "
+            "several targets needs target=NAME)"
         )
     return torch.cat([pooled.float(), position.float()], dim=1)
 
@@ -464,6 +496,7 @@ def load_bundle(
     if str(device) == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     encoder = Encoder.load(folder / ENCODER_DIR, device=device)
+    _pin_route(encoder, contract)
     try:
         head = ActorHead(**{"metre_scale": 1.0, **contract["actor"]})
         pool = contract["features"]["pool"]
@@ -480,3 +513,13 @@ def load_bundle(
         ) from exc
     actor = BundleActor(encoder, head.to(device), pool=pool).eval()
     return encoder, actor, contract
+
+
+def _pin_route(encoder: Encoder, contract: dict[str, Any]) -> None:
+    """Set the card's :data:`POLICY_ROUTE_KEY` to the route the contract's features name
+    (``position_head`` when the position entry names none: bundles from before the
+    ``keypoint_plane`` route read the position head whatever the card's route)."""
+    entries = contract.get("features", {}).get("encoded", [])
+    position = next((e for e in entries if e.get("name") == "position"), None)
+    if isinstance(position, dict):
+        encoder.card[POLICY_ROUTE_KEY] = position.get("route", "position_head")

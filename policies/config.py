@@ -20,7 +20,7 @@ import math
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sim2real.errors import ConfigError
 
@@ -33,6 +33,41 @@ METRE_SCALE = 10.0
 position): decimetres span about +-5 over a tabletop, like the trunk's tanh features. In
 metres (factor 1) PPO learnt to ignore them: moving the predicted position by 10 cm changed
 the trained policy's action by 0.001 (see benchmarks/reach_transfer.py in the README)."""
+
+
+class BCConfig(BaseModel):
+    """Behaviour cloning from a privileged scripted expert before RL (PPO only).
+
+    The expert (:class:`~sim2real.policies.bc.ScriptedReachExpert`) steers the end effector
+    straight at the task's target from the simulator's true state; the student is the policy
+    itself, reading only what it reads at deployment (image or encoder features, proprio).
+    DAgger: round 0 lets the expert drive, later rounds let the student drive; every state is
+    labelled with the expert's action, and the student is fitted on everything gathered so
+    far after each round (``updates`` minibatch steps of MSE on the action mean, plus its
+    value head's on the discounted returns). ``steps`` 0 switches it off.
+
+    Example:
+        >>> BCConfig(steps=4096, rounds=4).steps_per_round(n_envs=2)
+        1024
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    steps: int = Field(0, ge=0, description="env steps (all envs) of cloning data; 0: off")
+    rounds: int = Field(4, ge=1, description="DAgger rounds: the expert drives the first")
+    updates: int = Field(
+        200, ge=1, description="minibatch gradient steps after each round, on all data so far"
+    )
+    batch_size: int = Field(256, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    value_coef: float = Field(0.5, ge=0, description="weight of the value head's loss")
+    log_std: float | None = Field(
+        -1.0, description="PPO's log std after cloning (exploration around it); None: keep"
+    )
+
+    def steps_per_round(self, n_envs: int) -> int:
+        """Env steps of each round: ``steps / rounds``, whole steps of all ``n_envs``."""
+        return max(1, self.steps // (self.rounds * n_envs)) * n_envs
 
 
 class TrainConfig(BaseModel):
@@ -93,12 +128,40 @@ class TrainConfig(BaseModel):
     progress_bar: bool = True
     tensorboard: bool = True
     algo_kwargs: dict[str, Any] = Field(default_factory=dict)
+    bc: BCConfig = Field(
+        default_factory=BCConfig, description="behaviour cloning before RL (steps 0: off)"
+    )
+
+    @model_validator(mode="after")
+    def _bc_needs_ppo(self) -> TrainConfig:
+        if self.bc.steps and self.algo != "ppo":
+            raise ValueError(f"bc.steps={self.bc.steps} needs algo='ppo', got {self.algo!r}")
+        return self
 
 
 #: TrainConfig fields a resumed run may change (the rest must match RUN/config.json).
 RESUME_MAY_CHANGE = frozenset(
     {"steps", "minutes", "device", "progress_bar", "tensorboard", "resume_every", "save_sb3"}
 )
+
+
+def recipe_name(algo: str, bc: Mapping[str, Any] | None = None) -> str:
+    """How a policy was trained, in words, from its algorithm and ``RUN/bc.json`` (``None``:
+    no behaviour cloning).
+
+    Example:
+        >>> recipe_name("ppo", {"env_steps": 8192, "rounds": [{}, {}, {}, {}]})[:58]
+        'PPO warm-started by behaviour cloning (DAgger, 4 rounds, 8'
+        >>> recipe_name("sac")
+        'SAC'
+    """
+    if not bc or not bc.get("env_steps"):
+        return algo.upper()
+    return (
+        f"{algo.upper()} warm-started by behaviour cloning (DAgger, {len(bc.get('rounds', []))} "
+        f"rounds, {bc['env_steps']} env steps) from a scripted expert that reads the true cube "
+        "position"
+    )
 
 
 def make_config(config: TrainConfig | None = None, **fields: Any) -> TrainConfig:

@@ -76,14 +76,21 @@ def _feature_layout(
     proprio)."""
     encoded: list[dict[str, Any]] = [{"name": "encoder", "size": pooled_dim, "pool": cfg.pool}]
     policy_input: list[dict[str, Any]] = [{"name": "trunk", "size": cfg.trunk_dim}]
-    if use_position and position_route(encoder) == "keypoint_relative":
+    route = position_route(encoder) if use_position else None
+    if route == "keypoint_relative":
         pos = {"name": "position", "size": 3, "frame": "end_effector", "units": "m"}
         pos["route"] = "keypoint_relative"
+        encoded.append(pos)
+        policy_input.append(pos)
+    elif route == "keypoint_plane":
+        frame = encoder.card["camera"].get("frame", "robot_base")
+        pos = {"name": "position", "size": 3, "frame": frame, "units": "m", "route": route}
         encoded.append(pos)
         policy_input.append(pos)
     elif use_position:
         head = encoder.heads[str(position_head_name(encoder))]
         pos = {"name": "position", "size": 3, "frame": head.frame, "units": head.units}
+        pos["route"] = "position_head"
         encoded.append(pos)
         policy_input.append(pos)
     if use_position:  # the object whose position it is (task.target)

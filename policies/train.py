@@ -7,7 +7,10 @@ RUN/ holds::
     eval.json          success-rate curve: [{timesteps, success_rate, mean_reward, ...}]
     summary.json       env steps (reached and budgeted), why training stopped, wall time
                        (evaluations included), evaluation time, env steps/s (evaluations
-                       excluded), final success rate
+                       excluded, behaviour cloning's steps included), final success rate,
+                       behaviour cloning's env steps and seconds (``bc``)
+    bc.json            with ``bc.steps``: the behaviour-cloning rounds before RL (see
+                       sim2real.policies.bc)
     monitor.csv        VecMonitor episode log
     tb/                TensorBoard logs
     checkpoints/       step_XXXXXXXX/ bundles (with checkpoint_every > 0)
@@ -146,6 +149,8 @@ def train(
     interrupted = False
     try:
         session = _start_session(cfg, run, state_dir, envs, source, encoder_model, use_position)
+        if cfg.bc.steps and state_dir is None:
+            session.clone(envs)
         interrupted = session.learn()
         session.finish(interrupted)
     finally:
@@ -280,6 +285,16 @@ class _Session:
         self.start_steps = int(model.num_timesteps)
         self.timed_out = False
         self.start = time.perf_counter()
+        self.bc: dict[str, Any] | None = None
+
+    def clone(self, envs: TrainingEnvs) -> None:
+        """Behaviour cloning before RL (``cfg.bc``) on the training envs, under the episode
+        log (``monitor.csv`` keeps RL's episodes only); writes ``RUN/bc.json``."""
+        from sim2real.policies.bc import warm_start
+
+        venv = envs.train.venv if isinstance(envs.train, VecMonitor) else envs.train
+        self.bc = warm_start(self.model, venv, self.cfg.bc, seed=self.cfg.seed)
+        write_json(self.run / "bc.json", self.bc)
 
     def totals(self) -> dict[str, Any]:
         """Wall, evaluation and training time, sessions and episodes, this one included."""
@@ -339,6 +354,7 @@ class _Session:
     def summary(self, total: dict[str, Any], interrupted: bool) -> dict[str, Any]:
         """``summary.json``: steps reached and budgeted, why it stopped, times, success."""
         steps = self.model.num_timesteps
+        bc_steps = self.bc["env_steps"] if self.bc else 0
         last = self.evaluator.history[-1] if self.evaluator.history else {}
         stopped = "interrupted" if interrupted else "time limit" if self.timed_out else "budget"
         return {
@@ -347,11 +363,13 @@ class _Session:
             "stopped": stopped,
             "wall_s": total["wall_s"],
             "eval_s": total["eval_s"],
-            "env_steps_per_s": steps / max(total["train_s"], 1e-9),
+            "env_steps_per_s": (steps + bc_steps) / max(total["train_s"], 1e-9),
             "sessions": total["sessions"],
             "resumed_from_step": self.start_steps if self.resumed else None,
             "final_success_rate": last.get("success_rate"),
             "final_eval_step": last.get("timesteps"),
+            "bc_env_steps": bc_steps,
+            "bc_s": self.bc["wall_s"] if self.bc else 0.0,
         }
 
 

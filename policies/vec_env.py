@@ -20,11 +20,17 @@ from sim2real.policies.config import TrainConfig
 logger = logging.getLogger(__name__)
 
 
-def make_env(env_id: str, env_kwargs: dict[str, Any]) -> gym.Env:
-    """Create one env (in a worker process: registers ``Sim2Real/*`` first)."""
+def make_env(env_id: str, env_kwargs: dict[str, Any], expert: bool = False) -> gym.Env:
+    """Create one env (in a worker process: registers ``Sim2Real/*`` first); ``expert``
+    wraps it in :class:`~sim2real.policies.bc.ScriptedReachExpert` (behaviour cloning)."""
     import sim2real.envs  # noqa: F401  (registers the ids in spawned workers)
 
-    return gym.make(env_id, **env_kwargs)
+    env = gym.make(env_id, **env_kwargs)
+    if expert:
+        from sim2real.policies.bc import ScriptedReachExpert
+
+        env = ScriptedReachExpert(env)
+    return env
 
 
 def make_vec_env(
@@ -33,13 +39,15 @@ def make_vec_env(
     n_envs: int,
     kind: str = "auto",
     start_method: str = "forkserver",
+    expert: bool = False,
 ) -> VecEnv:
-    """``n_envs`` envs, each with its own PyBullet client (``SubprocVecEnv`` when > 1).
+    """``n_envs`` envs, each with its own PyBullet client (``SubprocVecEnv`` when > 1);
+    ``expert``: each offers the scripted expert's action (see :func:`make_env`).
 
     Example:
         >>> venv = make_vec_env("Sim2Real/ReachCube-v0", {"image_size": 84}, 2)  # doctest: +SKIP
     """
-    fns = [functools.partial(make_env, env_id, dict(env_kwargs)) for _ in range(n_envs)]
+    fns = [functools.partial(make_env, env_id, dict(env_kwargs), expert) for _ in range(n_envs)]
     if kind == "subproc" or (kind == "auto" and n_envs > 1):
         return SubprocVecEnv(fns, start_method=start_method)
     return DummyVecEnv(fns)
@@ -59,7 +67,8 @@ class TrainingEnvs:
 
     @classmethod
     def open(cls, cfg: TrainConfig) -> TrainingEnvs:
-        """``cfg.n_envs`` training envs (with pose labels for ``aux_loss``), one eval env."""
+        """``cfg.n_envs`` training envs (with pose labels for ``aux_loss``, the scripted
+        expert for ``bc``), one eval env."""
         env_kwargs: dict[str, Any] = {
             "image_size": cfg.image_size,
             "randomization": cfg.randomization,
@@ -67,7 +76,9 @@ class TrainingEnvs:
         }
         if cfg.scene is not None:
             env_kwargs["scene"] = cfg.scene
-        venv = make_vec_env(cfg.env_id, env_kwargs, cfg.n_envs, cfg.vec_env, cfg.start_method)
+        venv = make_vec_env(
+            cfg.env_id, env_kwargs, cfg.n_envs, cfg.vec_env, cfg.start_method, cfg.bc.steps > 0
+        )
         eval_env = DummyVecEnv(
             [functools.partial(make_env, cfg.env_id, {**env_kwargs, "labels": "none"})]
         )

@@ -31,7 +31,7 @@ DEMO_CONFIG = CONFIGS / "pipelines" / "demo.yaml"
 
 #: The budget ``demo.yaml``'s stages are sized for, and the settings ``--minutes`` scales.
 DEMO_MINUTES = 10.0
-SCALED = {"data.n": 3000, "pretrain.max_minutes": 3.0, "pretrain.epochs": 5, "policy.steps": 16384}
+SCALED = {"data.n": 3000, "pretrain.max_minutes": 3.0, "pretrain.epochs": 5, "policy.steps": 4096}
 
 
 def budget_overrides(minutes: float) -> list[str]:
@@ -41,7 +41,7 @@ def budget_overrides(minutes: float) -> list[str]:
     (never below the default's); an explicit ``--set`` given with it still wins.
 
     >>> budget_overrides(30)
-    ['data.n=9000', 'pretrain.max_minutes=9', 'pretrain.epochs=15', 'policy.steps=49152', 'report.budget_minutes=30']
+    ['data.n=9000', 'pretrain.max_minutes=9', 'pretrain.epochs=15', 'policy.steps=12288', 'report.budget_minutes=30']
     """  # noqa: E501
     if not minutes > 0:
         raise ConfigError(f"--minutes {minutes}: expected a positive number of minutes")

@@ -81,7 +81,15 @@ def test_report_json_holds_the_headline_figures(tiny_run: tuple[Path, Any]) -> N
         == scratch["episodes"]
         == len(scratch["closed_loop"]["episodes"])
     )
-    assert scratch["summary"]["env_steps"] >= result.results["policy"]["summary"]["env_steps"]
+    policy = result.results["policy"]
+    assert scratch["summary"]["env_steps"] >= policy["summary"]["env_steps"]
+    # the same recipe for both: cloning from the scripted expert, same env steps, then PPO
+    assert policy["bc"]["env_steps"] == scratch["bc"]["env_steps"] == 32
+    assert h["policy"]["recipe"] == policy["recipe"] == scratch["recipe"]
+    assert h["policy"]["recipe"].startswith("PPO warm-started by behaviour cloning")
+    # the policy reads the route the card chose (the one evaluate scores) where it can
+    card = result.results["pretrain"]["metrics"].get("position_route")
+    assert policy["position_route"] == (card if card == "keypoint_plane" else "position_head")
     assert (out / scratch["run"] / "bundle").is_dir()
     assert h["total_seconds"] > 0 and h["budget_minutes"] == 10
     sections = _sections((out / "report.md").read_text())
@@ -90,6 +98,19 @@ def test_report_json_holds_the_headline_figures(tiny_run: tuple[Path, Any]) -> N
     assert "From-scratch policy" in summary
     assert "From-scratch baseline (`nature_cnn`" in sections["Evaluation"]
     assert f"sim-only {stats['sim-only']['xy_cm']['mean']:.2f} cm" in summary
+
+
+def test_demo_clones_the_expert_for_the_policy_and_the_baseline_alike() -> None:
+    """The default recipe: behaviour cloning then PPO, the same for the from-scratch baseline
+    (only the encoder differs); a bad cloning setting is refused with its key."""
+    cfg = load_config(DEMO_CONFIG)
+    policy = cfg.policy.train_config("encoder", seed=0)
+    scratch = cfg.scratch.train_config(cfg.policy, seed=0)
+    assert policy.bc.steps > 0 and policy.bc == scratch.bc
+    assert (scratch.mode, scratch.steps, scratch.algo) == ("scratch", policy.steps, "ppo")
+    bad = load_config(DEMO_CONFIG, overrides=["policy.settings.bc={steps: 64, rounds: 0}"])
+    with pytest.raises(ConfigError, match="rounds"):
+        bad.policy.train_config("encoder", seed=0)
 
 
 def test_demo_minutes_scales_the_stages() -> None:

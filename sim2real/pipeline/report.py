@@ -13,6 +13,8 @@ from typing import Any
 
 from sim2real.atomic import write_json, write_text
 from sim2real.pipeline.engine import Context
+from sim2real.pipeline.governing import flatten as _flatten
+from sim2real.pipeline.governing import governing_error
 from sim2real.pipeline.reproduce import reproduce_section, stage_commands
 
 __all__ = ["SECTIONS", "headline", "render", "stage_commands", "top_level", "write_report"]
@@ -79,6 +81,7 @@ def headline(cfg: Any, results: dict[str, Any], meta: dict[str, Any]) -> dict[st
             ),
             "scratch_success_rate": scratch.get("success_rate"),
             "scratch_episodes": scratch.get("episodes", 0),
+            "recipe": (results.get("policy") or {}).get("recipe"),
         },
     }
 
@@ -107,9 +110,10 @@ def _summary(h: dict[str, Any]) -> str:
         f"- Ran: {', '.join(h['stages']) or 'no stage'}, in {h['total_seconds']:.0f} s{budget}.\n"
         f"- Target-domain position error (mean xy, test frames): sim-only {cm(sim)}, adapted "
         f"{cm(adapted)}{change}.\n"
-        f"- Policy success on the target domain through `Runner`: {rate(p['target_success_rate'])}"
+        f"- Policy ({p.get('recipe') or 'not trained'}) success on the target domain through "
+        f"`Runner`: {rate(p['target_success_rate'])}"
         f" over {p['episodes']} episode(s); training domain {rate(p['training_success_rate'])}.\n"
-        f"- From-scratch policy (same env steps, same closed loop): {scratch}.\n"
+        f"- From-scratch policy (same recipe and env steps, same closed loop): {scratch}.\n"
         "- The same figures are in `report.json`; the sections below say how each was made.\n"
     )
 
@@ -275,11 +279,13 @@ def _learning(results: dict[str, Any], img: Any) -> str:
     p = results["policy"]
     s = p["summary"]
     return (
-        f"## RL learning curve\n\n{p.get('algo', 'RL').upper()} on the `{p['encoder_from']}` "
-        f"encoder ({p.get('mode', 'frozen')}), "
-        f"{s['env_steps']} env steps in {s['wall_s']:.0f} s ({s['env_steps_per_s']:.0f} env "
-        f"steps/s outside evaluations).\n\n{img('learning_curve', 'learning curve')}\n"
-        + _scratch_curve(results, img)
+        f"## RL learning curve\n\n{p.get('recipe') or p.get('algo', 'RL').upper()} on the "
+        f"`{p['encoder_from']}` encoder ({p.get('mode', 'frozen')}), position route "
+        f"`{p.get('position_route')}`: {s['env_steps']} RL env steps after "
+        f"{s.get('bc_env_steps', 0)} cloning env steps, {s['wall_s']:.0f} s in all "
+        f"({s['env_steps_per_s']:.0f} env steps/s outside evaluations). The curve starts where "
+        f"cloning left the policy.{_bc_rounds(p.get('bc'))}\n\n"
+        f"{img('learning_curve', 'learning curve')}\n" + _scratch_curve(results, img)
     )
 
 
@@ -290,9 +296,21 @@ def _scratch_curve(results: dict[str, Any], img: Any) -> str:
     s = sc["summary"]
     return (
         f"\nThe baseline: the same training from a randomly initialised `{sc['backbone']}` "
-        f"(stage `scratch`), {s['env_steps']} env steps in {s['wall_s']:.0f} s.\n\n"
+        f"(stage `scratch`), {s['env_steps']} RL env steps after {s.get('bc_env_steps', 0)} "
+        f"cloning env steps, {s['wall_s']:.0f} s.{_bc_rounds(sc.get('bc'))}\n\n"
         f"{img('scratch_curve', 'from-scratch learning curve')}\n"
     )
+
+
+def _bc_rounds(bc: dict[str, Any] | None) -> str:
+    """The cloning rounds: who drove, and the success rate of the episodes they finished."""
+    if not bc:
+        return ""
+    rows = [
+        f"{r['driver']} {r['success_rate']:.0%}" if r.get("success_rate") is not None
+        else f"{r['driver']} -" for r in bc.get("rounds", [])
+    ]  # fmt: skip
+    return f" Cloning rounds (driver, training-domain success): {', '.join(rows)}."
 
 
 def _evaluation(cfg: Any, results: dict[str, Any]) -> str:
@@ -339,54 +357,6 @@ def _evaluation(cfg: Any, results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def governing_error(results: dict[str, Any]) -> str:
-    """Which perception error bounds the policy's success, against the task's radius.
-
-    >>> results = {"pretrain": {"metrics": {"position_route": "keypoint_plane"}},
-    ...            "evaluate": {"stats": {"adapted": {"route": "keypoint_plane",
-    ...                                               "xy_cm": {"mean": 9.0}}}},
-    ...            "run": {"success_radius_m": 0.03}}
-    >>> governing_error(results).split(":")[0]
-    'Which error governs success'
-    """
-    metrics = _flatten(results["pretrain"].get("metrics") or {})
-    route = metrics.get("position_route")
-    radius_m = (results.get("run") or results.get("scratch") or {}).get("success_radius_m")
-    radius = f"{radius_m * 100:.0f} cm" if radius_m else "the task's threshold"
-    stats = results["evaluate"]["stats"]
-    adapted = stats.get("adapted") or next(iter(stats.values()))
-    test = f"{adapted['xy_cm']['mean']:.2f} cm ({adapted['route']})"
-    head = (
-        f"Which error governs success: the policy acts on the encoder's `{route}` position and "
-        f"succeeds with the gripper within {radius} of the goal."
-    )
-    if route == "keypoint_relative":
-        near = metrics.get("sim_val.keypoint_relative.near_xy_cm_mean")
-        near_text = f" (simulated validation, gripper within 10 cm: {near:.2f} cm)" if near else ""
-        return (
-            f"{head} That route places the cube relative to the gripper, so its error near the "
-            f"goal{near_text} governs success, not the absolute error on the target's test "
-            f"frames ({test}): a camera pose error moves both keypoints alike and cancels in "
-            "their difference, and test frames without the gripper's position cannot score the "
-            "relative route.\n"
-        )
-    bound = ""
-    if radius_m:
-        ratio = adapted["xy_cm"]["mean"] / (radius_m * 100)
-        bound = (
-            f" It is {ratio:.1f}x the radius: perception limits success (a policy acting on an "
-            "estimate this far off reaches the radius only where the error happens to be "
-            "small); the training-domain rate above shows the RL budget's own limit"
-            if ratio > 1 else f" It is {ratio:.1f}x the radius: perception allows success; "
-            "the training-domain rate above shows what the RL budget reaches"
-        )  # fmt: skip
-    return (
-        f"{head} With an absolute route the error on the target's test frames, {test} for the "
-        f"adapted encoder, governs success.{bound} (more data and pretraining: `--set "
-        "data.n=... --set pretrain.epochs=...`; longer RL: `--set policy.steps=...`).\n"
-    )
-
-
 def _scratch_line(results: dict[str, Any]) -> str:
     """The from-scratch baseline's closed loop, beside the deployed policy's."""
     if "scratch" not in results:
@@ -398,8 +368,8 @@ def _scratch_line(results: dict[str, Any]) -> str:
     train = last.get("success_rate")
     train_text = f"; its last training-domain evaluation {train:.0%}" if train is not None else ""
     return (
-        f"From-scratch baseline (`{sc['backbone']}` trained end to end by the same RL for the "
-        f"same env steps, no pretraining or adaptation), the same closed loop on "
+        f"From-scratch baseline (`{sc['backbone']}` trained end to end by the same recipe for "
+        f"the same env steps, no pretraining or adaptation), the same closed loop on "
         f"{sc['robot']}: {sc['episodes']} finished episode(s), success rate {rate_text}"
         f"{train_text}.\n"
     )
@@ -457,17 +427,6 @@ def _runner(results: dict[str, Any]) -> str:
             )
         lines.append("")
     return "\n".join(lines)
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (numbers and strings only)."""
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        elif _scalar(value) or isinstance(value, str):
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def _scalar(value: Any) -> bool:

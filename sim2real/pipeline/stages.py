@@ -179,7 +179,20 @@ def run_policy(ctx: Context) -> dict[str, Any]:
         "summary": summary,
         "history": history,
         "learning_curve": ctx.rel(picture),
+        **_recipe(run, sec.algo),
     }
+
+
+def _recipe(run: Path, algo: str) -> dict[str, Any]:
+    """The run's training recipe in words, its behaviour-cloning rounds (``bc.json``) and the
+    position route its bundle reads (``None``: no position)."""
+    from sim2real.policies.config import recipe_name
+
+    bc = json.loads((run / "bc.json").read_text()) if (run / "bc.json").is_file() else None
+    contract = json.loads((run / "bundle" / "contract.json").read_text())
+    encoded = contract.get("features", {}).get("encoded", [])
+    route = next((e.get("route") for e in encoded if e.get("name") == "position"), None)
+    return {"recipe": recipe_name(algo, bc), "bc": bc, "position_route": route}
 
 
 # -- export ---------------------------------------------------------------------------------
@@ -235,6 +248,7 @@ def run_scratch(ctx: Context) -> dict[str, Any]:
     return {
         "run": ctx.rel(run),
         "backbone": cfg.scratch.backbone,
+        **_recipe(run, cfg.policy.algo),
         "summary": summary,
         "history": history,
         "learning_curve": ctx.rel(picture),

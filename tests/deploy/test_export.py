@@ -44,10 +44,11 @@ def _bundle(
     pretrained: bool = False,
     keypoint_relative: bool = False,
     trunk_dim: int = 16,
+    route: str = "keypoint_relative",
     **kwargs: object,
 ) -> Path:
     """A bundle with random weights: encoder (+position head, or cube and gripper keypoints
-    with the ``keypoint_relative`` route), actor head, contract."""
+    with the ``route`` route when ``keypoint_relative``), actor head, contract."""
     torch.manual_seed(0)
     position = {"position": {"type": "position", "frame": "robot_base", "hidden": 16}}
     if keypoint_relative:
@@ -63,7 +64,7 @@ def _bundle(
         enc.card["camera"] = PlaneCamera(
             np.array(k), rot, -rot @ eye, enc_size[0], enc_size[1], 0.025
         ).to_card()
-        enc.card["position_route"] = "keypoint_relative"
+        enc.card["position_route"] = route
     enc.train()  # BatchNorm running statistics away from their defaults
     with torch.no_grad():
         enc(torch.randn(4, 3, enc_size[1], enc_size[0]) * 2 + 0.5)
@@ -149,6 +150,24 @@ def test_parity_keypoint_relative_route(
     moved = proprio.copy()
     moved[:, -1] += 0.05  # another gripper height: another offset, other actions
     assert not np.allclose(eager_actions(actor, frames, moved, (48, 48)), want, atol=1e-4)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_parity_keypoint_plane_route(
+    tmp_path: Path, rendered: tuple[np.ndarray, np.ndarray], fmt: str
+) -> None:
+    """The cube keypoint back-projected onto the cube's plane is part of the exported graph;
+    it does not read the proprio's gripper height."""
+    bundle = _bundle(
+        tmp_path / "bundle", keypoint_relative=True, trunk_dim=0, route="keypoint_plane"
+    )
+    out = export_bundle(bundle, fmt, tmp_path / f"policy{SUFFIX[fmt]}")
+    _, actor, _ = load_bundle(bundle)
+    frames, proprio = rendered
+    want = eager_actions(actor, frames, proprio, (48, 48))
+    np.testing.assert_allclose(load_exported(out).act(frames, proprio), want, rtol=0, atol=TOL)
+    features = actor.encoder.card
+    assert features["position_route"] == "keypoint_plane"
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

@@ -20,12 +20,14 @@ from sim2real.perception.encoder import Encoder
 from sim2real.perception.geometry import PlaneCamera, relative_position
 from sim2real.policies.augment import RandomShift, shift_images
 from sim2real.policies.bundle import (
+    POLICY_ROUTE_KEY,
     BundleActor,
     load_bundle,
     position_route,
     save_bundle,
 )
 from sim2real.policies.config import METRE_SCALE, TrainConfig
+from sim2real.policies.contract import _feature_layout
 from sim2real.policies.extractor import (
     LR_SCALE_ATTR,
     EncoderExtractor,
@@ -327,8 +329,8 @@ def test_randomization_curriculum_ramps_strength() -> None:
         assert venv.get_attr("rand_cfg")[1].strength == pytest.approx(want)
 
 
-def _keypoint_relative_encoder(tmp_path: Path) -> str:
-    """Cube and gripper keypoints, a camera 1 m above the table, the keypoint_relative route."""
+def _keypoint_relative_encoder(tmp_path: Path, route: str = "keypoint_relative") -> str:
+    """Cube and gripper keypoints, a camera 1 m above the table, the ``route`` route."""
     heads = {"keypoint": {"type": "keypoints", "names": ["cube", "gripper"], "hidden": 8}}
     enc = Encoder("nature_cnn", heads, input_size=(40, 40), pretrained=False)
     cam = PlaneCamera(
@@ -340,8 +342,39 @@ def _keypoint_relative_encoder(tmp_path: Path) -> str:
         0.025,
     )
     enc.card["camera"] = cam.to_card()
-    enc.card["position_route"] = "keypoint_relative"
-    return str(enc.save(tmp_path / "kp_encoder"))
+    enc.card["position_route"] = route
+    return str(enc.save(tmp_path / f"kp_encoder_{route}"))
+
+
+def test_keypoint_plane_position_joins_the_features(tmp_path: Path) -> None:
+    """The card's keypoint_plane route: the policy sees the cube keypoint back-projected onto
+    the cube's plane (the route the evaluation scores), the bundle records and keeps it, and
+    a bundle whose contract names no route keeps reading the position head."""
+    path = _keypoint_relative_encoder(tmp_path, "keypoint_plane")
+    encoder = Encoder.load(path).eval()
+    assert position_route(encoder) == "keypoint_plane" and position_available(encoder)
+    obs = _obs_batch()
+    ex = EncoderExtractor(
+        _venv().observation_space,
+        path,
+        ExtractorSettings(mode="frozen", use_position=True, trunk_dim=0),
+    )
+    image, proprio = torch.from_numpy(obs["image"]).float(), torch.from_numpy(obs["proprio"])
+    with torch.no_grad():
+        out = ex({"image": image, "proprio": proprio})
+    keypoints = encoder.predict(obs["image"].transpose(0, 2, 3, 1))["keypoint"]
+    expected = PlaneCamera.from_card(encoder.card["camera"]).backproject_normalised(keypoints[:, 0])
+    np.testing.assert_allclose(out[:, :3].numpy() / METRE_SCALE, expected, atol=2e-5)
+    model = build_model(_venv(), path, TrainConfig(mode="frozen", use_position=True, trunk_dim=0))
+    cfg = TrainConfig(mode="frozen", use_position=True, trunk_dim=0)
+    encoded, _ = _feature_layout(cfg, encoder, encoder.feature_dim, True)
+    assert encoded[-1]["route"] == "keypoint_plane"
+    contract = {"features": {"pool": "mean", "encoded": encoded}, "algo": "ppo"}
+    save_bundle(tmp_path / "b", encoder, actor_head_from_model(model), contract)
+    assert load_bundle(tmp_path / "b")[0].card[POLICY_ROUTE_KEY] == "keypoint_plane"
+    contract["features"]["encoded"][-1].pop("route")  # a bundle from before the route
+    save_bundle(tmp_path / "old", encoder, actor_head_from_model(model), contract)
+    assert position_route(load_bundle(tmp_path / "old")[0]) == "position_head"
 
 
 def test_keypoint_relative_position_joins_the_features(tmp_path: Path) -> None:
