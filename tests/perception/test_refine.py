@@ -127,3 +127,21 @@ def test_refiner_resizes_frames_of_another_size() -> None:
     a = refiner.refine_frames(small, np.zeros((1, 2)))
     assert a.shape == (1, 2) and np.isfinite(a).all()
     assert refiner.pixels(big).shape == refiner.pixels(small).shape == (1, 3, 48, 64)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_export_keeps_the_refined_keypoints_within_1e4(
+    data: Path, refined: tuple[Path, dict], tmp_path: Path, fmt: str
+) -> None:
+    from sim2real.deploy.export_refine import ExportedKeypoints, export_keypoints
+
+    root, _ = refined
+    out = export_keypoints(root / "refined", tmp_path / f"kp.{fmt}", fmt=fmt)
+    contract = json.loads((tmp_path / f"kp.{fmt}.json").read_text())
+    assert contract["parity"]["max_abs_diff"] <= 1e-4
+    frames = np.stack([ShardedDataset(data, fields=["image"])[i]["image"] for i in range(6)])
+    eager = Encoder.load(root / "refined").predict(frames)
+    got = ExportedKeypoints(out, threads=1).predict(frames)
+    for name in ("keypoint", "keypoint_coarse"):
+        assert np.abs(got[name] - eager[name][:, 0]).max() <= 1e-4, name
+    assert np.abs(got["keypoint_px"] - eager["keypoint_px"][:, 0]).max() <= 1e-2
