@@ -91,9 +91,14 @@ def _print_detection(det: dict | None) -> None:
 def cmd_predict(args: argparse.Namespace) -> int:
     from sim2real.perception.evaluate import predict_folder
 
-    path = predict_folder(
-        args.model, args.images, args.out, route=args.route, batchnorm=args.batchnorm
-    )
+    model = args.model
+    if args.no_refine:  # the encoder's refiner (if any) off for this run
+        from sim2real.perception.encoder import Encoder
+        from sim2real.perception.refine import set_refine
+
+        model = Encoder.load(args.model)
+        set_refine(model, False)
+    path = predict_folder(model, args.images, args.out, route=args.route, batchnorm=args.batchnorm)
     print(f"wrote {path}")
     return 0
 
@@ -178,11 +183,17 @@ def _add_predict(sub: Subparsers) -> None:
             file,x_m,y_m,z_m,visible,confidence,ood (one row per frame; positions also when not
             visible; confidence below 0.5: do not act on the position).""",
         examples="""
-            sim2real predict --model runs/kuka_encoder --images ../shared/real/kuka_cube/unlabelled --out runs/preds.csv""",
+            sim2real predict --model runs/kuka_encoder --images ../shared/real/kuka_cube/unlabelled --out runs/preds.csv
+            sim2real predict --model runs/kuka_encoder --images ../shared/real/kuka_cube/unlabelled --out runs/preds.csv --no-refine""",
         func=cmd_predict,
     )
     p.add_argument("--model", required=True, help="encoder folder")
     p.add_argument("--images", required=True, help="folder of images")
     p.add_argument("--out", required=True, help="CSV file to write")
     p.add_argument("--route", default=None, help="position_head|keypoint_plane (default: card's)")
+    p.add_argument(
+        "--no-refine",
+        action="store_true",
+        help="skip the encoder's refiner (sim2real refine train), use the coarse keypoint",
+    )
     _add_batchnorm(p)
