@@ -14,6 +14,7 @@ from sim2real.data.shards import ShardedDataset
 from sim2real.envs.sources import scene_spec
 from sim2real.errors import CheckpointError
 from sim2real.perception import Encoder
+from sim2real.perception.geometry import nominal_camera
 from sim2real.perception.refine import (
     REFINER_FILE,
     Refiner,
@@ -39,7 +40,10 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def refined(data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("enc")
     heads = {"keypoint": {"type": "keypoints", "names": ["cube"]}}
-    Encoder("nature_cnn", heads, input_size=(64, 48), pretrained=False).save(root / "coarse")
+    coarse = Encoder("nature_cnn", heads, input_size=(64, 48), pretrained=False)
+    coarse.card["camera"] = nominal_camera(ShardedDataset(data).manifest, 64, 48).to_card()
+    coarse.card["position_route"] = "keypoint_plane"
+    coarse.save(root / "coarse")
     cfg = RefineConfig(
         crop=32, width=8, jitter_px=8.0, coarse_fraction=0.0, epochs=25, batch_size=16,
         lr=4e-3, val_fraction=0.25, seed=0,
@@ -171,6 +175,9 @@ def test_cli_train_eval_export_and_predict_without_refinement(
     for i in range(2):
         cv2.imwrite(str(images / f"{i}.png"), ds[i]["image"][..., ::-1])
     common = ["predict", "--model", str(tmp_path / "enc"), "--images", str(images), "--out"]
-    # the encoder has no camera in its card, so predict has no position route: the refiner is
-    # still loaded and turned off without error; the route error is the expected one
-    assert main([*common, str(tmp_path / "a.csv"), "--no-refine"]) == 2
+    assert main([*common, str(tmp_path / "on.csv")]) == 0
+    assert main([*common, str(tmp_path / "off.csv"), "--no-refine"]) == 0
+    on, off = ((tmp_path / f"{n}.csv").read_text().splitlines() for n in ("on", "off"))
+    assert on[0] == off[0] and len(on) == len(off) == 3
+    assert on[1:] != off[1:]  # the refined keypoints move the positions
+    assert "xy_cm" in printed
