@@ -13,6 +13,7 @@ def cmd_refine_train(args: argparse.Namespace) -> int:
     cfg = RefineConfig(
         crop=args.crop,
         width=args.width,
+        iterations=args.iterations,
         jitter_px=args.jitter_px,
         coarse_fraction=args.coarse_fraction,
         epochs=args.epochs,
@@ -103,6 +104,9 @@ def _add_train(sub: Subparsers) -> None:
     p.add_argument("--out", default=None, help="encoder folder to write (default: --encoder)")
     p.add_argument("--crop", type=int, default=64, help="window side in pixels (default 64)")
     p.add_argument("--width", type=int, default=16, help="refiner channels (default 16)")
+    p.add_argument(
+        "--iterations", type=int, default=1, help="looks per prediction at inference (default 1)"
+    )
     p.add_argument(
         "--jitter-px", type=float, default=16.0, help="max centre jitter, pixels (default 16)"
     )

@@ -332,3 +332,20 @@ def refine_outputs(
 def refined_names() -> tuple[str, str]:
     """The ``predict`` outputs the refinement writes: the refined head and its coarse copy."""
     return REFINED_HEAD, REFINED_HEAD + COARSE_SUFFIX
+
+
+def perceived_keypoints(
+    encoder: Any, frame: np.ndarray, outputs: Mapping[str, torch.Tensor], colour: str
+) -> dict[str, list[float]]:
+    """For :meth:`Policy.perceive <sim2real.deploy.policy.Policy.perceive>`: the refined and
+    coarse target keypoints (normalised whole-frame coordinates) of one full-resolution
+    ``frame``, from the encoder's ``outputs`` on its network input; ``{}`` without a refiner
+    (or with refinement turned off) or a ``keypoint`` head."""
+    if not refine_enabled(encoder) or REFINED_HEAD not in outputs:
+        return {}
+    coarse = encoder.preprocessing.to_frame(outputs[REFINED_HEAD][:, 0].float().cpu())
+    refined = encoder.refiner.refine_frames(frame, coarse.numpy(), colour=colour)
+    return {
+        REFINED_HEAD: [float(v) for v in refined[0]],
+        REFINED_HEAD + COARSE_SUFFIX: [float(v) for v in coarse[0]],
+    }

@@ -181,3 +181,29 @@ def test_cli_train_eval_export_and_predict_without_refinement(
     assert on[0] == off[0] and len(on) == len(off) == 3
     assert on[1:] != off[1:]  # the refined keypoints move the positions
     assert "xy_cm" in printed
+
+
+def test_policy_perceive_gives_the_refined_keypoint_of_the_full_frame(
+    data: Path, refined: tuple[Path, dict], tmp_path: Path
+) -> None:
+    from sim2real.deploy.policy import Policy
+    from sim2real.policies.bundle import ActorHead, save_bundle
+
+    root, _ = refined
+    encoder = Encoder.load(root / "refined")
+    head = ActorHead(encoder.feature_dim, False, 4, 8, (8,), "tanh", [-1.0] * 3, [1.0] * 3, "clip")
+    contract = {
+        "observation": {
+            "image": {"shape": [3, 48, 64], "dtype": "uint8", "colour": "RGB"},
+            "proprio": {"shape": [4], "dtype": "float32"},
+        },
+        "features": {"pool": "mean"},
+    }
+    policy = Policy.load(save_bundle(tmp_path / "bundle", encoder, head, contract), device="cpu")
+    frame = ShardedDataset(data, fields=["image"])[0]["image"]  # full resolution, 128x96
+    seen = policy.perceive(frame)
+    want = encoder.predict(frame)
+    np.testing.assert_allclose(seen["keypoint_coarse"], want["keypoint_coarse"][0, 0], atol=1e-5)
+    np.testing.assert_allclose(seen["keypoint"], want["keypoint"][0, 0], atol=1e-5)
+    set_refine(policy.encoder, False)
+    assert "keypoint" not in policy.perceive(frame)
