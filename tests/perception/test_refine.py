@@ -143,6 +143,7 @@ def test_export_keeps_the_refined_keypoints_within_1e4(
     out = export_keypoints(root / "refined", tmp_path / f"kp.{fmt}", fmt=fmt)
     contract = json.loads((tmp_path / f"kp.{fmt}.json").read_text())
     assert contract["parity"]["max_abs_diff"] <= 1e-4
+    assert contract["parity"]["refiner_max_abs_diff"] <= 1e-4
     frames = np.stack([ShardedDataset(data, fields=["image"])[i]["image"] for i in range(6)])
     eager = Encoder.load(root / "refined").predict(frames)
     got = ExportedKeypoints(out, threads=1).predict(frames)
