@@ -38,8 +38,10 @@ def cmd_refine_eval(args: argparse.Namespace) -> int:
     r = evaluate_refinement(args.data, args.encoder, limit=args.limit)
     w, h = r["frame_size"]
     print(f"{r['n']} frames with the target in view, {w}x{h}")
-    for key, unit in (("px", "px"), ("xy_cm", "cm")):
-        for name, s in r[key].items():
+    rows = [("px", "px", r["px"]), ("xy_cm", "cm", r["xy_cm"])]
+    rows.append((f"px, {r['in_reach']['n']} frames coarse within reach", "px", r["in_reach"]["px"]))
+    for key, unit, stats in rows:
+        for name, s in stats.items():
             print(
                 f"  {name:<8} {key:<6} mean {s['mean']:.2f} {unit}  median {s['median']:.2f}  "
                 f"p90 {s['p90']:.2f}"

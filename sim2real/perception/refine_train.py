@@ -311,7 +311,9 @@ def evaluate_refinement(
     Returns:
         ``{"n", "frame_size", "px": {"coarse": stats, "refined": stats}, "xy_cm": {...}}``,
         ``stats`` = mean / median / p90 (:func:`~sim2real.perception.geometry.summarise`);
-        ``xy_cm`` only with a camera in the card.
+        ``xy_cm`` only with a camera in the card; ``in_reach``: ``{"n", "px"}`` the same
+        over the frames whose coarse keypoint is within the window's reach of the truth
+        (``crop/2 - 2`` pixels per axis), the only ones a single look can correct.
 
     Raises:
         ConfigError: the encoder has no refiner attached.
@@ -339,10 +341,15 @@ def evaluate_refinement(
     pos = np.concatenate(position).astype(np.float64)
     result: dict[str, Any] = {"n": len(indices), "frame_size": [w, h], "px": {}, "xy_cm": {}}
     cam = PlaneCamera.from_card(encoder.card["camera"]) if encoder.card.get("camera") else None
+    coarse_px = (np.concatenate(coarse_xy).astype(np.float64) + 1.0) * 0.5 * np.array([w, h])
+    reach = np.abs(coarse_px - uv).max(axis=1) <= encoder.refiner.crop / 2 - 2
+    result["in_reach"] = {"n": int(reach.sum()), "px": {}}
     for name, xy in (("coarse", coarse_xy), ("refined", refined_xy)):
         norm = np.concatenate(xy).astype(np.float64)
         px = (norm + 1.0) * 0.5 * np.array([w, h])
         result["px"][name] = summarise(np.linalg.norm(px - uv, axis=1))
+        if reach.any():
+            result["in_reach"]["px"][name] = summarise(np.linalg.norm(px - uv, axis=1)[reach])
         if cam is not None:
             result["xy_cm"][name] = summarise(
                 position_errors_cm(cam.backproject_normalised(norm), pos)["xy"]
