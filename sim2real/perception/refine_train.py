@@ -311,7 +311,9 @@ def evaluate_refinement(
     Returns:
         ``{"n", "frame_size", "px": {"coarse": stats, "refined": stats}, "xy_cm": {...}}``,
         ``stats`` = mean / median / p90 (:func:`~sim2real.perception.geometry.summarise`);
-        ``xy_cm`` only with a camera in the card; ``in_reach``: ``{"n", "px"}`` the same
+        ``xy_cm`` only with a camera in the card, with ``truth``: the true keypoint through
+        that camera (the floor a perfect keypoint leaves when the frames' cameras are
+        randomised around it); ``in_reach``: ``{"n", "px"}`` the same
         over the frames whose coarse keypoint is within the window's reach of the truth
         (``crop/2 - 2`` pixels per axis), the only ones a single look can correct.
 
@@ -354,4 +356,7 @@ def evaluate_refinement(
             result["xy_cm"][name] = summarise(
                 position_errors_cm(cam.backproject_normalised(norm), pos)["xy"]
             )
+    if cam is not None:  # the floor: the true keypoint through the card's (nominal) camera
+        truth_xy = cam.backproject_normalised(2.0 * uv / np.array([w, h]) - 1.0)
+        result["xy_cm"]["truth"] = summarise(position_errors_cm(truth_xy, pos)["xy"])
     return result
