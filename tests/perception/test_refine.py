@@ -180,7 +180,16 @@ def test_cli_train_eval_export_and_predict_without_refinement(
     assert main([*common, str(tmp_path / "off.csv"), "--no-refine"]) == 0
     on, off = ((tmp_path / f"{n}.csv").read_text().splitlines() for n in ("on", "off"))
     assert on[0] == off[0] and len(on) == len(off) == 3
-    assert on[1:] != off[1:]  # the refined keypoints move the positions
+    # each file holds the positions of its own keypoints (refined or coarse)
+    from sim2real.perception.geometry import predict_positions
+
+    encoder = Encoder.load(tmp_path / "enc")
+    frames = np.stack([ds[i]["image"] for i in range(2)])
+    for rows, enabled in ((on, True), (off, False)):
+        set_refine(encoder, enabled)
+        want = predict_positions(encoder, frames)
+        got = np.array([[float(v) for v in row.split(",")[1:4]] for row in rows[1:]])
+        np.testing.assert_allclose(got, want, atol=1.5e-4)
     assert "xy_cm" in printed
 
 
