@@ -193,6 +193,7 @@ def train_refiner(
         ``refiner_training``).
 
     Raises:
+        ConfigError: the encoder has no ``keypoint`` head.
         DataError: the dataset has no ``uv`` labels, no visible target, or frames smaller
             than the crop.
     """
@@ -202,6 +203,11 @@ def train_refiner(
         raise DataError(f"{data}: expected a dataset with 'uv' labels (from `sim2real generate`)")
     h, w = ds.fields["image"]["shape"][:2]
     encoder = Encoder.load(encoder_dir, device=device)
+    if REFINED_HEAD not in encoder.heads:
+        raise ConfigError(
+            f"{encoder_dir}: expected an encoder with a {REFINED_HEAD!r} head (pretrain --head "
+            f"keypoint or keypoint+position), got heads {sorted(encoder.heads)}"
+        )
     indices = visible_indices(ds)
     if len(indices) < 4:
         raise DataError(f"{data}: {len(indices)} frames with the target in view, expected >= 4")

@@ -217,3 +217,12 @@ def test_policy_perceive_gives_the_refined_keypoint_of_the_full_frame(
     np.testing.assert_allclose(seen["keypoint"], want["keypoint"][0, 0], atol=1e-5)
     set_refine(policy.encoder, False)
     assert "keypoint" not in policy.perceive(frame)
+
+
+def test_train_refuses_an_encoder_without_a_keypoint_head(data: Path, tmp_path: Path) -> None:
+    from sim2real.errors import ConfigError
+
+    heads = {"position": {"type": "position"}}
+    Encoder("nature_cnn", heads, input_size=(64, 48), pretrained=False).save(tmp_path / "enc")
+    with pytest.raises(ConfigError, match="'keypoint' head"):
+        train_refiner(data, tmp_path / "enc", RefineConfig(crop=32, jitter_px=4, epochs=1))
