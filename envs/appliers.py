@@ -87,7 +87,8 @@ def apply_physics(scene: Scene, p: PhysicsParams) -> None:
         linearDamping=p.linear_damping,
         angularDamping=p.angular_damping,
     )
-    scene.robot.set_joint_damping(p.joint_damping)
+    if scene.robot is not None:
+        scene.robot.set_joint_damping(p.joint_damping)
 
 
 def apply_world(scene: Scene, p: RandomizationParams) -> None:

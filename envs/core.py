@@ -144,6 +144,14 @@ class TabletopEnv(gym.Env):
         if labels not in ("none", "pose", "full"):
             raise ConfigError(f"labels {labels!r}: expected 'none', 'pose' or 'full'")
         self.scene_cfg = scene if isinstance(scene, SceneConfig) else SceneConfig.load(scene)
+        if self.scene_cfg.robot is None:
+            raise ConfigError(
+                f"scene {self.scene_cfg.name!r} has no robot (robot: null), but a "
+                f"{task if isinstance(task, str) else type(task).__name__!r} env needs an arm "
+                "to act: a camera-only scene makes datasets (sim2real generate --scene), "
+                "encoders (pretrain) and evaluations, not policy envs; give the scene a robot: "
+                "section for a task env"
+            )
         self.rand_cfg = RandomizationConfig.load(randomization)
         self.task = make_task(task)
         self.width, self.height = image_size_tuple(image_size)

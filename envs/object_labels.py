@@ -386,11 +386,15 @@ def object_labels(
 
 
 def dataset_fields(
-    labels: Mapping[str, ObjectLabels], instance_names: Iterable[str]
+    labels: Mapping[str, ObjectLabels], instance_names: Iterable[str], frame: str = "robot_base"
 ) -> dict[str, np.ndarray]:
     """Fixed-shape dataset fields ``objects.NAME.FIELD`` (:data:`OBJECT_LABEL_SCHEMA`) for
     every instance a scene can show; an instance absent from ``labels`` gets
-    ``present=False``, NaN vectors and ``visible_fraction`` 0."""
+    ``present=False``, NaN vectors and ``visible_fraction`` 0. ``position`` is in ``frame``:
+    ``robot_base``, or ``camera`` for a scene without a robot (then equal to
+    ``position_camera``)."""
+    if frame not in ("robot_base", "camera"):
+        raise ConfigError(f"frame {frame!r}: expected 'robot_base' or 'camera'")
     out: dict[str, np.ndarray] = {}
     nan = np.float32("nan")
     for name in instance_names:
@@ -406,7 +410,8 @@ def dataset_fields(
             out[key + "visible_fraction"] = np.array(0.0, dtype=np.float32)
             continue
         out[key + "position_world"] = lab.position_world.astype(np.float32)
-        out[key + "position"] = lab.position_base.astype(np.float32)
+        position = lab.position_camera if frame == "camera" else lab.position_base
+        out[key + "position"] = position.astype(np.float32)
         out[key + "position_camera"] = lab.position_camera.astype(np.float32)
         out[key + "quaternion"] = lab.quaternion.astype(np.float32)
         out[key + "uv"] = lab.uv.astype(np.float32)
@@ -416,10 +421,15 @@ def dataset_fields(
     return out
 
 
-def dataset_schema(instance_names: Iterable[str]) -> dict[str, str]:
+#: ``objects.NAME.position`` of a scene without a robot (:func:`dataset_fields`).
+CAMERA_POSITION = "float32 (3,) object centre, OpenCV camera frame (no robot), metres"
+
+
+def dataset_schema(instance_names: Iterable[str], frame: str = "robot_base") -> dict[str, str]:
     """The manifest's label-schema entries of :func:`dataset_fields`."""
+    schema = dict(OBJECT_LABEL_SCHEMA)
+    if frame == "camera":
+        schema["position"] = CAMERA_POSITION
     return {
-        f"objects.{name}.{field}": text
-        for name in instance_names
-        for field, text in OBJECT_LABEL_SCHEMA.items()
+        f"objects.{name}.{field}": text for name in instance_names for field, text in schema.items()
     }

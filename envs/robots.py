@@ -50,6 +50,7 @@ from pydantic import (
 
 from sim2real.envs.lowpoly import convex_hull_obj, lowpoly_urdf
 from sim2real.envs.urdf import MOVABLE, ROTATIONAL, UrdfInfo, find_file, per_joint, read_urdf
+from sim2real.envs.workspace import PANDA_BOX, default_box
 from sim2real.errors import ConfigError
 from sim2real.paths import CONFIGS
 
@@ -122,8 +123,9 @@ class RobotConfig(BaseModel):
     render_mesh: RenderMesh = "lowpoly"
     colour: RGBA = Field((0.9, 0.9, 0.9, 1.0), validation_alias=AliasChoices("colour", "color"))
     max_step_m: float = Field(0.05, gt=0.0, description="end-effector move per unit action")
-    workspace_low: Vec3 = (0.25, -0.35, 0.02)
-    workspace_high: Vec3 = (0.75, 0.35, 0.45)
+    #: end-effector box (base frame, m): a preset's PANDA_BOX, a urdf arm's from its reach
+    workspace_low: Vec3 | None = None
+    workspace_high: Vec3 | None = None
     _base_dir: str | None = PrivateAttr(None)
 
     @model_validator(mode="before")
@@ -131,6 +133,8 @@ class RobotConfig(BaseModel):
     def _label(cls, data: Any) -> Any:
         if isinstance(data, dict) and data.get("urdf") and "name" not in data:
             data = {**data, "name": Path(str(data["urdf"])).stem}
+        if isinstance(data, dict) and not data.get("urdf"):  # a preset: the box scenes had
+            data = {"workspace_low": PANDA_BOX[0], "workspace_high": PANDA_BOX[1], **data}
         return data
 
     @field_validator("urdf")
@@ -151,7 +155,7 @@ class RobotConfig(BaseModel):
     @model_serializer(mode="wrap")
     def _dump(self, handler: Any) -> dict[str, Any]:
         data = handler(self)
-        for key in DESCRIPTION_FIELDS:
+        for key in (*DESCRIPTION_FIELDS, "workspace_low", "workspace_high"):
             if key in data and data[key] is None:
                 del data[key]
         return data
@@ -357,7 +361,7 @@ class RobotArm:
         base_position: where the base stands (world).
     """
 
-    def __init__(self, client: Any, cfg: RobotConfig) -> None:
+    def __init__(self, client: Any, cfg: RobotConfig, table: Any = None) -> None:
         self.client = client
         self.cfg = cfg.resolved()
         self.spec = spec = RobotSpec.check(self.cfg)
@@ -397,6 +401,8 @@ class RobotArm:
             else client.getQuaternionFromEuler(list(spec.ee_orientation))
         )
         self.base_position = np.asarray(self.cfg.base_position, dtype=np.float64)
+        if self.cfg.workspace_low is None or self.cfg.workspace_high is None:  # a urdf arm's
+            self.cfg = self.cfg.model_copy(update=default_box(self, table))
 
     def reset(self, joints: np.ndarray | None = None) -> None:
         """Put the arm at ``joints`` (default: the rest pose), the gripper open, and hold it."""

@@ -39,12 +39,13 @@ def _element_colors(scene_cfg: SceneConfig) -> dict[str, tuple[float, float, flo
     colors = {
         "table": scene_cfg.table.color,
         "cube": scene_cfg.cube.color,
-        "robot": scene_cfg.robot.color,
         "walls": scene_cfg.walls[0].color if scene_cfg.walls else (0.8, 0.8, 0.8, 1.0),
         "distractors": (0.5, 0.5, 0.5, 1.0),
     }
     if scene_cfg.floor is not None:
         colors["floor"] = scene_cfg.floor.color
+    if scene_cfg.robot is not None:
+        colors["robot"] = scene_cfg.robot.color
     return colors
 
 

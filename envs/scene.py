@@ -92,11 +92,13 @@ class Scene:
         self.colorable: dict[str, list[tuple[int, int]]] = {}
         # The CPU renderer draws bodies in creation order and rejects hidden fragments early,
         # so small near things come first and large far surfaces (table, walls, floor) last.
-        self.robot = RobotArm(client, cfg.robot)
-        self.body_ids["robot"] = self.robot.body
-        self.colorable["robot"] = [(self.robot.body, link) for link in self.robot.links]
-        for body, link in self.colorable["robot"]:
-            client.changeVisualShape(body, link, rgbaColor=_rgba(cfg.robot.colour))
+        self.robot: RobotArm | None = None  # None: a camera-only cell (robot: null)
+        if cfg.robot is not None:
+            self.robot = RobotArm(client, cfg.robot, table=cfg.table)
+            self.body_ids["robot"] = self.robot.body
+            self.colorable["robot"] = [(self.robot.body, link) for link in self.robot.links]
+            for body, link in self.colorable["robot"]:
+                client.changeVisualShape(body, link, rgbaColor=_rgba(cfg.robot.colour))
         self.objects = self._build_objects()
         self.cube: int = self.objects.objects[self.target].body
         self.goal: int | None = None
@@ -234,12 +236,7 @@ class Scene:
         if self.cfg.is_legacy:
             self.place_cube(self.sample_cube_xy(rng), yaw=float(rng.uniform(-np.pi, np.pi)))
             return
-        base = self.robot.base_position
-        self.objects.reset(
-            rng,
-            keep_out=[(float(base[0]), float(base[1]), BASE_KEEP_OUT)],
-            camera_eye=self.cfg.camera.eye,
-        )
+        self.objects.reset(rng, keep_out=self._keep_out(), camera_eye=self.cfg.camera.eye)
 
     def rest_objects(self) -> None:
         """Put the objects on the table for a snapshot (``saveState``): the old cube at the
@@ -251,14 +248,13 @@ class Scene:
             self.place_cube(np.array([np.mean(cube.spawn_x), np.mean(cube.spawn_y)]))
             return
         objects = list(self.objects.objects.values())
-        base = self.robot.base_position
         try:
             placements = sample_placements(
                 objects,
                 np.random.default_rng(0),
                 table_top=self.cfg.table_top,
                 region=self.objects.region,
-                keep_out=[(float(base[0]), float(base[1]), BASE_KEEP_OUT)],
+                keep_out=self._keep_out(),
             )
         except ConfigError:  # too many to stand apart in their regions: the target alone
             self.place_cube(
@@ -267,6 +263,13 @@ class Scene:
             return
         apply_placements(self.client, self.objects.objects, placements)
         self.objects.shown = list(placements)
+
+    def _keep_out(self) -> list[tuple[float, float, float]]:
+        """Discs ``(x, y, radius)`` objects do not spawn in: the robot base's, if any."""
+        if self.robot is None:
+            return []
+        base = self.robot.base_position
+        return [(float(base[0]), float(base[1]), BASE_KEEP_OUT)]
 
     def target_top(self, hover: float = 0.0) -> np.ndarray:
         """The point ``hover`` above the top of the target, centred over it (world)."""

@@ -119,7 +119,11 @@ class SceneConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str = "scene"
-    robot: RobotConfig = RobotConfig()
+    robot: RobotConfig | None = Field(
+        RobotConfig(),
+        description="the arm; null for a camera-only cell (a fixed camera watching objects): "
+        "its labels are in the camera frame and it has no policy env",
+    )
     table: TableConfig = TableConfig()
     floor: FloorConfig | None = FloorConfig()  # None when the camera never sees it (faster)
     walls: tuple[WallConfig, ...] = (WallConfig(),)
@@ -203,6 +207,22 @@ class SceneConfig(BaseModel):
         return data
 
     @property
+    def has_robot(self) -> bool:
+        """Whether the scene has an arm (``robot: null``: a camera-only cell)."""
+        return self.robot is not None
+
+    @property
+    def position_frame(self) -> str:
+        """The frame of the scene's position labels: ``robot_base``, or ``camera`` (OpenCV
+        camera frame) for a scene without a robot.
+
+        Example:
+            >>> SceneConfig.load("bin_camera").position_frame
+            'camera'
+        """
+        return "robot_base" if self.has_robot else "camera"
+
+    @property
     def is_legacy(self) -> bool:
         """The scene's objects are exactly the old single cube (the old code paths run)."""
         return _is_legacy(self.objects)
@@ -227,9 +247,12 @@ class SceneConfig(BaseModel):
         return self.table.top_height + self.cube.size / 2
 
 
-def robot_record(robot: RobotConfig | Mapping[str, Any]) -> dict[str, Any]:
+def robot_record(robot: RobotConfig | Mapping[str, Any] | None) -> dict[str, Any] | None:
     """A scene's ``robot:`` section with its preset's description filled in, as JSON
-    (``colour`` written ``color``: datasets made before the rename compare equal)."""
+    (``colour`` written ``color``: datasets made before the rename compare equal); None for
+    a scene without a robot."""
+    if robot is None:
+        return None
     cfg = robot if isinstance(robot, RobotConfig) else RobotConfig.model_validate(robot)
     data = cfg.resolved().model_dump(mode="json")
     return {("color" if k == "colour" else k): v for k, v in data.items()}

@@ -58,9 +58,23 @@ def label_schema(cfg: SceneConfig) -> dict[str, str]:
         >>> label_schema(SceneConfig.load("kuka_cube")) == LABEL_SCHEMA
         True
     """
-    if cfg.is_legacy:
+    if not per_object_labels(cfg):
         return dict(LABEL_SCHEMA)
-    return {**LABEL_SCHEMA, **dataset_schema(instance_names(cfg))}
+    schema = dict(LABEL_SCHEMA)
+    if not cfg.has_robot:
+        schema["position"] = CAMERA_POSITION
+        del schema["ee_position"]
+    return {**schema, **dataset_schema(instance_names(cfg), cfg.position_frame)}
+
+
+#: The ``position`` label of a scene without a robot (``robot: null``).
+CAMERA_POSITION = "float32 (3,) target centre, OpenCV camera frame (no robot), metres"
+
+
+def per_object_labels(cfg: SceneConfig) -> bool:
+    """Whether a scene's samples carry ``objects.NAME.*`` fields: every scene but the old
+    single cube at a robot (whose datasets keep their fields, so they still resume)."""
+    return not cfg.is_legacy or not cfg.has_robot
 
 
 def instance_names(cfg: SceneConfig) -> list[str]:
@@ -168,6 +182,11 @@ class LabelledFrameSource:
         self.arm_jitter = float(spec.get("arm_jitter", 0.35))
         self.reach_poses = float(spec.get("reach_poses", 0.0))
         self.seed = int(spec.get("seed", 0))
+        if self.reach_poses and not self.scene_cfg.has_robot:
+            raise ConfigError(
+                f"reach_poses={self.reach_poses}: scene {self.scene_cfg.name!r} has no robot "
+                "(robot: null) to pose; expected reach_poses 0"
+            )
         self.client, self.renderer = connect(spec.get("renderer", "tiny"))
         self.scene = Scene(
             self.client,
@@ -175,7 +194,8 @@ class LabelledFrameSource:
             patches=self.rand_cfg.distractors.flat_count[1],
             patch_size=self.rand_cfg.distractors.flat_size,
         )
-        self.scene.robot.reset()
+        if self.scene.robot is not None:
+            self.scene.robot.reset()
         if not self.scene_cfg.is_legacy:  # resting in the snapshot: contacts restored too
             self.scene.rest_objects()
             for _ in range(10):
@@ -189,20 +209,7 @@ class LabelledFrameSource:
         params = sample_all(rng, self.rand_cfg, self.scene_cfg, len(self.scene.textures))
         apply_world(self.scene, params)
         robot = self.scene.robot
-        rest = np.asarray(robot.spec.rest_pose)
-        joints = rest + rng.uniform(-1.0, 1.0, rest.shape) * self.arm_jitter
-        reach = self.reach_poses > 0.0 and rng.uniform() < self.reach_poses
-        if self.scene_cfg.is_legacy:
-            xy = self.scene.sample_cube_xy(rng)
-            if reach:
-                joints = self._reach_joints(xy, rng)
-            robot.reset(np.clip(joints, robot.lower, robot.upper))
-            self.scene.place_cube(xy, yaw=float(rng.uniform(-np.pi, np.pi)))
-        else:
-            self.scene.reset_objects(rng)
-            if reach:
-                joints = self._reach_joints(self.scene.cube_pose()[0][:2], rng)
-            robot.reset(np.clip(joints, robot.lower, robot.upper))
+        joints = self._pose_world(rng)
         geom = CameraGeometry.from_config(params.camera.resized(self.width, self.height))
         frame = render(
             self.client,
@@ -215,48 +222,70 @@ class LabelledFrameSource:
         )
         frame.rgb = self.augment(frame.rgb, params.image)
         pos, orn = self.scene.cube_pose()
-        lab = compute_labels(
-            geom,
-            frame,
-            self.scene.cube,
-            pos,
-            orn,
-            robot.base_position,
-            np.radians(self.scene_cfg.robot.base_yaw_deg),
-        )
+        base, base_yaw = self._base()
+        lab = compute_labels(geom, frame, self.scene.cube, pos, orn, base, base_yaw)
         record = params.to_dict()
         record["joints"] = [float(x) for x in joints]
-        record["reach_pose"] = bool(reach)
+        record["reach_pose"] = self._reach
+        position = lab.position_base if robot is not None else lab.position_camera
         sample: dict[str, np.ndarray | str] = {
             "image": frame.rgb,
-            "position": lab.position_base.astype(np.float32),
+            "position": position.astype(np.float32),
             "position_world": lab.position_world.astype(np.float32),
             "uv": lab.uv.astype(np.float32),
             "box": lab.box.astype(np.float32),
             "visible_pixels": np.array(lab.visible_pixels, dtype=np.int32),
-            "ee_position": world_to_base(
-                robot.ee_position(),
-                robot.base_position,
-                np.radians(self.scene_cfg.robot.base_yaw_deg),
-            ).astype(np.float32),
-            "K": geom.K.astype(np.float32),
-            "R": geom.R.astype(np.float32),
-            "t": geom.t.astype(np.float32),
-            "params": json.dumps(record, sort_keys=True),
         }
-        if not self.scene_cfg.is_legacy:
+        if robot is not None:  # no end effector in a camera-only cell
+            ee = world_to_base(robot.ee_position(), base, base_yaw)
+            sample["ee_position"] = ee.astype(np.float32)
+        sample["K"] = geom.K.astype(np.float32)
+        sample["R"] = geom.R.astype(np.float32)
+        sample["t"] = geom.t.astype(np.float32)
+        sample["params"] = json.dumps(record, sort_keys=True)
+        if per_object_labels(self.scene_cfg):
             per_object = self.scene.objects.labels(
-                geom,
-                base_position=robot.base_position,
-                base_yaw=float(np.radians(self.scene_cfg.robot.base_yaw_deg)),
-                seg=frame.seg,
+                geom, base_position=base, base_yaw=base_yaw, seg=frame.seg
             )
-            sample.update(dataset_fields(per_object, instance_names(self.scene_cfg)))
+            names = instance_names(self.scene_cfg)
+            sample.update(dataset_fields(per_object, names, self.scene_cfg.position_frame))
         if self.masks:
             sample["mask"] = lab.mask.astype(np.uint8)
         if self.depth:
             sample["depth"] = frame.depth
         return sample
+
+    def _pose_world(self, rng: np.random.Generator) -> np.ndarray:
+        """Place the objects and pose the arm (if any) for one sample; the joints drawn
+        (empty without a robot). The draws of a scene with a robot are as they always were."""
+        robot = self.scene.robot
+        joints = np.zeros(0)
+        if robot is not None:
+            rest = np.asarray(robot.spec.rest_pose)
+            joints = rest + rng.uniform(-1.0, 1.0, rest.shape) * self.arm_jitter
+        reach = self.reach_poses > 0.0 and rng.uniform() < self.reach_poses
+        self._reach = bool(reach)
+        if self.scene_cfg.is_legacy:
+            xy = self.scene.sample_cube_xy(rng)
+            if reach:
+                joints = self._reach_joints(xy, rng)
+            if robot is not None:
+                robot.reset(np.clip(joints, robot.lower, robot.upper))
+            self.scene.place_cube(xy, yaw=float(rng.uniform(-np.pi, np.pi)))
+        else:
+            self.scene.reset_objects(rng)
+            if reach:
+                joints = self._reach_joints(self.scene.cube_pose()[0][:2], rng)
+            if robot is not None:
+                robot.reset(np.clip(joints, robot.lower, robot.upper))
+        return joints
+
+    def _base(self) -> tuple[np.ndarray, float]:
+        """The robot base's world position and yaw (radians); the origin without a robot."""
+        robot = self.scene.robot
+        if robot is None:
+            return np.zeros(3), 0.0
+        return robot.base_position, float(np.radians(self.scene_cfg.robot.base_yaw_deg))
 
     def _reach_joints(self, cube_xy: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Joints (by IK from the rest pose) with the end effector near and above the cube."""

@@ -43,6 +43,7 @@ from sim2real.atomic import write_json
 from sim2real.errors import CheckpointError, ConfigError, InputError
 from sim2real.perception import geometry
 from sim2real.perception.encoder import Encoder
+from sim2real.perception.targets import card_targets, is_named
 from sim2real.policies.config import METRE_SCALE
 
 logger = logging.getLogger(__name__)
@@ -56,10 +57,51 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "el
 SQUASHES = ("tanh", "clip")
 
 
+#: The card entry naming the object whose position joins the policy features.
+POLICY_TARGET = "policy_target"
+
+
+def set_policy_target(encoder: Encoder, target: str) -> None:
+    """Make ``target`` (one of the encoder's targets, :mod:`sim2real.perception.targets`) the
+    object whose position joins the policy features; kept in the card (``policy_target``), so
+    the bundle's encoder reads the same head.
+
+    Raises:
+        ConfigError: the encoder does not locate ``target``, or has no position for it.
+    """
+    targets = card_targets(encoder.card)
+    if target not in targets:
+        raise ConfigError(
+            f"target={target!r}: the encoder locates {list(targets)}, expected one of them "
+            "(sim2real pretrain --targets NAME,...)"
+        )
+    if "position" not in targets[target]["heads"]:
+        raise ConfigError(f"target={target!r}: the encoder has no position head for it")
+    encoder.card[POLICY_TARGET] = target
+
+
+def policy_target(encoder: Encoder) -> str | None:
+    """The object whose position the policy reads: the card's ``policy_target``, else the
+    encoder's one target (None when it has several and none was chosen)."""
+    targets = card_targets(encoder.card)
+    chosen = encoder.card.get(POLICY_TARGET)
+    return chosen if chosen else (next(iter(targets)) if len(targets) == 1 else None)
+
+
+def position_head_name(encoder: Encoder) -> str | None:
+    """The head whose 3-D position joins the policy features: ``position`` for a
+    single-target encoder, ``NAME/position`` for the :func:`policy_target` of one with
+    per-target heads; None when there is none."""
+    if not is_named(encoder.card):
+        return geometry.POSITION_HEAD
+    target = policy_target(encoder)
+    return None if target is None else card_targets(encoder.card)[target]["heads"].get("position")
+
+
 def position_route(encoder: Encoder) -> str | None:
     """Which position joins the policy features: ``"keypoint_relative"`` when the card chose
     that route (cube and gripper keypoints, a camera in the card), else ``"position_head"``
-    for a 3-D ``position`` head, else None."""
+    for a 3-D position head (:func:`position_head_name`), else None."""
     card = encoder.card
     heads = dict(encoder.heads.items())
     names = getattr(heads.get(geometry.KEYPOINT_HEAD), "names", [])
@@ -69,7 +111,7 @@ def position_route(encoder: Encoder) -> str | None:
         and card.get("camera")
     ):
         return "keypoint_relative"
-    head = heads.get(geometry.POSITION_HEAD)
+    head = heads.get(position_head_name(encoder) or "")
     if getattr(head, "kind", None) == "position" and getattr(head, "out_dim", 0) == 3:
         return "position_head"
     return None
@@ -148,11 +190,12 @@ def encode(
             )
         position = keypoint_offset(encoder, fmap, proprio.flatten(1)[:, -3:])
     elif route == "position_head":
-        position = encoder.heads[geometry.POSITION_HEAD](fmap).float()
+        position = encoder.heads[str(position_head_name(encoder))](fmap).float()
     else:
         raise ConfigError(
             "use_position=True but the encoder has no 3-D 'position' head and no "
-            f"keypoint_relative route (heads {sorted(encoder.heads)})"
+            f"keypoint_relative route (heads {sorted(encoder.heads)}; an encoder with several "
+            "targets needs target=NAME)"
         )
     return torch.cat([pooled.float(), position.float()], dim=1)
 

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from sim2real.atomic import write_json
 from sim2real.errors import ConfigError
+from sim2real.policies.bundle import position_head_name
 from sim2real.policies.extractor import EncoderExtractor, images_to_input
 
 logger = logging.getLogger(__name__)
@@ -360,11 +361,12 @@ class AuxPositionLoss(BaseCallback):
         encoder = extractor.encoder
         if encoder is None or extractor.mode == "frozen":
             raise ConfigError("aux position loss needs a trainable encoder (finetune or scratch)")
-        if "position" not in encoder.heads:
+        self.head_name = position_head_name(encoder) or "position"
+        if self.head_name not in encoder.heads:
             raise ConfigError(
                 f"aux position loss needs a 'position' head; has {list(encoder.heads)}"
             )
-        frame = encoder.heads["position"].frame
+        frame = encoder.heads[self.head_name].frame
         if frame not in LABEL_KEYS:
             raise ConfigError(f"position head frame {frame!r}: expected one of {list(LABEL_KEYS)}")
         self.extractor, self.encoder, self.label_key = extractor, encoder, LABEL_KEYS[frame]
@@ -394,7 +396,7 @@ class AuxPositionLoss(BaseCallback):
         if len(self.images) < self.batch_size or self.num_timesteps < self._next:
             return
         self._next = self.num_timesteps + self.every
-        head = self.encoder.heads["position"]
+        head = self.encoder.heads[self.head_name]
         was_training = self.extractor.training
         self.extractor.train(True)
         losses = []

@@ -51,6 +51,11 @@ class TrainConfig(BaseModel):
         "(Sim2Real/Reach-v0 reaches any scene's target); None: the env id's scene",
     )
     encoder: str | None = Field(None, description="encoder checkpoint folder")
+    target: str | None = Field(
+        None,
+        description="the object whose predicted position joins the policy features (an "
+        "encoder target, sim2real.perception.targets); None: the encoder's one target",
+    )
     algo: Literal["ppo", "sac"] = "ppo"
     steps: int = Field(100_000, gt=0, description="env steps")
     minutes: float | None = Field(
@@ -114,7 +119,11 @@ def encoder_source(cfg: TrainConfig) -> EncoderSource:
     if cfg.mode in ("frozen", "finetune"):
         if cfg.encoder is None:
             raise ConfigError(f"mode={cfg.mode!r} needs an encoder checkpoint (encoder=None)")
+        if cfg.target is not None:
+            return {"path": str(cfg.encoder), "target": cfg.target}
         return str(cfg.encoder)
+    if cfg.encoder is not None and cfg.target is not None:
+        return {"path": str(cfg.encoder), "reinit": True, "target": cfg.target}
     if cfg.encoder is not None:
         return {"path": str(cfg.encoder), "reinit": True}
     size = cfg.image_size if isinstance(cfg.image_size, tuple) else (cfg.image_size,) * 2

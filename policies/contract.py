@@ -12,7 +12,7 @@ import gymnasium as gym
 
 from sim2real.perception.encoder import RESIZE_METHOD, Encoder
 from sim2real.perception.scores import visibility_contract
-from sim2real.policies.bundle import position_route
+from sim2real.policies.bundle import policy_target, position_head_name, position_route
 from sim2real.policies.config import TrainConfig
 
 
@@ -82,8 +82,10 @@ def _feature_layout(
         encoded.append(pos)
         policy_input.append(pos)
     elif use_position:
-        head = encoder.heads["position"]
+        head = encoder.heads[str(position_head_name(encoder))]
         pos = {"name": "position", "size": 3, "frame": head.frame, "units": head.units}
         encoded.append(pos)
         policy_input.append(pos)
+    if use_position:  # the object whose position it is (task.target)
+        pos["object"] = policy_target(encoder)
     return encoded, policy_input

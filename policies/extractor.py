@@ -48,6 +48,7 @@ from sim2real.policies.bundle import (
     make_trunk,
     policy_input,
     position_route,
+    set_policy_target,
 )
 from sim2real.policies.config import METRE_SCALE, EncoderSource
 
@@ -72,9 +73,12 @@ def build_encoder(source: EncoderSource) -> Encoder:
     spec = dict(source)
     if "path" in spec:
         if not spec.get("reinit", False):
-            return Encoder.load(spec["path"])
-        card = Encoder.load(spec["path"]).card
-        return Encoder.from_card(card, pretrained=False)
+            encoder = Encoder.load(spec["path"])
+        else:
+            encoder = Encoder.from_card(Encoder.load(spec["path"]).card, pretrained=False)
+        if spec.get("target") is not None:  # the object whose position the policy reads
+            set_policy_target(encoder, str(spec["target"]))
+        return encoder
     spec["input_size"] = tuple(spec.get("input_size", (84, 84)))
     return Encoder(**spec)
 

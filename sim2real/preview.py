@@ -84,9 +84,18 @@ def preview_scene(
 ) -> Path:
     """A grid of ``n`` randomised episodes of a scene with labels overlaid.
 
+    A scene without a robot (``robot: null``) has no env: its frames come from the dataset
+    source (:mod:`sim2real.envs.sources`), as ``sim2real generate`` renders them.
+
     Example:
         >>> preview_scene("tabletop_panda", "runs/preview.png", n=4)  # doctest: +SKIP
     """
+    cfg = SceneConfig.load(scene)
+    if cfg.robot is None:
+        frames = _camera_frames(scene, randomization, n, size, seed, scale)
+        path = save_png(tile(frames), out)
+        logger.info("wrote %s (%d randomised frames of %s, %s)", path, n, scene, randomization)
+        return path
     env = TabletopEnv(scene=scene, randomization=randomization, image_size=size, labels="full")
     frames = []
     for i in range(n):
@@ -103,6 +112,41 @@ def preview_scene(
     path = save_png(tile(frames), out)
     logger.info("wrote %s (%d randomised frames of %s, %s)", path, n, scene, randomization)
     return path
+
+
+def _camera_frames(
+    scene: str | Path, randomization: str, n: int, size: tuple[int, int], seed: int, scale: int
+) -> list[np.ndarray]:
+    """Frames of a camera-only scene from the dataset source, every object's box drawn (the
+    targets' thick, with their centres; the distractors' thin and grey)."""
+    from sim2real.envs.sources import make_source, scene_spec
+
+    spec = scene_spec(str(scene), randomization, size=size)
+    src = make_source({**spec, "seed": seed})
+    names = {o["name"]: o["role"] for o in _instances(src.scene_cfg)}
+    frames = []
+    try:
+        for i in range(n):
+            s = src(i)
+            img = np.asarray(s["image"])
+            for name, role in names.items():
+                box = np.asarray(s[f"objects.{name}.box"])
+                if not bool(s[f"objects.{name}.present"]) or not np.isfinite(box).all():
+                    continue
+                if role == "target":
+                    img = draw_labels(img, np.asarray(s[f"objects.{name}.uv"]), box)
+                else:
+                    img = _draw_box(img, box)
+            frames.append(
+                cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+            )
+    finally:
+        src.close()
+    return frames
+
+
+def _instances(cfg: SceneConfig) -> list[dict[str, str]]:
+    return [{"name": n, "role": spec.role} for spec in cfg.objects for n in spec.instance_names]
 
 
 def preview_side_by_side(
@@ -127,13 +171,16 @@ def preview_side_by_side(
         )
     client, renderer = connect("tiny")
     world = Scene(client, cfg)
-    world.robot.reset()
+    if world.robot is not None:
+        world.robot.reset()
     panels = []
     for rec in frames:
         real = rec.image
         h = round(width * real.shape[0] / real.shape[1])
         geom = CameraGeometry.from_config(cfg.camera.resized(width, h))
         pos = np.asarray(rec.position, dtype=np.float64)
+        if world.robot is None:  # a camera-only cell labels in the camera frame
+            pos = (pos - geom.t) @ geom.R
         world.place_cube(pos[:2])
         sim = render(client, geom, light=_light(cfg), renderer=renderer).rgb
         uv = geom.project(pos)

@@ -21,7 +21,8 @@ from sim2real.perception.train_config import PretrainConfig
 PRETRAIN_FLAGS = (
     "backbone", "head", "epochs", "batch_size", "lr", "freeze_blocks", "mixstyle", "randconv",
     "exposure", "feature_stride", "dilated", "position_pool", "position_target",
-    "heatmap_weight", "shift_px", "keypoint_window", "max_minutes", "seed", "init",
+    "heatmap_weight", "shift_px", "keypoint_window", "max_minutes", "seed", "init", "targets",
+    "yaw_weight",
 )  # fmt: skip
 
 
@@ -60,7 +61,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         route=args.route,
         keypoint_window=args.keypoint_window,
         batchnorm=args.batchnorm,
+        objects=_objects(args.objects),
     )
+    if "objects" in stats:  # per object, then the mean over objects
+        _print_objects(stats)
+        return 0
     _print_errors(stats)
     _print_detection(stats.get("detection"))
     for route, r in stats.get("routes", {}).items():
@@ -71,6 +76,28 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if stats.get("csv"):
         print(f"per-frame CSV: {stats['csv']}\noverlay: {stats.get('overlay')}")
     return 0
+
+
+def _objects(text: str | None) -> list[str] | None:
+    return [t.strip() for t in text.split(",") if t.strip()] if text else None
+
+
+def _print_objects(stats: dict) -> None:
+    for name, r in stats["objects"].items():
+        print(f"object {name}:")
+        _print_errors(r)
+        if r.get("yaw_deg"):
+            y = r["yaw_deg"]
+            print(f" yaw error (deg): mean {y['mean']:.1f}  median {y['median']:.1f}  "
+                  f"p90 {y['p90']:.1f}  (modulo the object's symmetry)")  # fmt: skip
+        _print_detection(r.get("detection"))
+    mean = stats["mean"]
+    print(f"mean over {len(stats['objects'])} objects:")
+    _print_errors({**stats, "xy_cm": mean["xy_cm"], "xyz_cm": mean["xyz_cm"]})
+    if mean.get("yaw_deg"):
+        print(f" yaw error (deg): mean {mean['yaw_deg']['mean']:.1f}")
+    if stats.get("csv"):
+        print(f"per-frame CSV: {stats['csv']}")
 
 
 def _print_detection(det: dict | None) -> None:
@@ -98,7 +125,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
         model = Encoder.load(args.model)
         set_refine(model, False)
-    path = predict_folder(model, args.images, args.out, route=args.route, batchnorm=args.batchnorm)
+    path = predict_folder(
+        model,
+        args.images,
+        args.out,
+        route=args.route,
+        batchnorm=args.batchnorm,
+        objects=_objects(args.objects),
+    )
     print(f"wrote {path}")
     return 0
 
@@ -108,6 +142,14 @@ def add_parsers(sub: Subparsers) -> None:
     _add_pretrain(sub)
     _add_evaluate(sub)
     _add_predict(sub)
+
+
+def _add_objects(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--objects",
+        default=None,
+        help="NAME,NAME: only these objects (of the encoder's targets); default: all",
+    )
 
 
 def _add_batchnorm(p: argparse.ArgumentParser) -> None:
@@ -126,13 +168,16 @@ def _add_pretrain(sub: Subparsers) -> None:
         summary="train the perception encoder on a generated dataset",
         description="""
             Train an ImageNet-pretrained encoder (EfficientNet-Lite0 by default) with a 3-D
-            position head and a keypoint head on a dataset from `sim2real generate`. Writes
+            position head and a keypoint head on a dataset from `sim2real generate`; with
+            --targets NAME,NAME one keypoint, position, visibility (and yaw, for objects that
+            declare a symmetry) output per named object on the shared backbone. Writes
             MODEL/model.safetensors + MODEL/card.json; --resume continues a killed run with the
             same settings. Every pretraining setting is also a --set KEY=VALUE.""",
         examples="""
             sim2real pretrain --data runs/kuka_data --out runs/kuka_encoder --minutes 25
             sim2real pretrain --data runs/kuka_data --out runs/kuka_encoder --feature-stride 8 --dilated --heatmap-weight 0.1
-            sim2real pretrain --data runs/kuka_data --out runs/kuka_encoder --resume""",
+            sim2real pretrain --data runs/kuka_data --out runs/kuka_encoder --resume
+            sim2real pretrain --data runs/mug_data --out runs/mug_encoder --targets mug,clutter_0 --yaw-weight 0.5""",
         func=cmd_pretrain,
     )
     p.add_argument("--data", required=True, help="dataset folder from `sim2real generate`")
@@ -158,9 +203,12 @@ def _add_evaluate(sub: Subparsers) -> None:
         description="""
             Predict the object's position in labelled frames and print the xy and xyz error
             (mean, median, p90, in cm) per route; with --out, also a per-frame CSV and an
-            overlay PNG.""",
+            overlay PNG. An encoder with several targets, or a long labels.csv
+            (file,object,...) naming several objects, is scored per object (position, yaw
+            modulo the object's symmetry, detection) and as the mean over objects.""",
         examples="""
-            sim2real evaluate --model runs/kuka_encoder --real ../shared/real/kuka_cube/labelled --out runs/eval""",
+            sim2real evaluate --model runs/kuka_encoder --real ../shared/real/kuka_cube/labelled --out runs/eval
+            sim2real evaluate --model runs/mug_encoder --real runs/mug_real --objects mug""",
         func=cmd_evaluate,
     )
     p.add_argument("--model", required=True, help="encoder folder")
@@ -170,6 +218,7 @@ def _add_evaluate(sub: Subparsers) -> None:
     p.add_argument(
         "--keypoint-window", type=int, default=None, help="override the card's keypoint window"
     )
+    _add_objects(p)
     _add_batchnorm(p)
 
 
@@ -181,9 +230,12 @@ def _add_predict(sub: Subparsers) -> None:
         description="""
             Predict the object's position for every image of a folder and write
             file,x_m,y_m,z_m,visible,confidence,ood (one row per frame; positions also when not
-            visible; confidence below 0.5: do not act on the position).""",
+            visible; confidence below 0.5: do not act on the position). An encoder with
+            several targets writes file,object,x_m,y_m,z_m,yaw_deg,visible,confidence,ood, one
+            row per frame and object.""",
         examples="""
             sim2real predict --model runs/kuka_encoder --images ../shared/real/kuka_cube/unlabelled --out runs/preds.csv
+            sim2real predict --model runs/mug_encoder --images runs/mug_real --out runs/mug_preds.csv --objects mug
             sim2real predict --model runs/kuka_encoder --images ../shared/real/kuka_cube/unlabelled --out runs/preds.csv --no-refine""",
         func=cmd_predict,
     )
@@ -191,6 +243,7 @@ def _add_predict(sub: Subparsers) -> None:
     p.add_argument("--images", required=True, help="folder of images")
     p.add_argument("--out", required=True, help="CSV file to write")
     p.add_argument("--route", default=None, help="position_head|keypoint_plane (default: card's)")
+    _add_objects(p)
     p.add_argument(
         "--no-refine",
         action="store_true",

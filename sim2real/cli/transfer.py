@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from sim2real.cli.common import (
     Subparsers,
@@ -42,6 +43,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         config=FinetuneConfig.from_overrides(settings),
     )
     print(f"adapted encoder: {path}")
+    _print_objects(path)
     if args.strategy.strip() == "auto":
         import json
 
@@ -55,6 +57,20 @@ def cmd_finetune(args: argparse.Namespace) -> int:
                 f"mean {nested['xy_cm']['mean']:.2f} cm; label-free on the same frames: {free}"
             )
     return 0
+
+
+def _print_objects(path: Path) -> None:
+    """The cross-validated error per object and the mean over objects, when the adapted
+    encoder has several targets."""
+    import json
+
+    cv = json.loads((Path(path) / "card.json").read_text())["transfer"][-1].get("cv") or {}
+    objects = cv.get("objects")
+    if not objects:
+        return
+    cells = ", ".join(f"{k} {v['mean']:.2f} cm" for k, v in objects.items() if v)
+    print(f"cross-validated xy error per object: {cells}; mean over objects "
+          f"{cv['mean_over_objects']:.2f} cm")  # fmt: skip
 
 
 def cmd_curve(args: argparse.Namespace) -> int:

@@ -39,6 +39,7 @@ from sim2real.perception.refine import (
     store_refiner,
 )
 from sim2real.perception.scores import VISIBILITY_HEAD, frame_scores, keypoint_sharpness
+from sim2real.perception.targets import by_object, card_targets, is_named
 from sim2real.version import __version__
 
 logger = logging.getLogger(__name__)
@@ -94,8 +95,7 @@ class Encoder(nn.Module):
         (1, 3)
     """
 
-    #: the optional coarse-to-fine :class:`~sim2real.perception.refine.Refiner` (not a
-    #: submodule: its weights are its own file), attached by ``refine.attach_refiner``.
+    #: optional :class:`~sim2real.perception.refine.Refiner`; not a submodule (own file)
     refiner: Any = None
 
     def __init__(
@@ -221,7 +221,7 @@ class Encoder(nn.Module):
         batch_size: int = 64,
         batchnorm: str | None = None,
         refine: bool | None = None,
-    ) -> dict[str, np.ndarray]:
+    ) -> dict[str, np.ndarray] | dict[str, dict[str, np.ndarray]]:
         """Predict every head on raw frames, in eval mode, in batches.
 
         Keypoints are normalised coordinates of the whole frame (a crop is undone), and
@@ -237,13 +237,18 @@ class Encoder(nn.Module):
             colour: channel order of ``frames``.
             batch_size: frames per forward pass (1 with ``batchnorm="frame"``).
             batchnorm: ``"stored"`` or ``"frame"``; default: :attr:`batchnorm`.
-            refine: with a :attr:`refiner` attached, refine the ``keypoint`` head's first
-                keypoint on the full-resolution frames (the coarse one is kept as
-                ``keypoint_coarse``); default: on unless the card's ``inference.refine`` says
-                off (:mod:`sim2real.perception.refine`).
+            refine: with a :attr:`refiner`, refine the ``keypoint`` head's first keypoint on
+                the full-resolution frames, the coarse one kept as ``keypoint_coarse``
+                (:mod:`sim2real.perception.refine`); default: the card's, on.
+
+        An encoder with per-target heads (``pretrain --targets``, :mod:`sim2real.perception.
+        targets`) returns its outputs keyed by object name instead:
+        ``{object: {"position", "keypoint", "keypoint_px", "visibility", "visible", "yaw",
+        ...}}`` (:func:`~sim2real.perception.targets.by_object`).
 
         Returns:
-            ``{name: (N, ...) float32 array}`` (``visible``: bool).
+            ``{name: (N, ...) float32 array}`` (``visible``: bool); per-target encoders:
+            ``{object: {name: array}}``.
 
         Example:
             >>> enc = Encoder("impala_cnn", {"kp": {"type": "keypoints"}}, pretrained=False)
@@ -278,7 +283,14 @@ class Encoder(nn.Module):
         arrays = {k: v.numpy() for k, v in out.items()}
         if "visible" in arrays:
             arrays["visible"] = arrays["visible"] > 0.5
-        return arrays
+        return by_object(self.card, arrays) if is_named(self.card) else arrays
+
+    @property
+    def targets(self) -> dict[str, dict[str, Any]]:
+        """The objects this encoder locates, ``{name: {"frame", "symmetry", "yaw", "heads"}}``
+        (:func:`~sim2real.perception.targets.card_targets`; one target for a single-target
+        encoder)."""
+        return card_targets(self.card)
 
     @property
     def scored(self) -> bool:

@@ -29,7 +29,17 @@ from sim2real.data.real import open_real
 from sim2real.errors import CheckpointError, ConfigError, DataError
 from sim2real.perception import geometry
 from sim2real.perception.encoder import CARD_FILE, WEIGHTS_FILE, Encoder
-from sim2real.perception.scores import ACT_THRESHOLD
+from sim2real.perception.evaluate_common import default_route as _default_route
+from sim2real.perception.evaluate_common import detection as detection  # re-exported
+from sim2real.perception.evaluate_common import predict_routes as _predict_routes
+from sim2real.perception.evaluate_common import score_cells as _score_cells
+from sim2real.perception.evaluate_objects import (
+    OBJECT_PREDICT_COLUMNS,
+    evaluate_objects,
+    per_object,
+    predict_rows,
+)
+from sim2real.perception.targets import card_targets, check_targets, is_named
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +48,6 @@ FRAME_COLUMNS = (
     "visible", "pred_visible", "confidence", "ood",
 )  # fmt: skip
 PREDICT_COLUMNS = ("file", "x_m", "y_m", "z_m", "visible", "confidence", "ood")
-CHUNK = 32
 
 
 def load_model(model: str | os.PathLike[str] | Encoder, device: str = "cpu") -> Encoder:
@@ -86,55 +95,6 @@ def keypoint_window_set(encoder: Encoder, window: int | None) -> Iterator[None]:
         head.window = before
 
 
-def _predict_routes(
-    encoder: Encoder, frames: RealFrames, batchnorm: str | None = None
-) -> tuple[list, dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """All frames' records (without pixels kept), ``{route: (N, 3)}`` predictions and the
-    scores ``{"visible", "confidence", "ood": (N,)}`` (1, 1, NaN when the encoder gives none)."""
-    sources, chunks, scored = [], [], []
-    for start in range(0, len(frames), CHUNK):
-        records = [frames[i] for i in range(start, min(start + CHUNK, len(frames)))]
-        images = np.stack([r.image for r in records])
-        out = encoder.predict(images, batchnorm=batchnorm)
-        chunks.append(geometry.route_positions(out, encoder.card))
-        n = len(records)
-        defaults = {
-            "visible": np.ones(n, bool),
-            "confidence": np.ones(n),
-            "ood": np.full(n, np.nan),
-        }
-        scored.append({k: np.asarray(out.get(k, v)) for k, v in defaults.items()})
-        sources += [(r.source, r.position, r.visible) for r in records]
-    routes = {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
-    scores = {k: np.concatenate([c[k] for c in scored]) for k in scored[0]}
-    if not routes:
-        relative = geometry.position_frame(encoder.card) == "end_effector"
-        raise CheckpointError(
-            f"encoder has no route to a 3-D position (heads {sorted(encoder.heads)}): "
-            "expected a 'position' head, or a 'keypoint' head with a camera in the card"
-            + (
-                "; its position head predicts the cube relative to the end effector, which "
-                "labelled frames without the gripper's position cannot score"
-                if relative
-                else ""
-            )
-        )
-    return sources, routes, scores
-
-
-def _default_route(encoder: Encoder, routes: dict[str, np.ndarray], route: str | None) -> str:
-    chosen = route or encoder.card.get("position_route") or next(iter(routes))
-    if chosen not in routes and chosen in geometry.EE_ROUTES:
-        raise CheckpointError(
-            f"route {chosen!r} needs the gripper's position for every frame, which labelled "
-            f"frames do not carry: expected route= one of {sorted(routes)} (e.g. --route "
-            "keypoint_plane)"
-        )
-    if chosen not in routes:
-        raise CheckpointError(f"route {chosen!r} not available: this encoder has {sorted(routes)}")
-    return chosen
-
-
 def evaluate(
     model: str | os.PathLike[str] | Encoder,
     real_dir: str | os.PathLike[str],
@@ -143,6 +103,7 @@ def evaluate(
     device: str = "cpu",
     keypoint_window: int | None = None,
     batchnorm: str | None = None,
+    objects: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Position error of an encoder on the labelled frames of a real folder.
 
@@ -160,6 +121,11 @@ def evaluate(
             the card's (0: whole map); the encoder is left as it was.
         batchnorm: ``"stored"`` or ``"frame"`` (each frame normalised by its own statistics,
             :func:`~sim2real.perception.encoder.frame_statistics`); default: the card's.
+        objects: score these objects of a long ``labels.csv``. An encoder with per-target
+            heads, labels with several objects, or ``objects`` given: the evaluation goes per
+            object (:func:`~sim2real.perception.evaluate_objects.evaluate_objects`; its
+            result adds ``objects`` and ``mean``, and ``xy_cm``/``xyz_cm`` are the mean over
+            objects).
 
     Returns:
         ``{"n", "route", "xy_cm": {"mean", "median", "p90"}, "xyz_cm": {...},
@@ -178,7 +144,14 @@ def evaluate(
         4.2
     """
     encoder = load_model(model, device)
-    frames = open_real(real_dir).labelled()
+    frames = open_real(real_dir)
+    if objects or per_object(encoder, frames):
+        with keypoint_window_set(encoder, keypoint_window):
+            return evaluate_objects(
+                encoder, frames, objects=objects, route=route, out_dir=out_dir,
+                batchnorm=batchnorm,
+            )  # fmt: skip
+    frames = frames.labelled()
     if len(frames) == 0:
         raise DataError(
             f"'{real_dir}' has no labelled frames: expected images listed in a labels.csv "
@@ -226,8 +199,13 @@ def predict_folder(
     route: str | None = None,
     device: str = "cpu",
     batchnorm: str | None = None,
+    objects: Sequence[str] | None = None,
 ) -> Path:
     """Write ``file,x_m,y_m,z_m,visible,confidence,ood`` for every image of a folder.
+
+    An encoder with per-target heads writes ``file,object,x_m,y_m,z_m,yaw_deg,visible,
+    confidence,ood`` instead, one row per frame and target (``objects``: only these;
+    :func:`~sim2real.perception.evaluate_objects.predict_rows`).
 
     The position (robot-base frame, metres) is written for every frame, visible or not;
     ``visible`` is 1 or 0, ``confidence`` in ``[0, 1]`` (below 0.5: do not act on the
@@ -255,9 +233,17 @@ def predict_folder(
     """
     encoder = load_model(model, device)
     frames = open_real(images_dir)
+    path = Path(out_csv)
+    if is_named(encoder.card):
+        rows = predict_rows(encoder, frames, objects, batchnorm)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", newline="") as f:
+            csv.writer(f).writerows([OBJECT_PREDICT_COLUMNS, *rows])
+        logger.info("wrote %d predictions (%d frames) to %s", len(rows), len(frames), path)
+        return path
+    check_targets(list(card_targets(encoder.card)), objects)
     sources, routes, scores = _predict_routes(encoder, frames, batchnorm)
     pred = routes[_default_route(encoder, routes, route)]
-    path = Path(out_csv)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
@@ -266,45 +252,6 @@ def predict_folder(
             writer.writerow([name, *(f"{v:.4f}" for v in p), *_score_cells(scores, i)])
     logger.info("wrote %d predictions to %s", len(sources), path)
     return path
-
-
-def detection(
-    truth: Sequence[bool | None],
-    scores: dict[str, np.ndarray],
-    pred: np.ndarray,
-    labels: np.ndarray,
-) -> dict[str, Any]:
-    """Detection beside the position error: ``{"n_claimed_visible", "n_low_confidence",
-    "labelled_visibility", "missed", "false_visible", "detected_xy_cm"}``.
-
-    ``missed`` (frames labelled visible, predicted not visible) and ``false_visible`` (labelled
-    not visible, predicted visible) count only frames whose labels say (a ``visible`` column;
-    ``labelled_visibility`` is how many); None when none do. ``detected_xy_cm`` summarises the
-    xy error over frames predicted visible and not labelled invisible (None when there are
-    none).
-    """
-    visible = np.asarray(scores["visible"], dtype=bool)
-    known = np.array([t is not None for t in truth])
-    said = np.array([bool(t) for t in truth])
-    detected = visible & ~(known & ~said)
-    errors = geometry.position_errors_cm(pred, labels)["xy"]
-    return {
-        "n_claimed_visible": int(visible.sum()),
-        "n_low_confidence": int((np.asarray(scores["confidence"]) < ACT_THRESHOLD).sum()),
-        "labelled_visibility": int(known.sum()),
-        "missed": int((known & said & ~visible).sum()) if known.any() else None,
-        "false_visible": int((known & ~said & visible).sum()) if known.any() else None,
-        "detected_xy_cm": geometry.summarise(errors[detected]) if detected.any() else None,
-    }
-
-
-def _score_cells(scores: dict[str, np.ndarray], i: int) -> list[str]:
-    ood = float(scores["ood"][i])
-    return [
-        str(int(bool(scores["visible"][i]))),
-        f"{float(scores['confidence'][i]):.4f}",
-        f"{ood:.4f}" if math.isfinite(ood) else "",
-    ]
 
 
 def _write_frames_csv(

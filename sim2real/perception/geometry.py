@@ -183,8 +183,13 @@ def nominal_camera(manifest: Mapping[str, Any], width: int, height: int) -> Plan
             "dataset manifest: expected spec.scene with camera, table.top_height and cube.size "
             f"(a dataset from `sim2real generate`), got {exc!r}"
         ) from exc
-    geom = CameraGeometry.from_config(cfg)
     robot = scene.get("robot", {})
+    if robot is None:
+        raise DataError(
+            "dataset manifest: the scene has no robot (robot: null), so positions are in the "
+            "camera frame, where the table is no plane z = const; expected a scene with a robot"
+        )
+    geom = CameraGeometry.from_config(cfg)
     base = np.asarray(robot.get("base_position", (0.0, 0.0, 0.0)), dtype=np.float64)
     yaw = np.radians(float(robot.get("base_yaw_deg", 0.0)))
     c, s = np.cos(yaw), np.sin(yaw)

@@ -21,6 +21,7 @@ from torch import nn
 
 from sim2real.errors import ConfigError, InputError
 from sim2real.perception.scores import VisibilityHead
+from sim2real.perception.yaw_head import YawHead
 
 logger = logging.getLogger(__name__)
 
@@ -419,6 +420,7 @@ HEADS: dict[str, type[nn.Module]] = {
     "box": BoxHead,
     "mask": MaskHead,
     "visibility": VisibilityHead,
+    "yaw": YawHead,
 }
 
 
@@ -427,7 +429,7 @@ def build_head(kind: str, in_channels: int, /, **config: Any) -> nn.Module:
 
     Args:
         kind: one of ``HEADS`` (``position``, ``keypoints``, ``box``, ``mask``,
-            ``visibility``).
+            ``visibility``, ``yaw``).
         in_channels: channels of the backbone feature map.
         **config: the head's constructor options; ``in_channels`` in it must agree.
 

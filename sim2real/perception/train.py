@@ -36,6 +36,7 @@ from sim2real.errors import ConfigError, DataError
 from sim2real.perception import geometry
 from sim2real.perception.device import resolve_device
 from sim2real.perception.distributed import Distributed
+from sim2real.perception.targets_train import NamedTrainer, build_named_encoder, named_run
 from sim2real.perception.train_config import DEFAULT_STRIDES, PretrainConfig
 from sim2real.perception.train_model import build_encoder
 from sim2real.perception.train_scores import visibility_fields
@@ -87,15 +88,21 @@ def pretrain(
     check_output(root, resume)
     dist = Distributed.from_env(resolve_device(device))
     dev = dist.device(resolve_device(device))
-    ds = open_dataset(cfg)
+    named = named_run(cfg)
+    ds = open_dataset(cfg) if named is None else named[1]
     cfg, (width, height) = resolve_frame(cfg, ds)
     train_idx, val_idx = split(cfg, ds)
-    encoder = build_encoder(cfg, ds, train_idx, width, height)
+    options: dict[str, Any] = {"device": dev, "workers": workers, "dist": dist}
+    options["progress"] = progress and dist.is_main
+    if named is None:
+        encoder = build_encoder(cfg, ds, train_idx, width, height)
+        trainer = Trainer(cfg, encoder, ds, (train_idx, val_idx), root, **options)
+    else:  # targets by name: per-target heads (sim2real.perception.targets)
+        encoder = build_named_encoder(cfg, ds, named[0], train_idx, (width, height))
+        trainer = NamedTrainer(
+            cfg, encoder, ds, (train_idx, val_idx), root, targets=named[0], **options
+        )
     encoder.card["training"]["world_size"] = dist.world_size
-    trainer = Trainer(
-        cfg, encoder, ds, (train_idx, val_idx), root,
-        device=dev, workers=workers, progress=progress and dist.is_main, dist=dist,
-    )  # fmt: skip
     last = root / "last" if (root / "last").is_dir() else root / ".old-last"
     if resume and last.is_dir():
         trainer.restore(last)

@@ -112,6 +112,17 @@ class PretrainConfig(Settings):
             ``objects.<NAME>.visible_fraction``, or, in datasets without per-object labels,
             an estimate from the cube's ``uv``, ``visible_pixels`` and ``box``
             (:func:`~sim2real.perception.train_scores.derived_visible_fraction`).
+        targets: the objects the encoder locates, by instance name (``"mug,duck"`` or a
+            list): one keypoint map, one position and one visibility output per target on the
+            shared backbone, plus a yaw output for targets whose object declares a symmetry
+            (and whose dataset has ``objects.NAME.quaternion``): heads ``NAME/keypoint``,
+            ``NAME/position``, ``NAME/visibility``, ``NAME/yaw``, and ``Encoder.predict``
+            keyed by object name (:mod:`sim2real.perception.targets`). ``None``: the scene's
+            ``role: target`` objects; when that is one object, the single-target heads
+            ``keypoint``, ``position``, ``visibility`` of earlier versions (a legacy cube
+            dataset: ``cube``).
+        yaw_weight: weight of the yaw loss (:func:`~sim2real.perception.orientation.
+            yaw_loss`) of named targets; 0: no yaw heads.
         ood_samples: at the end of the run, the feature statistics of up to this many
             training frames (and the distance reference of as many validation frames) go
             into the card (``ood``, ``scores``) for the out-of-distribution score and the
@@ -172,6 +183,10 @@ class PretrainConfig(Settings):
         0.0, ge=0.0, description="visibility head BCE weight (> 0 adds the head)"
     )
     visibility_object: str = Field("cube", description="the object whose visibility is learnt")
+    targets: tuple[str, ...] | None = Field(
+        None, description="objects to locate, e.g. mug,duck (default: the scene's targets)"
+    )
+    yaw_weight: float = Field(1.0, ge=0.0, description="yaw loss weight of named targets")
     ood_samples: int = Field(
         512, ge=0, description="frames for the card's feature statistics (0: none)"
     )
@@ -186,6 +201,20 @@ class PretrainConfig(Settings):
     @classmethod
     def _path(cls, value: Any) -> Any:
         return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+    @field_validator("targets", mode="before")
+    @classmethod
+    def _targets(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",")]
+        if isinstance(value, list | tuple):
+            names = [str(v).strip() for v in value]
+            if not names or any(not n for n in names) or len(set(names)) != len(names):
+                raise ConfigError(
+                    f"targets={value!r}: expected distinct, non-empty object names, e.g. mug,duck"
+                )
+            return tuple(names)
+        return value
 
     @field_validator("crop", mode="before")
     @classmethod

@@ -96,7 +96,7 @@ class SimSamples(Dataset):
         self.ds, self.indices, self.size, self.seed = ds, np.asarray(indices), size, seed
         self.visibility = visibility
         self.relative, self.gripper_keypoint = bool(relative), bool(gripper_keypoint)
-        robot = ds.manifest.get("spec", {}).get("scene", {}).get("robot", {})
+        robot = ds.manifest.get("spec", {}).get("scene", {}).get("robot") or {}
         self.base = np.asarray(robot.get("base_position", (0.0, 0.0, 0.0)), dtype=np.float64)
         yaw = np.radians(float(robot.get("base_yaw_deg", 0.0)))
         c, s = np.cos(yaw), np.sin(yaw)

@@ -14,6 +14,7 @@ from sim2real.data.shards import ShardedDataset, code_version
 from sim2real.errors import ConfigError, DataError
 from sim2real.perception import geometry
 from sim2real.perception.encoder import Encoder
+from sim2real.perception.targets import dataset_frame, single_target_card
 from sim2real.perception.train_config import PretrainConfig
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,28 @@ def build_encoder(
     from the training split, ``cfg.init``'s weights if set, and the card (structure, the
     ``training`` record ``cfg.model_dump()``, the dataset, the code version, the camera).
     """
+    relative = cfg.position_target == "ee_relative"
+    frame = "end_effector" if relative else dataset_frame(ds.manifest)
+    heads = cfg.heads()
+    if geometry.POSITION_HEAD in heads:
+        heads[geometry.POSITION_HEAD]["frame"] = frame  # camera: a scene without a robot
+    encoder = new_encoder(cfg, heads, width, height)
+    labels = ShardedDataset(ds.path, fields=["position"] + ["ee_position"] * relative, verify=False)
+    rows = [labels[int(i)] for i in train_idx]
+    positions = np.stack([r["position"] - (r["ee_position"] if relative else 0.0) for r in rows])
+    if geometry.POSITION_HEAD in encoder.heads:
+        std = positions.std(axis=0) if len(positions) > 1 else np.ones(3)
+        encoder.heads[geometry.POSITION_HEAD].set_target_stats(positions.mean(axis=0), std)
+    fill_card(encoder, cfg, ds, train_idx, width, height)
+    encoder.card["position_frame"] = frame
+    encoder.card["targets"] = single_target_card(ds.manifest, encoder.card["heads"])
+    return encoder
+
+
+def new_encoder(
+    cfg: PretrainConfig, heads: dict[str, dict[str, Any]], width: int, height: int
+) -> Encoder:
+    """The untrained encoder of ``cfg`` with ``heads`` (initialised from ``cfg.seed``)."""
     kwargs: dict[str, Any] = {"feature_stride": cfg.feature_stride} if cfg.feature_stride else {}
     if cfg.dilated:
         kwargs["dilated"] = True
@@ -58,7 +81,7 @@ def build_encoder(
         torch.manual_seed(cfg.seed)
         encoder = Encoder(
             cfg.backbone,
-            cfg.heads(),
+            heads,
             input_size=(width, height),
             backbone_kwargs=kwargs,
             pretrained=cfg.pretrained,
@@ -69,19 +92,24 @@ def build_encoder(
             f"mixstyle_blocks={cfg.mixstyle_blocks}: expected fewer than the backbone's "
             f"{len(encoder.backbone.blocks)} blocks (MixStyle goes after early blocks)"
         )
-    relative = cfg.position_target == "ee_relative"
-    labels = ShardedDataset(ds.path, fields=["position"] + ["ee_position"] * relative, verify=False)
-    rows = [labels[int(i)] for i in train_idx]
-    positions = np.stack([r["position"] - (r["ee_position"] if relative else 0.0) for r in rows])
-    if geometry.POSITION_HEAD in encoder.heads:
-        std = positions.std(axis=0) if len(positions) > 1 else np.ones(3)
-        encoder.heads[geometry.POSITION_HEAD].set_target_stats(positions.mean(axis=0), std)
+    return encoder
+
+
+def fill_card(
+    encoder: Encoder,
+    cfg: PretrainConfig,
+    ds: ShardedDataset,
+    train_idx: np.ndarray,
+    width: int,
+    height: int,
+) -> None:
+    """``cfg.init``'s weights, the frozen blocks, and the card: structure, the ``training``
+    record, the dataset, the code version, the nominal camera (with a keypoint head)."""
     if cfg.init is not None:
         load_init(encoder, Path(cfg.init))
     encoder.freeze_blocks(cfg.freeze_blocks)
     card = encoder.card
     card.update(encoder.structure())  # the heads' names, which the routes read, from the start
-    card["position_frame"] = "end_effector" if relative else "robot_base"
     training = cfg.model_dump(mode="json")
     card["training"] = {**training, "train_samples": len(train_idx), "val_samples": 0}
     card["dataset"] = {
@@ -92,9 +120,8 @@ def build_encoder(
         "label_schema": ds.manifest.get("spec", {}).get("label_schema"),
     }
     card["code"] = code_version()
-    if geometry.KEYPOINT_HEAD in encoder.heads:
+    if any(getattr(h, "kind", None) == "keypoints" for h in encoder.heads.values()):
         try:
             card["camera"] = geometry.nominal_camera(ds.manifest, width, height).to_card()
         except DataError as exc:
             logger.warning("no nominal camera (%s): keypoint_plane route disabled", exc)
-    return encoder

@@ -387,15 +387,20 @@ class Trainer:
         write_scores(self.root, plain[0], plain[1], self.cfg.ood_samples, self.cfg.batch_size)
 
     # -------------------------------------------------------------- output
+    def metric_fields(self) -> tuple[str, ...]:
+        """The columns of ``metrics.csv``."""
+        return METRIC_FIELDS
+
     def log(self, row: dict[str, float], writer: Any) -> None:
         path = self.root / "metrics.csv"
         rows = []
         if path.is_file():
             with path.open(newline="") as f:
                 rows = [r for r in csv.DictReader(f) if int(r["epoch"]) < row["epoch"]]
-        rows.append({k: row.get(k, "") for k in METRIC_FIELDS})
+        fields = self.metric_fields()
+        rows.append({k: row.get(k, "") for k in fields})
         text = io.StringIO(newline="")
-        out = csv.DictWriter(text, fieldnames=METRIC_FIELDS)
+        out = csv.DictWriter(text, fieldnames=fields, extrasaction="ignore")
         out.writeheader()
         out.writerows(rows)
         write_text(path, text.getvalue())

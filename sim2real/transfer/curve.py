@@ -43,6 +43,7 @@ from sim2real.sweep import SweepBackend, run_tasks
 from sim2real.transfer.adabn import has_batchnorm
 from sim2real.transfer.config import CurveConfig, FinetuneConfig
 from sim2real.transfer.journal import Journal
+from sim2real.transfer.objects import labelled_frames, object_errors, object_point
 from sim2real.transfer.select import AUTO, adapt, unlabelled_plan
 from sim2real.transfer.strategies import (
     LABELLED_STRATEGIES,
@@ -54,9 +55,11 @@ from sim2real.transfer.training import FrameSet, as_frame_set, held_out_errors
 
 logger = logging.getLogger(__name__)
 
-#: One finished run: training indices, held-out errors (cm), epochs, and for ``auto`` its
-#: selection ``{"chosen": name, "inner_cv_xy_cm": {candidate: mean or None (skipped)}}``.
-Run = tuple[np.ndarray, np.ndarray, int | None, dict[str, Any] | None]
+#: One finished run: training indices, held-out errors (cm), epochs, for ``auto`` its
+#: selection ``{"chosen": name, "inner_cv_xy_cm": {candidate: mean or None (skipped)}}``,
+#: and for a named-target encoder the held-out errors per object (NaN where a frame has no
+#: row for it; else None). A frame's error is then its mean over the objects it labels.
+Run = tuple[np.ndarray, np.ndarray, int | None, dict[str, Any] | None, dict[str, Any] | None]
 
 JOURNAL = "runs.jsonl"
 ZERO_SHOT = "zero-shot"
@@ -123,7 +126,7 @@ def run_curve(
     plans = {s: unlabelled_plan(s, cfg) for s in curve.strategies}
     encoder = Encoder.load(model_path, device=cfg.device)
     real = open_real(real_dir)
-    labelled = as_frame_set(real.labelled(), encoder, "labelled real", labels=True)
+    labelled = as_frame_set(labelled_frames(real, encoder), encoder, "labelled real", labels=True)
     if labelled is None or len(labelled) < 2:
         raise DataError(f"{real_dir}: the curve needs at least 2 labelled frames (labels.csv)")
     needs_unl = next((p for p in plans.values() if p.adabn or p.train == "dann"), None)
@@ -141,7 +144,8 @@ def run_curve(
     fingerprint = {
         "model_sha256": _weights_digest(model_path),
         "labelled": list(labelled.sources),
-        "positions": np.round(np.asarray(labelled.positions), 6).tolist(),
+        "positions": _json_positions(labelled.positions),
+        **({"objects": list(labelled.objects)} if labelled.objects else {}),
         "unlabelled": list(setup.unlabelled.sources) if setup.unlabelled else [],
         "sim": setup.sim,
         "outer_folds": outer_folds,
@@ -296,7 +300,10 @@ def measure(
     total = 1 + len(runs) + len(todo)
     with tqdm(total=total, desc="curve", unit="run", disable=not progress) as bar:
         zero = held_out_errors(setup.encoder, setup.labelled)
-        entries[ZERO_SHOT]["points"]["0"] = _point(0, [(np.arange(0), zero, None, None)], zero, n)
+        zero_objects = _object_errors(setup.encoder, setup.labelled)
+        entries[ZERO_SHOT]["points"]["0"] = _point(
+            0, [(np.arange(0), zero, None, None, zero_objects)], zero, n
+        )
         bar.update(1 + len(runs))
         shared = replace(setup, journal=None)
         args = [(job, train, test, r) for job, _, r, train, test in todo]
@@ -388,7 +395,17 @@ def _one_run(setup: _Setup, job: _Job, train: np.ndarray, test: np.ndarray, repe
             sel = record["selection"]
             inner = {c: v.get("inner_cv_xy_cm") for c, v in sel["candidates"].items()}
             chosen = {"chosen": sel["chosen"], "inner_cv_xy_cm": inner}
-    return train, held_out_errors(encoder, setup.labelled.select(test)), epochs, chosen
+    held_out = setup.labelled.select(test)
+    errors = held_out_errors(encoder, held_out)
+    return train, errors, epochs, chosen, _object_errors(encoder, held_out)
+
+
+def _object_errors(encoder: Encoder, frames: FrameSet) -> dict[str, np.ndarray] | None:
+    """Per-object held-out errors of a named encoder's frames (None for a single target)."""
+    if not frames.objects:
+        return None
+    assert frames.positions is not None
+    return object_errors(encoder, frames.images, frames.positions, frames.objects)
 
 
 def _point(k_train: int, runs: list[Run], zero: np.ndarray, n: int) -> dict[str, Any]:
@@ -423,7 +440,17 @@ def _point(k_train: int, runs: list[Run], zero: np.ndarray, n: int) -> dict[str,
         "train_sets": [[int(i) for i in run[0]] for run in runs],
         "chosen": chosen,
         "inner_cv_xy_cm": {c: float(np.mean(v)) if v else None for c, v in inner.items()},
+        **(object_point(runs) or {}),
     }
+
+
+def _json_positions(positions: np.ndarray | None) -> Any:
+    """Positions rounded for the journal's fingerprint; NaN (an object a frame does not
+    label) as None, so the fingerprint reads back equal."""
+    arr = np.round(np.asarray(positions, dtype=np.float64), 6)
+    if np.isfinite(arr).all():
+        return arr.tolist()
+    return np.where(np.isfinite(arr), arr, None).tolist()
 
 
 def _weights_digest(model_path: str | Path) -> str:

@@ -75,17 +75,21 @@ class Journal:
 
     def get(
         self, entry: str, k: int | str, repeat: int, train: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, int | None, dict[str, Any] | None] | None:
+    ) -> tuple[Any, ...] | None:
         """The finished run, or ``None`` if it is not in the journal (or used other frames)."""
         run = self.runs.get((entry, str(k), repeat))
         if run is None or run["train"] != [int(i) for i in train]:
             return None
         self.reused += 1
+        objects = run.get("objects")  # per-object errors of a named encoder (None: NaN)
+        if objects is not None:
+            objects = {k: np.array(v, dtype=np.float64) for k, v in objects.items()}
         return (
             train,
             np.asarray(run["errors"], dtype=np.float64),
             run["epochs"],
             run.get("selection"),
+            objects,
         )
 
     def add(
@@ -93,9 +97,10 @@ class Journal:
         entry: str,
         k: int | str,
         repeat: int,
-        run: tuple[np.ndarray, np.ndarray, int | None, dict[str, Any] | None],
+        run: tuple[Any, ...],
     ) -> None:
-        train, errors, epochs, selection = run
+        train, errors, epochs, selection = run[:4]
+        objects = run[4] if len(run) > 4 else None
         record = {
             "entry": entry,
             "k": str(k),
@@ -105,5 +110,9 @@ class Journal:
             "epochs": None if epochs is None else int(epochs),
             **({"selection": selection} if selection is not None else {}),
         }
+        if objects is not None:
+            record["objects"] = {
+                k: [float(e) if np.isfinite(e) else None for e in v] for k, v in objects.items()
+            }
         self.runs[(entry, str(k), repeat)] = record
         self._append(record)

@@ -140,6 +140,7 @@ def markdown(results: dict[str, Any]) -> str:
         best, name, k = min(ranked)
         lines += ["", f"**Best: {name} at k={k}: {best:.2f} cm mean xy error.**"]
     lines += _selection_lines(results)
+    lines += object_lines(results)
     skipped = [(n, e["skipped"]) for n, e in entries.items() if e["skipped"]]
     if skipped:
         lines += ["", "## Not measured", ""] + [f"- {n}: {why}" for n, why in skipped]
@@ -246,6 +247,38 @@ def plot(results: dict[str, Any], out: Path) -> list[Path]:
 def _colours(results: dict[str, Any]) -> dict[str, str]:
     names = [n for n in results["entries"] if n != ZERO_SHOT]
     return {ZERO_SHOT: "black", **{n: f"C{i % 10}" for i, n in enumerate(names)}}
+
+
+def object_lines(results: dict[str, Any]) -> list[str]:
+    """The report's per-object table (a named-target encoder on several objects): per entry
+    and k, each object's mean xy error over runs and the mean over objects; none otherwise.
+
+    Example:
+        >>> point = {"objects": {"mug": {"mean": 2.0}, "duck": {"mean": 4.0}},
+        ...          "mean_over_objects": 3.0}
+        >>> res = {"entries": {"probe": {"skipped": None, "points": {"2": point}}}}
+        >>> object_lines(res)[-1]
+        '| probe | 2 | 2.00 | 4.00 | 3.00 |'
+    """
+    names: list[str] = []
+    for entry in results["entries"].values():
+        for p in entry["points"].values():
+            names += [n for n in p.get("objects", {}) if n not in names]
+    if not names:
+        return []
+    lines = ["", "## Per object (mean xy error, cm)", ""]
+    lines += ["| entry | k | " + " | ".join(names) + " | mean over objects |"]
+    lines += ["|---|---|" + "---:|" * (len(names) + 1)]
+    for name, entry in results["entries"].items():
+        if entry["skipped"]:
+            continue
+        for k, p in entry["points"].items():
+            objects = p.get("objects") or {}
+            cells = [f"{objects[n]['mean']:.2f}" if objects.get(n) else "" for n in names]
+            mean = p.get("mean_over_objects")
+            cells.append(f"{mean:.2f}" if mean is not None else "")
+            lines.append(f"| {name} | {k} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def write_report(results: dict[str, Any], out: Path) -> Path:

@@ -47,6 +47,7 @@ from sim2real.errors import ConfigError, DataError
 from sim2real.perception.encoder import Encoder
 from sim2real.perception.geometry import summarise
 from sim2real.transfer.config import FinetuneConfig
+from sim2real.transfer.objects import labelled_frames
 from sim2real.transfer.strategies import (
     Plan,
     Prepared,
@@ -378,7 +379,7 @@ def finetune_cli(
     plan = unlabelled_plan(strategy, cfg)
     encoder = Encoder.load(model_path)
     real = open_real(real_dir)
-    labelled = real.labelled()
+    labelled = labelled_frames(real, encoder)  # per object for a named encoder
     unlabelled = open_unlabelled(real, unlabelled_dir, plan)
     adapted = adapt(
         encoder, labelled if len(labelled) else None, strategy, unlabelled, sim_dir, config=cfg

@@ -44,6 +44,7 @@ from sim2real.perception.encoder import Encoder
 from sim2real.perception.geometry import summarise
 from sim2real.transfer.adabn import adapt_batchnorm, require_batchnorm
 from sim2real.transfer.config import DEFAULT_LR, FinetuneConfig
+from sim2real.transfer.objects import encoder_objects, object_point, unlabelled_frames
 from sim2real.transfer.training import (
     FitData,
     FrameSet,
@@ -224,7 +225,9 @@ def prepare(
     check_inputs(plan, enc, labelled, unl, sim, cfg)
     size = (enc.preprocessing.width, enc.preprocessing.height)
     uses_sim = plan.train == "dann" or (plan.train is not None and cfg.sim_batch_size > 0)
-    sim_stream = SimStream(sim, size, cfg.seed) if uses_sim and sim is not None else None
+    sim_stream = None
+    if uses_sim and sim is not None:
+        sim_stream = SimStream(sim, size, cfg.seed, objects=encoder_objects(enc))
     record: dict[str, Any] = {
         "strategy": plan.name,
         "config": cfg.to_dict(),
@@ -338,27 +341,40 @@ def choose_epochs(
                 "%s: %d labelled frame(s), cannot cross-validate: %d epochs", plan.name, n, epochs
             )
         return epochs, None
-    folds, pooled = cv_errors(encoder, plan, cfg, data, lr)
+    per_object: list[dict[str, np.ndarray]] = []
+    folds, pooled = cv_errors(encoder, plan, cfg, data, lr, object_pooled=per_object)
     best = int(np.argmin([float(e.mean()) for e in pooled]))
     if best == 0:
         logger.info("%s: cross-validation prefers no training (epoch 0)", plan.name)
-    return best, cv_record(folds, pooled, best)
+    record = cv_record(folds, pooled, best)
+    if per_object:  # several objects: the held-out error of each, at the chosen count
+        record.update(object_point([(None, None, None, None, per_object[best])]) or {})
+    return best, record
 
 
 def cv_errors(
-    encoder: Encoder, plan: Plan, cfg: FinetuneConfig, data: FitData, lr: float
+    encoder: Encoder,
+    plan: Plan,
+    cfg: FinetuneConfig,
+    data: FitData,
+    lr: float,
+    object_pooled: list[dict[str, np.ndarray]] | None = None,
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """The cross-validation of :func:`choose_epochs`: ``(folds, pooled)``.
 
     ``folds[f]`` are the labelled frames fold ``f`` holds out; ``pooled[e]`` the xy errors
-    (cm) of all held-out frames after ``e`` epochs, in the order of ``np.concatenate(folds)``.
+    (cm) of all held-out frames after ``e`` epochs, in the order of ``np.concatenate(folds)``
+    (frames of several objects: each frame's mean over its objects; ``object_pooled``, when
+    given, is filled with ``{object: errors}`` per epoch in the same order).
     """
     assert data.labelled is not None
     n = len(data.labelled)
     folds = kfold(n, cfg.cv_folds, cfg.seed)
     per_epoch: list[list[np.ndarray]] = [[] for _ in range(cfg.epochs + 1)]
+    per_object: list[list[dict[str, np.ndarray]]] = [[] for _ in range(cfg.epochs + 1)]
     for f, test in enumerate(folds):
         train = np.setdiff1d(np.arange(n), test)
+        objects: list[dict[str, np.ndarray]] = []
         curve = fit(
             copy.deepcopy(encoder),
             cfg,
@@ -369,9 +385,15 @@ def cv_errors(
             seed=cfg.seed + 1000 * (f + 1),
             held_out=data.labelled.select(test),
             desc=f"{plan.name} cv {f + 1}/{len(folds)}",
+            object_curve=objects if object_pooled is not None else None,
         )
         for e, errors in enumerate(curve):
             per_epoch[e].append(errors)
+        for e, errors in enumerate(objects):
+            per_object[e].append(errors)
+    if object_pooled is not None and all(per_object):
+        for epoch in per_object:
+            object_pooled.append({k: np.concatenate([d[k] for d in epoch]) for k in epoch[0]})
     return folds, [np.concatenate(errs) for errs in per_epoch]
 
 
@@ -395,7 +417,7 @@ def open_unlabelled(
     if not (plan.adabn or plan.train == "dann"):
         return None
     if unlabelled_dir is None:
-        frames = real.unlabelled()
+        frames = unlabelled_frames(real)  # a long labels.csv's rows are labels too
         return frames if len(frames) else None
     try:
         return open_real(unlabelled_dir)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -32,6 +32,16 @@ from sim2real.perception.encoder import Encoder, resize_frames
 from sim2real.perception.train_data import SimSamples, photometric_augmentation
 from sim2real.transfer.adabn import batchnorm_layers
 from sim2real.transfer.dann import DomainClassifier, dann_lambda
+from sim2real.transfer.objects import (
+    encoder_objects,
+    frame_errors,
+    frames_for,
+    labelled_objects,
+    object_errors,
+    object_loss,
+    object_positions,
+    trainable_object_heads,
+)
 
 if TYPE_CHECKING:
     from sim2real.transfer.config import FinetuneConfig
@@ -48,10 +58,13 @@ class FrameSet:
 
     Attributes:
         images: uint8 ``(N, H, W, 3)`` RGB, already resized to the encoder input.
-        positions: float64 ``(N, 3)`` labels in metres, or ``None`` (unlabelled).
+        positions: float64 ``(N, 3)`` labels in metres, ``(N, T, 3)`` for the ``objects``
+            of a named-target encoder (NaN where a frame has no row for an object), or
+            ``None`` (unlabelled).
         sources: one id per frame (file name), for predictions and reports.
         frame_size: ``(W, H)`` of the frames before resizing.
         name: where they came from.
+        objects: the objects ``positions`` labels (``()``: the single target).
     """
 
     images: np.ndarray
@@ -59,6 +72,7 @@ class FrameSet:
     sources: tuple[str, ...]
     frame_size: tuple[int, int]
     name: str = ""
+    objects: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.images)
@@ -72,7 +86,12 @@ class FrameSet:
 
     @classmethod
     def from_real(
-        cls, frames: RealFrames, size: tuple[int, int], labels: bool, progress: bool = False
+        cls,
+        frames: RealFrames,
+        size: tuple[int, int],
+        labels: bool,
+        progress: bool = False,
+        objects: Sequence[str] = (),
     ) -> FrameSet:
         """Decode ``frames`` and resize them to ``size = (W, H)``.
 
@@ -81,19 +100,24 @@ class FrameSet:
             size: the encoder's input size.
             labels: keep the position labels (``False`` drops them: unlabelled use).
             progress: show a tqdm bar.
+            objects: with ``labels``, the objects to read from a long ``labels.csv``
+                (positions ``(N, T, 3)``, NaN where a frame has no row for one).
 
         Example:
             >>> real = open_real("real/kuka_cube").labelled()  # doctest: +SKIP
             >>> FrameSet.from_real(real, (128, 96), labels=True).images.shape  # doctest: +SKIP
             (12, 96, 128, 3)
         """
-        if labels and any(not ref.labelled for ref in frames.refs):
+        if labels and not objects and any(not ref.labelled for ref in frames.refs):
             raise DataError(f"{frames.name!r}: expected only labelled frames, some have no label")
         images = np.empty((len(frames), size[1], size[0], 3), dtype=np.uint8)
         for i, frame in enumerate(tqdm(frames, desc="frames", disable=not progress, leave=False)):
             images[i] = resize_frames(frame.image, *size)[0].numpy()
         positions = frames.positions.astype(np.float64) if labels else None
-        return cls(images, positions, tuple(frames.sources), tuple(frames.size), frames.name)
+        if labels and objects:
+            positions = object_positions(frames, objects)
+        kept = tuple(objects) if labels else ()
+        return cls(images, positions, tuple(frames.sources), tuple(frames.size), frames.name, kept)
 
 
 def as_frame_set(
@@ -108,15 +132,24 @@ def as_frame_set(
     if data is None:
         return None
     size = (encoder.preprocessing.width, encoder.preprocessing.height)
+    objects = encoder_objects(encoder)
     if isinstance(data, RealFrames):
         check_aspect(data.size, size, role)
-        frames = data.labelled() if labels else data
-        return FrameSet.from_real(frames, size, labels)
+        data = frames_for(data, encoder)
+        if not labels:
+            return FrameSet.from_real(data, size, labels)
+        frames = labelled_objects(data, objects) if objects else data.labelled()
+        return FrameSet.from_real(frames, size, labels, objects=objects)
     if not isinstance(data, FrameSet):
         raise DataError(f"{role} frames: expected RealFrames or FrameSet, got {type(data)}")
     check_aspect(data.frame_size, size, role)
     if labels and data.positions is None:
         raise DataError(f"{role} frames: expected position labels, the FrameSet has none")
+    if labels and tuple(data.objects) != objects:
+        raise DataError(
+            f"{role} frames: labels for objects {list(data.objects)}, the encoder locates "
+            f"{list(objects)}: expected a FrameSet made for this encoder (as_frame_set)"
+        )
     if data.images.shape[1:3] != (size[1], size[0]):
         images = resize_frames(data.images, *size).numpy()
         data = replace(data, images=images)
@@ -149,8 +182,18 @@ class SimStream:
             another aspect ratio than the encoder input.
     """
 
-    def __init__(self, data: str | ShardedDataset, size: tuple[int, int], seed: int) -> None:
+    def __init__(
+        self,
+        data: str | ShardedDataset,
+        size: tuple[int, int],
+        seed: int,
+        objects: Sequence[str] = (),
+    ) -> None:
         path = data.path if isinstance(data, ShardedDataset) else data
+        self.objects = tuple(objects)
+        if self.objects:  # a named encoder: per-target labels (positions (n, T, 3))
+            self._named(path, size, seed)
+            return
         ds = ShardedDataset(path, fields=["image", "position", "uv"], verify="lazy")
         h, w = ds.fields["image"]["shape"][:2]
         check_aspect((w, h), size, f"simulated ({ds.path})")
@@ -162,10 +205,34 @@ class SimStream:
     def __len__(self) -> int:
         return len(self.samples)
 
+    def _named(self, path: Any, size: tuple[int, int], seed: int) -> None:
+        from sim2real.perception.targets import resolve_targets
+        from sim2real.perception.targets_data import TargetSamples, target_fields
+
+        probe = ShardedDataset(path, verify=False)
+        targets = resolve_targets(probe.manifest, probe.fields, list(self.objects))
+        ds = ShardedDataset(path, fields=["image", *target_fields(targets)], verify="lazy")
+        h, w = ds.fields["image"]["shape"][:2]
+        check_aspect((w, h), size, f"simulated ({ds.path})")
+        if len(ds) == 0:
+            raise DataError(f"simulated dataset {ds.path} is empty")
+        self.path = ds.path
+        self.samples = TargetSamples(  # type: ignore[assignment]
+            ds, np.arange(len(ds)), size, targets, augment=True, seed=seed
+        )
+
     def batch(self, n: int, rng: np.random.Generator, step: int) -> tuple[torch.Tensor, ...]:
-        """``n`` random samples: uint8 ``(n, H, W, 3)``, ``(n, 3)`` metres, ``(n, 2)`` uv."""
+        """``n`` random samples: uint8 ``(n, H, W, 3)``, ``(n, 3)`` metres, ``(n, 2)`` uv;
+        for ``objects``: ``(n, T, 3)`` and ``(n, T, 2)``, NaN where an object is absent."""
         items = [self.samples[(step, int(i))] for i in rng.integers(0, len(self), n)]
-        return tuple(torch.stack(parts) for parts in zip(*items, strict=True))
+        parts = [torch.stack(p) for p in zip(*items, strict=True)]
+        if not self.objects:
+            return tuple(parts)
+        images, pos, uv, present = parts[0], parts[1], parts[2], parts[6]
+        absent = present < 0.5
+        pos, uv = pos.clone(), uv.clone()
+        pos[absent], uv[absent] = float("nan"), float("nan")
+        return images, pos, uv
 
 
 def keypoint_targets(card: dict, positions: np.ndarray) -> np.ndarray | None:
@@ -184,7 +251,10 @@ def keypoint_targets(card: dict, positions: np.ndarray) -> np.ndarray | None:
 
 
 def trainable_heads(encoder: Encoder) -> list[str]:
-    """Heads the fine-tuning loss reaches: ``position``, and ``keypoint`` with a camera."""
+    """Heads the fine-tuning loss reaches: ``position``, and ``keypoint`` with a camera
+    (a named encoder's per target: :func:`~sim2real.transfer.objects.trainable_object_heads`)."""
+    if encoder_objects(encoder):
+        return trainable_object_heads(encoder)
     names = [geometry.POSITION_HEAD] if geometry.POSITION_HEAD in encoder.heads else []
     if geometry.KEYPOINT_HEAD in encoder.heads and encoder.card.get("camera"):
         names.append(geometry.KEYPOINT_HEAD)
@@ -200,8 +270,12 @@ def task_loss(
     network input's (the crop's), so the target is mapped there.
 
     Shape:
-        - fmap: ``(B, C, h, w)``; position: ``(B, 3)`` metres; uv: ``(B, 2)`` or ``None``.
+        - fmap: ``(B, C, h, w)``; position: ``(B, 3)`` metres; uv: ``(B, 2)`` or ``None``
+          (a named encoder's: ``(B, T, 3)``, ``(B, T, 2)``, :func:`~sim2real.transfer.
+          objects.object_loss`).
     """
+    if encoder_objects(encoder):
+        return object_loss(encoder, fmap, position, uv)
     losses = []
     if geometry.POSITION_HEAD in encoder.heads:
         head = encoder.heads[geometry.POSITION_HEAD]
@@ -254,8 +328,11 @@ def set_train_mode(encoder: Encoder, bn_mode: str) -> None:
 def held_out_errors(encoder: Encoder, frames: FrameSet) -> np.ndarray:
     """Euclidean xy error in cm of each labelled frame, by the card's position route (the
     absolute ``keypoint_plane`` one when the card's needs the gripper's position, which
-    labelled frames do not carry)."""
+    labelled frames do not carry). Frames of several objects: each frame's mean over the
+    objects it labels (:func:`~sim2real.transfer.objects.frame_errors`)."""
     assert frames.positions is not None
+    if frames.objects:
+        return frame_errors(object_errors(encoder, frames.images, frames.positions, frames.objects))
     route = "keypoint_plane" if encoder.card.get("position_route") in geometry.EE_ROUTES else None
     pred = geometry.predict_positions(encoder, frames.images, route=route)
     return geometry.position_errors_cm(pred, frames.positions)["xy"]
@@ -272,6 +349,7 @@ def fit(
     seed: int,
     held_out: FrameSet | None = None,
     desc: str = "finetune",
+    object_curve: list[dict[str, np.ndarray]] | None = None,
 ) -> list[np.ndarray]:
     """Train ``encoder`` in place for ``epochs * cfg.steps_per_epoch`` steps.
 
@@ -285,13 +363,28 @@ def fit(
         seed: batches, augmentation, dropout and the domain classifier's initialisation.
         held_out: labelled frames scored before training and after every epoch.
         desc: progress-bar label.
+            object_curve: filled, for ``held_out`` frames of several objects, with the
+            per-object errors (:func:`~sim2real.transfer.objects.object_errors`) per epoch.
 
     Returns:
         ``held_out`` xy errors in cm, ``(N_held_out,)`` per epoch from 0 to ``epochs``
         (empty without ``held_out``). The encoder ends in eval mode.
     """
     device = encoder.device
-    curve = [held_out_errors(encoder, held_out)] if held_out is not None else []
+    curve: list[np.ndarray] = []
+
+    def score() -> None:
+        assert held_out is not None
+        if held_out.objects and object_curve is not None:
+            assert held_out.positions is not None
+            errors = object_errors(encoder, held_out.images, held_out.positions, held_out.objects)
+            object_curve.append(errors)
+            curve.append(frame_errors(errors))
+        else:
+            curve.append(held_out_errors(encoder, held_out))
+
+    if held_out is not None:
+        score()
     cuda = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(seed)
@@ -308,7 +401,7 @@ def fit(
                 if fitter.domain_accuracy is not None:
                     bar.set_postfix(domain_acc=f"{fitter.domain_accuracy:.2f}")
                 if held_out is not None:
-                    curve.append(held_out_errors(encoder, held_out))
+                    score()
     encoder.eval()
     return curve
 

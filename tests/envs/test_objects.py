@@ -215,6 +215,19 @@ def test_heavy_mesh_render_is_simplified_to_the_budget(client, tmp_path, caplog)
     assert light.render_triangles == 5120
 
 
+def test_heavy_non_convex_mesh_is_decimated_not_replaced_by_its_hull():
+    from sim2real.envs.objects.meshes import simplify
+
+    torus = trimesh.creation.torus(0.05, 0.015, major_sections=64, minor_sections=48)
+    assert len(torus.faces) == 6144
+    out = simplify(torus, 1000, what="torus")
+    assert 0 < len(out.faces) <= 1000
+    # quadric decimation keeps the hole: the volume stays near the torus's, while its
+    # convex hull would be ~1.6x larger
+    assert abs(out.volume / torus.volume - 1.0) < 0.05
+    assert torus.convex_hull.volume / torus.volume > 1.5
+
+
 def test_vhacd_collision_on_request(client, mesh_file, tmp_path, monkeypatch):
     monkeypatch.setenv("SIM2REAL_CACHE", str(tmp_path))
     spec = ObjectSpec(name="slab", mesh=str(mesh_file), collision="vhacd")

@@ -16,7 +16,9 @@ from sim2real.envs.core import TabletopEnv, connect
 from sim2real.envs.lowpoly import convex_hull_obj, load_mesh, lowpoly_urdf
 from sim2real.envs.robots import RobotArm, RobotConfig, RobotSpec, robot_presets
 from sim2real.envs.scene import SceneConfig
+from sim2real.envs.scene_config import TableConfig
 from sim2real.envs.urdf import find_file, read_urdf
+from sim2real.envs.workspace import PANDA_BOX, reach_workspace
 from sim2real.errors import ConfigError
 
 PRESETS = ["kuka_iiwa", "panda", "xarm6"]
@@ -413,3 +415,42 @@ def test_presets_are_the_arms_the_scenes_were_made_with(
     down = (np.pi, 0.0, 0.0) if name == "panda" else (0.0, np.pi, 0.0)
     assert robot.ee_down == client.getQuaternionFromEuler(down)
     client.disconnect()
+
+
+def test_a_urdf_arm_without_a_workspace_gets_one_from_its_reach(tmp_path: Path) -> None:
+    robot = {k: v for k, v in ROBOT.items() if not k.startswith("workspace")}
+    path = tmp_path / "scene.yaml"
+    _scene_yaml(tmp_path)  # writes the arm
+    scene = yaml.safe_load((tmp_path / "my_scene.yaml").read_text())
+    path.write_text(yaml.safe_dump({**scene, "robot": robot}, sort_keys=False))
+    cfg = SceneConfig.load(path)
+    assert cfg.robot.workspace_low is None and "workspace_low" not in cfg.robot.model_dump()
+    env = TabletopEnv(scene=cfg, task="reach", randomization="none", image_size=32)
+    # link frames 0.05 + 0.25 up, 0.35 + 0.3 out: reach 0.95 m; the default table holds the box
+    np.testing.assert_allclose(env.robot.cfg.workspace_low, (0.171, -0.2375, 0.02))
+    np.testing.assert_allclose(env.robot.cfg.workspace_high, (0.5225, 0.2375, 0.3135))
+    env.reset(seed=0)
+    target = env.task.target(env.scene)
+    for _ in range(30):
+        delta = (target - env.robot.ee_position()) / env.robot.cfg.max_step_m
+        *_, terminated, _, info = env.step(np.clip(delta, -1, 1).astype(np.float32))
+        if terminated:
+            break
+    assert info["is_success"]
+    env.close()
+    # one corner given is kept; a small table clips x/y and lifts the floor to its top
+    client, arm = _arm(cfg.robot.model_copy(update={"workspace_low": (0.3, -0.1, 0.05)}))
+    assert arm.cfg.workspace_low == (0.3, -0.1, 0.05)
+    assert arm.cfg.workspace_high == pytest.approx((0.5225, 0.2375, 0.3135))
+    client.disconnect()
+    table = TableConfig(center=(0.4, 0.0), size=(0.4, 0.3), top_height=0.1)
+    low, high = reach_workspace(0.95, base_position=np.zeros(3), table=table)
+    assert low == pytest.approx((0.2, -0.15, 0.12))
+    assert high == pytest.approx((0.5225, 0.15, 0.3135))
+
+
+def test_presets_keep_the_box_every_scene_was_made_with() -> None:
+    for name in robot_presets():
+        cfg = RobotConfig(name=name)
+        assert (cfg.workspace_low, cfg.workspace_high) == PANDA_BOX, name
+        assert cfg.resolved().workspace_low == PANDA_BOX[0]

@@ -106,6 +106,34 @@ def test_xarm_mug_check_env_and_same_seed_determinism() -> None:
         e.close()
 
 
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="known gap (issue 28): a used multi-object env drifts from a fresh one, see "
+    "docs/guides/own-robot.md 'Determinism'; passes (and then fails as strict) once fixed",
+)
+def test_xarm_mug_same_seed_on_a_used_env_is_bit_identical() -> None:
+    """reset(seed=s) on an env that ran another episode gives what a fresh env gives."""
+    fresh, used = (gym.make("Sim2Real/Reach-v0", scene="xarm_mug", image_size=48) for _ in "ab")
+    used.reset(seed=101)
+    rng = np.random.default_rng(101)
+    for _ in range(3):
+        used.step(rng.uniform(-1, 1, 3).astype(np.float32))
+    steps = [e.reset(seed=5) for e in (fresh, used)]
+    rng = np.random.default_rng(5)
+    for _ in range(4):
+        action = rng.uniform(-1, 1, 3).astype(np.float32)
+        for (obs_a, info_a), (obs_b, info_b) in [steps]:
+            np.testing.assert_array_equal(obs_a["image"], obs_b["image"])
+            np.testing.assert_array_equal(obs_a["proprio"], obs_b["proprio"])
+            for name, lab in info_a["objects"].items():
+                for field in ("position_world", "quaternion"):
+                    np.testing.assert_array_equal(lab[field], info_b["objects"][name][field])
+        steps = [(out[0], out[4]) for out in (e.step(action) for e in (fresh, used))]
+    for e in (fresh, used):
+        e.close()
+
+
 def test_reach_v0_keeps_the_other_ids() -> None:
     from sim2real.envs import ENV_IDS
 
