@@ -13,7 +13,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from sim2real.cli import data, perception, policy, robot, transfer
+from sim2real.cli import data, perception, policy, refine, robot, transfer
 from sim2real.cli.common import one_line, parse_overrides
 from sim2real.errors import Sim2RealError
 from sim2real.version import __version__
@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_parsers(sub)
     robot.add_parsers(sub)
     perception.add_parsers(sub)
+    refine.add_parsers(sub)
     transfer.add_parsers(sub)
     policy.add_parsers(sub)
     return parser

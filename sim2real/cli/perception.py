@@ -118,8 +118,15 @@ def _print_detection(det: dict | None) -> None:
 def cmd_predict(args: argparse.Namespace) -> int:
     from sim2real.perception.evaluate import predict_folder
 
+    model = args.model
+    if args.no_refine:  # the encoder's refiner (if any) off for this run
+        from sim2real.perception.encoder import Encoder
+        from sim2real.perception.refine import set_refine
+
+        model = Encoder.load(args.model)
+        set_refine(model, False)
     path = predict_folder(
-        args.model,
+        model,
         args.images,
         args.out,
         route=args.route,
@@ -228,7 +235,8 @@ def _add_predict(sub: Subparsers) -> None:
             row per frame and object.""",
         examples="""
             sim2real predict --model runs/kuka_encoder --images ../shared/real/kuka_cube/unlabelled --out runs/preds.csv
-            sim2real predict --model runs/mug_encoder --images runs/mug_real --out runs/mug_preds.csv --objects mug""",
+            sim2real predict --model runs/mug_encoder --images runs/mug_real --out runs/mug_preds.csv --objects mug
+            sim2real predict --model runs/kuka_encoder --images ../shared/real/kuka_cube/unlabelled --out runs/preds.csv --no-refine""",
         func=cmd_predict,
     )
     p.add_argument("--model", required=True, help="encoder folder")
@@ -236,4 +244,9 @@ def _add_predict(sub: Subparsers) -> None:
     p.add_argument("--out", required=True, help="CSV file to write")
     p.add_argument("--route", default=None, help="position_head|keypoint_plane (default: card's)")
     _add_objects(p)
+    p.add_argument(
+        "--no-refine",
+        action="store_true",
+        help="skip the encoder's refiner (sim2real refine train), use the coarse keypoint",
+    )
     _add_batchnorm(p)

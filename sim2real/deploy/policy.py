@@ -36,6 +36,7 @@ from sim2real.errors import CheckpointError, InputError
 from sim2real.images import check_frame
 from sim2real.perception.encoder import Encoder
 from sim2real.perception.preprocessing import resize_frames
+from sim2real.perception.refine import perceived_keypoints
 from sim2real.policies.bundle import BundleActor, load_bundle
 
 logger = logging.getLogger(__name__)
@@ -162,7 +163,9 @@ class Policy:
         Returns:
             ``{"visible": bool, "visibility", "confidence", "ood"}`` (see
             :mod:`sim2real.perception.scores`; an encoder without a visibility head says
-            visibility 1, and ``ood`` is NaN without feature statistics in its card). The
+            visibility 1, and ``ood`` is NaN without feature statistics in its card); with a
+            refiner in the encoder folder also ``keypoint`` (refined on the full-resolution
+            ``frame``) and ``keypoint_coarse``, normalised (:mod:`sim2real.perception.refine`). The
             :class:`~sim2real.deploy.runner.Runner` reads it for its ``not_visible``
             behaviour; it costs one more encoder pass.
 
@@ -187,6 +190,8 @@ class Policy:
             "visibility": float(out["visibility"][0]),
             "confidence": float(out["confidence"][0]),
             "ood": float(out["ood"][0]),
+            # with a refiner: "keypoint" (refined on the full frame) and "keypoint_coarse"
+            **perceived_keypoints(self.encoder, frame, out, self.colour_order),
         }
 
     @torch.no_grad()

@@ -31,6 +31,13 @@ from sim2real.perception.heads import build_head, normalised_to_pixels
 from sim2real.perception.preprocessing import RESIZE_METHOD, Frames, Preprocessing, as_frames
 from sim2real.perception.preprocessing import RESIZE_POLICIES as RESIZE_POLICIES  # re-exported
 from sim2real.perception.preprocessing import resize_frames as resize_frames  # re-exported
+from sim2real.perception.refine import (
+    refine_enabled,
+    refine_outputs,
+    refined_names,
+    restore_refiner,
+    store_refiner,
+)
 from sim2real.perception.scores import VISIBILITY_HEAD, frame_scores, keypoint_sharpness
 from sim2real.perception.targets import by_object, card_targets, is_named
 from sim2real.version import __version__
@@ -87,6 +94,9 @@ class Encoder(nn.Module):
         >>> enc.predict(np.zeros((480, 640, 3), np.uint8))["position"].shape
         (1, 3)
     """
+
+    #: optional :class:`~sim2real.perception.refine.Refiner`; not a submodule (own file)
+    refiner: Any = None
 
     def __init__(
         self,
@@ -210,6 +220,7 @@ class Encoder(nn.Module):
         colour: str = "RGB",
         batch_size: int = 64,
         batchnorm: str | None = None,
+        refine: bool | None = None,
     ) -> dict[str, np.ndarray] | dict[str, dict[str, np.ndarray]]:
         """Predict every head on raw frames, in eval mode, in batches.
 
@@ -226,6 +237,9 @@ class Encoder(nn.Module):
             colour: channel order of ``frames``.
             batch_size: frames per forward pass (1 with ``batchnorm="frame"``).
             batchnorm: ``"stored"`` or ``"frame"``; default: :attr:`batchnorm`.
+            refine: with a :attr:`refiner`, refine the ``keypoint`` head's first keypoint on
+                the full-resolution frames, the coarse one kept as ``keypoint_coarse``
+                (:mod:`sim2real.perception.refine`); default: the card's, on.
 
         An encoder with per-target heads (``pretrain --targets``, :mod:`sim2real.perception.
         targets`) returns its outputs keyed by object name instead:
@@ -261,6 +275,10 @@ class Encoder(nn.Module):
         for name, head in self.heads.items():
             if getattr(head, "kind", None) == "keypoints":
                 out[name] = self.preprocessing.to_frame(out[name])
+                out[f"{name}_px"] = normalised_to_pixels(out[name], width, height)
+        if refine_enabled(self, refine) and "keypoint" in out:
+            refine_outputs(self, batch, out, colour)
+            for name in refined_names():
                 out[f"{name}_px"] = normalised_to_pixels(out[name], width, height)
         arrays = {k: v.numpy() for k, v in out.items()}
         if "visible" in arrays:
@@ -393,6 +411,7 @@ class Encoder(nn.Module):
         folder.mkdir(parents=True, exist_ok=True)
         self.card.update(self.structure())
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        store_refiner(self, folder)  # refiner.safetensors + the card's "refiner", when attached
         # each file atomically (a killed run leaves the old file or the new one, never half)
         write_bytes(folder / WEIGHTS_FILE, safetensors_bytes(state, {"format": CARD_FORMAT}))
         write_text(folder / CARD_FILE, json.dumps(self.card, indent=2, sort_keys=True) + "\n")
@@ -460,7 +479,9 @@ class Encoder(nn.Module):
         encoder.load_state_dict(state, strict=True)
         if str(device) == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        return encoder.to(device).eval()
+        encoder = encoder.to(device).eval()
+        restore_refiner(encoder, folder)  # none unless the card has a "refiner" entry
+        return encoder
 
 
 def _check_state(
