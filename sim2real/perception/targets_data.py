@@ -17,9 +17,8 @@ import torch
 from torch.utils.data import Dataset
 
 from sim2real.data.shards import ShardedDataset
-from sim2real.perception.encoder import resize_frames
 from sim2real.perception.targets import Target
-from sim2real.perception.train_data import photometric_augmentation
+from sim2real.perception.train_data import augment, photometric_augmentation, sized_sample
 from sim2real.perception.train_scores import derived_visible_fraction
 
 
@@ -82,14 +81,8 @@ class TargetSamples(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, ...]:
         epoch, pos = key
         index = int(self.indices[pos])
-        sample = self.ds[index]
-        image = sample["image"]
-        if (image.shape[1], image.shape[0]) != self.size:
-            image = resize_frames(image, *self.size)[0].numpy()
-        if self.transform is not None:
-            seq = np.random.SeedSequence([self.seed, epoch, index])
-            self.transform.set_random_seed(int(seq.generate_state(1)[0]))
-            image = self.transform(image=image)["image"]
+        sample, image = sized_sample(self.ds, index, self.size)
+        image = augment(self.transform, image, self.seed, epoch, index)
         labels = [self.labels(sample, t) for t in self.targets]
         stacked = [np.stack([lab[k] for lab in labels]).astype(np.float32) for k in range(6)]
         return (torch.from_numpy(np.ascontiguousarray(image)), *map(torch.from_numpy, stacked))

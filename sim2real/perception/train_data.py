@@ -59,6 +59,24 @@ def shift_image(image: np.ndarray, dx: int, dy: int) -> np.ndarray:
     return np.ascontiguousarray(padded[s - dy : s - dy + h, s - dx : s - dx + w])
 
 
+def sized_sample(ds: ShardedDataset, index: int, size: tuple[int, int]) -> tuple[dict, np.ndarray]:
+    """Sample ``index`` of ``ds`` and its image resized to ``size`` (W, H) when it differs."""
+    sample = ds[index]
+    image = sample["image"]
+    if (image.shape[1], image.shape[0]) != size:
+        image = resize_frames(image, *size)[0].numpy()
+    return sample, image
+
+
+def augment(transform: A.Compose | None, image: np.ndarray, *key: int) -> np.ndarray:
+    """``image`` through ``transform`` seeded by ``key`` (seed, epoch, index): the same draw
+    for the same sample of the same epoch in every worker layout; unchanged without one."""
+    if transform is None:
+        return image
+    transform.set_random_seed(int(np.random.SeedSequence(list(key)).generate_state(1)[0]))
+    return transform(image=image)["image"]
+
+
 class SimSamples(Dataset):
     """``(image uint8 (H, W, 3), position (3,), uv normalised (2,))`` for ``(epoch, i)`` keys.
 
@@ -112,19 +130,13 @@ class SimSamples(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, ...]:
         epoch, pos = key
         index = int(self.indices[pos])
-        sample = self.ds[index]
-        image = sample["image"]
-        if (image.shape[1], image.shape[0]) != self.size:
-            image = resize_frames(image, *self.size)[0].numpy()
+        sample, image = sized_sample(self.ds, index, self.size)
         uv = 2.0 * sample["uv"].astype(np.float32) / self.image_wh - 1.0  # continuous pixels
         if self.gripper_keypoint:
             uv = np.stack([uv, 2.0 * self.gripper_uv(sample) / self.image_wh - 1.0])
         if self.shift_px > 0:
             image, uv = self._shift(image, uv, np.random.SeedSequence([self.seed, epoch, index, 1]))
-        if self.transform is not None:
-            seq = np.random.SeedSequence([self.seed, epoch, index])
-            self.transform.set_random_seed(int(seq.generate_state(1)[0]))
-            image = self.transform(image=image)["image"]
+        image = augment(self.transform, image, self.seed, epoch, index)
         position = sample["position"].astype(np.float32)
         items = [
             torch.from_numpy(np.ascontiguousarray(image)),
