@@ -86,7 +86,8 @@ def target_folders(
     from sim2real.envs.sources import scene_spec
 
     spec = scene_spec(scene, args.target_randomization, parse_size(args.size))
-    counts = {"labelled": labelled, "unlabelled": max(labelled, 32), "test": args.test_frames}
+    unlabelled = max(labelled, 32) if labelled else 0  # no adaptation: no AdaBN frames
+    counts = {"labelled": labelled, "unlabelled": unlabelled, "test": args.test_frames}
     folders, start = {}, 0
     for part, count in counts.items():
         folder = root / part
