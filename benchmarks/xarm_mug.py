@@ -71,7 +71,8 @@ def one_seed(args: argparse.Namespace, seed: int, target: dict[str, Path]) -> di
             target["unlabelled"], **{"progress": False, "seed": seed, **overrides},
         )  # fmt: skip
         record = json.loads((adapted / "card.json").read_text())["transfer"][-1]
-        rows[strategy] = {**scores(adapted, target["test"])[TARGET], "epochs": record.get("epochs", 0)}
+        epochs = record.get("epochs", 0)  # label-free strategies train no epochs
+        rows[strategy] = {**scores(adapted, target["test"])[TARGET], "epochs": epochs}
         print(f"  {strategy}: adapted in {time.perf_counter() - t0:.0f} s", flush=True)
     print(f"  {'model':16s} {'xy cm':>6s} {'yaw deg':>7s}  label epochs (chosen by CV)")
     for name, r in rows.items():
